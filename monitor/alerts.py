@@ -1,0 +1,73 @@
+"""The alert contract (topic ``alerts``; JSON Lines from ``advmon replay``).
+
+>>> a = Alert.firing(rule="anomaly/page", slo="anomaly", severity="page", model="m", client_id=None,
+...     sli="input_anomaly_rate", objective=0.99, burn_rates={"1h": 20.0, "5m": 30.0}, windows=["1h", "5m"],
+...     first_event_ts=100.0, fired_at=400.0, summary="s", runbook_url="docs/runbooks.md#anomaly")
+>>> a.time_to_detect_s, a.status, a.resolve(at=900.0).dedup_key == a.dedup_key
+(300.0, 'firing', True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def dedup_key_for(slo: str, severity: str, model: str, client_id: str | None) -> str:
+    """Stable across trigger and resolve (PagerDuty ``dedup_key``, Opsgenie ``alias``)."""
+    return hashlib.sha256(f"{slo}|{severity}|{model}|{client_id or ''}".encode()).hexdigest()[:32]
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alert_id: str
+    dedup_key: str
+    status: Literal["firing", "resolved"]
+    severity: Literal["page", "ticket"]
+    rule: str
+    slo: str
+    model: str
+    client_id: str | None = None
+    sli: str
+    objective: float | None = None
+    burn_rates: dict[str, float] = Field(default_factory=dict)
+    windows: list[str] = Field(default_factory=list)
+    first_event_ts: float | None = None
+    fired_at: float
+    resolved_at: float | None = None
+    time_to_detect_s: float | None = None
+    fingerprints: list[str] = Field(default_factory=list)
+    sample_event_ids: list[str] = Field(default_factory=list)
+    summary: str
+    runbook_url: str = ""
+
+    @classmethod
+    def firing(cls, **fields) -> Alert:
+        dedup = dedup_key_for(fields["slo"], fields["severity"], fields["model"], fields.get("client_id"))
+        first = fields.get("first_event_ts")
+        ttd = None if first is None else max(0.0, fields["fired_at"] - first)
+        return cls(alert_id=_alert_id(dedup, "firing", fields["fired_at"]), dedup_key=dedup, status="firing",
+                   time_to_detect_s=ttd, **fields)
+
+    def resolve(self, at: float, summary: str | None = None) -> Alert:
+        return self.model_copy(update={
+            "status": "resolved", "resolved_at": at, "alert_id": _alert_id(self.dedup_key, "resolved", at),
+            "summary": summary or self.summary,
+        })
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The labels routes, groups and inhibitions match on."""
+        return {"rule": self.rule, "slo": self.slo, "severity": self.severity, "model": self.model,
+                "client_id": self.client_id or "", "sli": self.sli}
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump())
+
+
+def _alert_id(dedup_key: str, status: str, at: float) -> str:
+    return hashlib.sha256(f"{dedup_key}|{status}|{at:.3f}".encode()).hexdigest()[:24]

@@ -1,0 +1,44 @@
+"""Process settings from the environment (prefix ``ADVMON_``), validated once at start-up.
+
+>>> s = Settings(fingerprint_secret="s3cret")
+>>> s.bucket_seconds, s.fingerprint_secret.get_secret_value(), "s3cret" in repr(s)
+(60, 's3cret', False)
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from monitor.engine import EngineSettings
+
+#: A fixed development secret keeps replays reproducible; production must set its own.
+DEV_FINGERPRINT_SECRET = "advmon-development-secret-change-me"
+log = logging.getLogger("advmon")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ADVMON_", extra="ignore")
+
+    fingerprint_secret: SecretStr = SecretStr(DEV_FINGERPRINT_SECRET)
+    bucket_seconds: int = Field(default=60, ge=1, le=3600)
+    grace_seconds: float = Field(default=60.0, ge=0)
+    max_record_bytes: int = Field(default=1 << 20, ge=256)
+    batch_size: int = Field(default=4096, ge=1, le=100_000)
+    fingerprint_generation_queries: int = Field(default=50_000, ge=100)
+    fingerprint_generation_hours: float = Field(default=24.0, gt=0)
+    rules_dir: str | None = None
+    metrics_port: int = Field(default=9310, ge=0, le=65535)
+
+    def engine_settings(self) -> EngineSettings:
+        secret = self.fingerprint_secret.get_secret_value()
+        if secret == DEV_FINGERPRINT_SECRET:
+            log.warning("ADVMON_FINGERPRINT_SECRET is not set: using the development secret; "
+                        "an attacker who knows it can craft queries that evade fingerprinting")
+        return EngineSettings(
+            fingerprint_secret=secret.encode(), bucket_s=self.bucket_seconds, grace_s=self.grace_seconds,
+            fingerprint_generation_queries=self.fingerprint_generation_queries,
+            fingerprint_generation_s=self.fingerprint_generation_hours * 3600.0,
+        )

@@ -1,0 +1,75 @@
+"""Every Prometheus metric advmon exports, declared once, with bounded label values.
+
+Label values that come from traffic (model names, client ids) pass through :class:`LabelCap`:
+the first ``limit`` distinct values keep their name, later ones become ``"other"``; client ids
+are never used raw, only as a short keyed hash.
+
+>>> m = Metrics()
+>>> m.events.labels(model="digits").inc(3)
+>>> m.registry.get_sample_value("advmon_events_total", {"model": "digits"})
+3.0
+>>> cap = LabelCap(limit=1); cap("a"), cap("b"), cap("a")
+('a', 'other', 'a')
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class LabelCap:
+    """Bounded label values: the first ``limit`` distinct ones, then ``other``."""
+
+    def __init__(self, limit: int = 50) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self.limit:
+            return "other"
+        self._seen.add(value)
+        return value
+
+
+def hashed_client(client_id: str, salt: bytes = b"advmon-metrics") -> str:
+    """A short keyed hash of a client id for labels (raw ids never reach Prometheus)."""
+    return hashlib.blake2b(client_id.encode(), key=salt, digest_size=6).hexdigest()
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None, model_limit: int = 50, client_limit: int = 20) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.model_label = LabelCap(model_limit)
+        self.client_label = LabelCap(client_limit)
+        self.events = Counter("advmon_events_total", "Valid inference events processed", ["model"], registry=r)
+        self.dead_letters = Counter("advmon_dead_letters_total", "Records rejected to the dead-letter output",
+                                    ["reason"], registry=r)
+        self.late_events = Counter("advmon_late_events_total", "Events older than the watermark minus grace", registry=r)
+        self.suspicious = Counter("advmon_suspicious_events_total", "Events flagged by a detector",
+                                  ["model", "reason"], registry=r)
+        self.duplicates = Counter("advmon_duplicate_queries_total", "Exact repeats of earlier raw inputs",
+                                  ["model"], registry=r)
+        self.batch_seconds = Histogram("advmon_batch_seconds", "Processing time of one batch", ["stage"],
+                                       buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
+        self.watermark = Gauge("advmon_watermark_seconds", "Event-time watermark (epoch seconds)", registry=r)
+        self.alerts = Counter("advmon_alerts_total", "Alert transitions", ["slo", "severity", "status"], registry=r)
+        self.alerts_firing = Gauge("advmon_alerts_firing", "Alerts currently firing", ["slo", "severity"], registry=r)
+        self.time_to_detect = Histogram("advmon_time_to_detect_seconds", "First offending event to alert, event time",
+                                        ["severity"], buckets=(30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600),
+                                        registry=r)
+        self.burn_rate = Gauge("advmon_burn_rate", "Error-budget burn rate of model-scoped SLOs",
+                               ["slo", "model", "window"], registry=r)
+        self.top_client_burn_rate = Gauge("advmon_client_burn_rate", "Burn rate of the most suspicious clients (hashed)",
+                                          ["slo", "client_hash", "window"], registry=r)
+        self.drift_statistic = Gauge("advmon_drift_statistic", "Drift detector state beside its decision",
+                                     ["rule", "model", "stat"], registry=r)
+        self.fingerprint_memory = Gauge("advmon_fingerprint_index_bytes", "Memory of the fingerprint indexes", registry=r)
+        self.deliveries = Counter("advmon_sink_deliveries_total", "Notification deliveries", ["receiver", "outcome"],
+                                  registry=r)
+
+    def model(self, name: str) -> str:
+        return self.model_label(name)

@@ -1,0 +1,178 @@
+"""The in-process runtime: raw records -> parse -> engine -> alerter -> pipeline -> sinks, no services.
+
+The Kafka daemons compose the same pieces around topics; this adapter composes them around
+function calls. It owns the I/O-facing concerns: metrics, dead-letter output, sink delivery.
+
+>>> from monitor.config import Settings
+>>> from monitor.rules import load_rules_text
+>>> rt = InProcessRuntime.build(Settings(), load_rules_text("slos: []"), sinks=[])
+>>> stats = rt.feed([b'{"event_id": "a", "ts": 60, "client_id": "c", "prediction": {"label": "1", "confidence": 1}}', b"nope"])
+>>> stats.events, stats.dead
+(1, 1)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from monitor.alerter import Alerter
+from monitor.alerts import Alert
+from monitor.config import Settings
+from monitor.deadletter import DeadLetter
+from monitor.engine import BatchResult, Engine
+from monitor.metrics import Metrics, hashed_client
+from monitor.parsing import parse_batch
+from monitor.pipeline import Notification, Pipeline
+from monitor.rules import Rules
+from monitor.scoring import Profile
+from monitor.sinks import Sink
+
+log = logging.getLogger("advmon.runtime")
+
+
+@dataclass
+class RunStats:
+    events: int = 0
+    dead: int = 0
+    late: int = 0
+    suspicious: int = 0
+    alerts: list[Alert] = field(default_factory=list)
+
+
+@dataclass
+class InProcessRuntime:
+    engine: Engine
+    alerter: Alerter
+    pipeline: Pipeline
+    sinks: dict[str, Sink]
+    metrics: Metrics
+    max_record_bytes: int
+    on_dead: Callable[[list[DeadLetter]], None] = lambda dead: None
+    on_alerts: Callable[[list[Alert]], None] = lambda alerts: None
+    on_batch: Callable[[BatchResult], None] = lambda result: None
+    stats: RunStats = field(default_factory=RunStats)
+
+    @classmethod
+    def build(cls, settings: Settings, rules: Rules, sinks: Sequence[Sink], profile: Profile | None = None,
+              metrics: Metrics | None = None, **callbacks) -> InProcessRuntime:
+        engine_settings = settings.engine_settings()
+        return cls(
+            engine=Engine(engine_settings, profile),
+            alerter=Alerter(rules, engine_settings.bucket_s, engine_settings.grace_s),
+            pipeline=Pipeline(rules.routes),
+            sinks={s.name: s for s in sinks},
+            metrics=metrics or Metrics(),
+            max_record_bytes=settings.max_record_bytes,
+            **callbacks,
+        )
+
+    def feed(self, records: Sequence[bytes], sources: Sequence[str] | None = None) -> RunStats:
+        """Process one batch of raw records; evaluates rules for every bucket the watermark closed."""
+        started = time.perf_counter()
+        parsed = parse_batch(records, sources, self.max_record_bytes)
+        parsed_at = time.perf_counter()
+        result = self.engine.process(parsed.batch)
+        self.alerter.ingest(result.rows, result.suspicious)
+        engine_at = time.perf_counter()
+        self._dead(parsed.dead)
+        self._observe(result)
+        self.on_batch(result)
+        self._emit(self.alerter.advance(result.watermark), now=result.watermark)
+        m = self.metrics.batch_seconds
+        m.labels(stage="parse").observe(parsed_at - started)
+        m.labels(stage="engine").observe(engine_at - parsed_at)
+        m.labels(stage="alert").observe(time.perf_counter() - engine_at)
+        return self.stats
+
+    def finish(self) -> list[Alert]:
+        """End of input: evaluate through the last bucket that holds events (replay's final step)."""
+        watermark = self.engine.watermark
+        if watermark == float("-inf"):
+            return []
+        end_bucket = int(watermark // self.alerter.bucket_s) + 1
+        alerts = self.alerter.evaluate_until(end_bucket)
+        self._emit(alerts, now=float(end_bucket * self.alerter.bucket_s))
+        return alerts
+
+    def _dead(self, dead: list[DeadLetter]) -> None:
+        if not dead:
+            return
+        self.stats.dead += len(dead)
+        for letter in dead:
+            self.metrics.dead_letters.labels(reason=letter.category).inc()
+        self.on_dead(dead)
+
+    def _observe(self, result: BatchResult) -> None:
+        rows, m = result.rows, self.metrics
+        self.stats.events += int(rows.column("events").sum())
+        self.stats.late += result.late_events
+        self.stats.suspicious += len(result.suspicious)
+        m.late_events.inc(result.late_events)
+        for model, events, dups in zip(rows.model, rows.column("events"), rows.column("duplicates")):
+            m.events.labels(model=m.model(model)).inc(events)
+            if dups:
+                m.duplicates.labels(model=m.model(model)).inc(dups)
+        for model, reason in zip(result.suspicious.model, result.suspicious.reason):
+            m.suspicious.labels(model=m.model(model), reason=reason).inc()
+        m.watermark.set(result.watermark)
+        m.fingerprint_memory.set(self.engine.fingerprint_memory_bytes)
+
+    def _emit(self, alerts: list[Alert], now: float) -> None:
+        m = self.metrics
+        for alert in alerts:
+            m.alerts.labels(slo=alert.slo, severity=alert.severity, status=alert.status).inc()
+            if alert.status == "firing" and alert.time_to_detect_s is not None:
+                m.time_to_detect.labels(severity=alert.severity).observe(alert.time_to_detect_s)
+        firing = self.alerter.firing
+        self._export_state(firing)
+        if alerts:
+            self.stats.alerts.extend(alerts)
+            self.on_alerts(alerts)
+        for notification in self.pipeline.process([*alerts, *firing], now=now, firing=firing):
+            self._deliver(notification)
+
+    def _export_state(self, firing: list[Alert]) -> None:
+        m = self.metrics
+        counts: dict[tuple[str, str], int] = {}
+        for alert in firing:
+            counts[(alert.slo, alert.severity)] = counts.get((alert.slo, alert.severity), 0) + 1
+        for evaluator in self.alerter.slos:
+            for severity in evaluator.severities:
+                m.alerts_firing.labels(slo=evaluator.slo.name, severity=severity).set(
+                    counts.get((evaluator.slo.name, severity), 0))
+            for window, burn in evaluator.last_burn.items():
+                self._export_burn(evaluator, window, burn)
+        for evaluator in self.alerter.drifts:
+            for model, stats in evaluator.statistics.items():
+                for stat, value in stats.items():
+                    m.drift_statistic.labels(rule=evaluator.rule.name, model=m.model(model), stat=stat).set(value)
+
+    def _export_burn(self, evaluator, window: str, burn) -> None:
+        m = self.metrics
+        keys = evaluator.windows.keys
+        if evaluator.slo.scope == "model":
+            for (model, _), value in zip(keys, burn):
+                m.burn_rate.labels(slo=evaluator.slo.name, model=m.model(model), window=window).set(value)
+            return
+        for row in burn.argsort()[::-1][:5]:  # top-5 clients, hashed, through a capped label set
+            if burn[row] > 0:
+                label = m.client_label(hashed_client(keys[row][1]))
+                m.top_client_burn_rate.labels(slo=evaluator.slo.name, client_hash=label, window=window).set(burn[row])
+
+    def _deliver(self, notification: Notification) -> None:
+        sink = self.sinks.get(notification.receiver)
+        if sink is None:
+            log.error("route names receiver %r, which is not configured; alerts: %s", notification.receiver,
+                      [a.dedup_key for a in notification.alerts])
+            self.metrics.deliveries.labels(receiver="unknown", outcome="no_receiver").inc()
+            return
+        try:
+            sink.send(notification)
+        except Exception:  # a sink failure must not stop detection
+            log.exception("delivery to %s failed", notification.receiver)
+            self.metrics.deliveries.labels(receiver=notification.receiver, outcome="failed").inc()
+        else:
+            self.metrics.deliveries.labels(receiver=notification.receiver, outcome="sent").inc()

@@ -1,0 +1,132 @@
+"""Mergeable per-bucket SLI aggregates keyed by (bucket, model, client).
+
+Each ingest batch becomes a small table of counters; tables from any number of batches,
+partitions or processes combine by addition (and minimum for first-offending timestamps),
+so windows can be computed wherever the tables meet.
+
+>>> import numpy as np
+>>> rows = SliRows.from_columns(
+...     bucket=np.array([0, 0, 60]), model=np.array(["m", "m", "m"], dtype=object),
+...     client=np.array(["a", "a", "a"], dtype=object), ts=np.array([1.0, 2.0, 61.0]),
+...     flags={"events": np.ones(3, bool), "anomalous": np.array([False, True, True])},
+...     confidence=np.array([0.9, 0.5, 0.4]))
+>>> len(rows), rows.column("events").tolist(), rows.column("anomalous").tolist(), rows.first_bad("anomalous").tolist()
+(2, [2.0, 1.0], [1.0, 1.0], [2.0, 61.0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Event counters; the "bad" ones also keep the event time of their first occurrence.
+COUNTERS = (
+    "events", "anomalous", "queries", "duplicates", "query_flagged", "labelled", "errors",
+    "adv_canary", "adv_fooled", "adv_missed", "benign_canary", "benign_flagged", "clean_events",
+)
+BAD_COUNTERS = ("anomalous", "query_flagged", "errors", "adv_fooled", "adv_missed", "benign_flagged")
+SUMS = ("conf_sum", "conf_sumsq", "clean_conf_sum")
+
+#: Named SLIs as (bad counter, total counter): the SLO rules refer to these names.
+SLI_DEFINITIONS: Mapping[str, tuple[str, str]] = {
+    "input_anomaly_rate": ("anomalous", "events"),
+    "near_duplicate_query_rate": ("query_flagged", "queries"),
+    "error_rate": ("errors", "labelled"),
+    "fooling_rate": ("adv_fooled", "adv_canary"),
+    "detector_miss_rate": ("adv_missed", "adv_canary"),
+    "detector_false_positive_rate": ("benign_flagged", "benign_canary"),
+}
+
+_VALUES = COUNTERS + SUMS
+_INDEX = {name: i for i, name in enumerate(_VALUES)}
+_BAD_INDEX = {name: i for i, name in enumerate(BAD_COUNTERS)}
+
+
+def value_index(name: str) -> int:
+    """Column of a counter or sum in ``SliRows.values``."""
+    return _INDEX[name]
+
+
+@dataclass(frozen=True)
+class SliRows:
+    """A table: one row per (bucket start, model, client), counters as a float64 matrix."""
+
+    bucket: np.ndarray  # int64 bucket start, epoch seconds
+    model: np.ndarray  # object
+    client: np.ndarray  # object
+    values: np.ndarray  # (rows, len(COUNTERS) + len(SUMS)) float64
+    first: np.ndarray  # (rows, len(BAD_COUNTERS)) float64 event time, inf where none
+
+    def __len__(self) -> int:
+        return len(self.bucket)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.values[:, _INDEX[name]]
+
+    def first_bad(self, name: str) -> np.ndarray:
+        return self.first[:, _BAD_INDEX[name]]
+
+    @classmethod
+    def empty(cls) -> SliRows:
+        return cls(np.empty(0, np.int64), np.empty(0, object), np.empty(0, object),
+                   np.empty((0, len(_VALUES))), np.empty((0, len(BAD_COUNTERS))))
+
+    @classmethod
+    def from_columns(
+        cls,
+        bucket: np.ndarray,
+        model: np.ndarray,
+        client: np.ndarray,
+        ts: np.ndarray,
+        flags: Mapping[str, np.ndarray],
+        confidence: np.ndarray,
+    ) -> SliRows:
+        """Aggregate per-event flags (names from ``COUNTERS``) into one row per key."""
+        n = len(bucket)
+        values = np.zeros((n, len(_VALUES)))
+        for name, flag in flags.items():
+            values[:, _INDEX[name]] = flag
+        clean = values[:, _INDEX["clean_events"]] > 0
+        values[:, _INDEX["conf_sum"]] = confidence
+        values[:, _INDEX["conf_sumsq"]] = confidence * confidence
+        values[:, _INDEX["clean_conf_sum"]] = np.where(clean, confidence, 0.0)
+        first = np.full((n, len(BAD_COUNTERS)), np.inf)
+        for name, flag in flags.items():
+            if name in _BAD_INDEX:
+                first[:, _BAD_INDEX[name]] = np.where(flag, ts, np.inf)
+        return cls(bucket.astype(np.int64), model, client, values, first).combined()
+
+    @classmethod
+    def concat(cls, tables: Sequence[SliRows]) -> SliRows:
+        tables = [t for t in tables if len(t)]
+        if not tables:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(t, f) for t in tables]) for f in ("bucket", "model", "client", "values", "first")))
+
+    def combined(self) -> SliRows:
+        """Merge rows with equal keys: counters add, first-offending times take the minimum."""
+        if not len(self):
+            return self
+        _, model_code = np.unique(self.model.astype(str), return_inverse=True)
+        _, client_code = np.unique(self.client.astype(str), return_inverse=True)
+        _, bucket_code = np.unique(self.bucket, return_inverse=True)
+        key = (bucket_code * (model_code.max() + 1) + model_code) * (client_code.max() + 1) + client_code
+        unique, first_row, inverse = np.unique(key, return_index=True, return_inverse=True)
+        values = np.zeros((len(unique), self.values.shape[1]))
+        np.add.at(values, inverse, self.values)
+        first = np.full((len(unique), self.first.shape[1]), np.inf)
+        np.minimum.at(first, inverse, self.first)
+        return SliRows(self.bucket[first_row], self.model[first_row], self.client[first_row], values, first)
+
+    def to_records(self) -> list[dict]:
+        """Plain dicts for the ``sli-buckets`` topic (inf first times become null)."""
+        return [
+            {
+                "bucket": int(b), "model": m, "client_id": c,
+                "counters": dict(zip(_VALUES, v.tolist())),
+                "first_bad_ts": {k: (None if not np.isfinite(t) else t) for k, t in zip(BAD_COUNTERS, f.tolist())},
+            }
+            for b, m, c, v, f in zip(self.bucket, self.model, self.client, self.values, self.first)
+        ]

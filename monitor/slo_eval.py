@@ -1,0 +1,125 @@
+"""Multiwindow multi-burn-rate evaluation of one SLO over all its keys, and the alert lifecycle.
+
+A tier fires for a key when the error rate over both its long and its short window exceeds
+``factor * (1 - objective)`` and the long window holds at least ``min_events`` events. An alert
+(one per key and severity) fires on the first evaluation a tier of its severity fires, and
+resolves once none has fired for ``resolve_after`` (hysteresis). Time-to-detect runs from the first
+offending event of the incident to the evaluation that fired, both in event time.
+
+>>> import numpy as np
+>>> from monitor.rules import load_rules_text
+>>> from monitor.sli import SliRows
+>>> slo = load_rules_text("slos: [{name: a, sli: input_anomaly_rate, objective: 0.99, min_events: 10, severities: [page]}]").slos[0]
+>>> ev = SloEvaluator(slo, bucket_s=60)
+>>> n = 20; bad = np.arange(n) >= 10
+>>> ev.ingest(SliRows.from_columns(bucket=np.zeros(n), model=np.array(["m"] * n, dtype=object),
+...     client=np.array(["c"] * n, dtype=object), ts=np.arange(n, dtype=float),
+...     flags={"events": np.ones(n, bool), "anomalous": bad}, confidence=np.ones(n)))
+0
+>>> [(a.status, a.severity, a.burn_rates, a.time_to_detect_s) for a in ev.evaluate(end_bucket=1)]
+[('firing', 'page', {'1h': 50.0, '5m': 50.0}, 50.0)]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from monitor.alerts import Alert
+from monitor.burnrate import BurnRateWindows
+from monitor.evidence import Evidence
+from monitor.rules import Slo
+from monitor.sli import SLI_DEFINITIONS, SliRows
+
+_SEVERITY_ORDER = ("page", "ticket")
+
+
+class SloEvaluator:
+    def __init__(self, slo: Slo, bucket_s: int) -> None:
+        self.slo = slo
+        self.bucket_s = bucket_s
+        self.bad_counter, self.total_counter = SLI_DEFINITIONS[slo.sli]
+        self.windows = BurnRateWindows(horizon_buckets=-(-slo.horizon_s // bucket_s))
+        self.severities = [s for s in _SEVERITY_ORDER if s in slo.severities]
+        self._open: dict[tuple[int, str], Alert] = {}  # (row, severity) -> firing alert
+        self._last_hot: dict[tuple[int, str], float] = {}
+        self._floor: dict[int, int] = {}  # row -> first bucket of its current incident window
+        self.late_dropped = 0
+        self.last_burn: dict[str, np.ndarray] = {}
+
+    def ingest(self, rows: SliRows) -> int:
+        """Add aggregate rows; returns how many were older than the horizon (counted in ``late_dropped``)."""
+        total = rows.column(self.total_counter)
+        keep = total > 0
+        if not keep.any():
+            return 0
+        models, clients = rows.model[keep], rows.client[keep]
+        keys = list(zip(models, clients)) if self.slo.scope == "client" else [(m, None) for m in models]
+        dropped = self.windows.add(
+            self.windows.rows(keys), rows.bucket[keep] // self.bucket_s,
+            rows.column(self.bad_counter)[keep], total[keep], rows.first_bad(self.bad_counter)[keep],
+        )
+        self.late_dropped += dropped
+        return dropped
+
+    @property
+    def firing(self) -> list[Alert]:
+        return list(self._open.values())
+
+    def evaluate(self, end_bucket: int, evidence: Evidence | None = None) -> list[Alert]:
+        """Evaluate at the end of bucket ``end_bucket - 1``; returns alerts that fired or resolved."""
+        if not len(self.windows):
+            return []
+        self.windows.advance(end_bucket - 1)
+        now = float(end_bucket * self.bucket_s)
+        budget = 1.0 - self.slo.objective
+        hot = {s: np.zeros(len(self.windows), bool) for s in self.severities}
+        burn = {s: [None] * len(self.windows) for s in self.severities}
+        for tier in self.slo.tiers:
+            long_bad, long_total = self.windows.sums(end_bucket, tier.long_s // self.bucket_s)
+            short_bad, short_total = self.windows.sums(end_bucket, tier.short_s // self.bucket_s)
+            long_burn = np.divide(long_bad, long_total, out=np.zeros_like(long_bad), where=long_total > 0) / budget
+            short_burn = np.divide(short_bad, short_total, out=np.zeros_like(short_bad), where=short_total > 0) / budget
+            self.last_burn[tier.names[0]] = long_burn
+            fires = (long_burn > tier.factor) & (short_burn > tier.factor) & (long_total >= self.slo.min_events)
+            for row in np.flatnonzero(fires & ~hot[tier.severity]):
+                burn[tier.severity][row] = (tier, float(long_burn[row]), float(short_burn[row]))
+            hot[tier.severity] |= fires
+        alerts: list[Alert] = []
+        for severity in self.severities:
+            for row in np.flatnonzero(hot[severity]):
+                self._last_hot[(row, severity)] = now
+                if (row, severity) not in self._open:
+                    alerts.append(self._fire(row, severity, burn[severity][row], end_bucket, now, evidence))
+            alerts.extend(self._resolve_cooled(severity, hot[severity], end_bucket, now))
+        return alerts
+
+    def _fire(self, row: int, severity: str, burn, end_bucket: int, now: float, evidence: Evidence | None) -> Alert:
+        tier, long_burn, short_burn = burn
+        model, client = self.windows.keys[row]
+        start = max(end_bucket - tier.long_s // self.bucket_s, self._floor.get(row, -(1 << 62)))
+        first = self.windows.first_bad(row, start, end_bucket)
+        samples, fingerprints = evidence.samples(model, client) if evidence else ([], [])
+        long_name, short_name = tier.names
+        who = f"client {client} of model {model}" if client else f"model {model}"
+        alert = Alert.firing(
+            rule=f"{self.slo.name}/{severity}", slo=self.slo.name, severity=severity, model=model, client_id=client,
+            sli=self.slo.sli, objective=self.slo.objective,
+            burn_rates={long_name: round(long_burn, 3), short_name: round(short_burn, 3)},
+            windows=[long_name, short_name], first_event_ts=first if np.isfinite(first) else None, fired_at=now,
+            fingerprints=fingerprints, sample_event_ids=samples,
+            summary=f"{self.slo.summary or self.slo.name}: {who}, {self.slo.sli} burning error budget "
+                    f"{long_burn:.1f}x over {long_name} ({short_burn:.1f}x over {short_name})",
+            runbook_url=self.slo.runbook,
+        )
+        self._open[(row, severity)] = alert
+        return alert
+
+    def _resolve_cooled(self, severity: str, hot: np.ndarray, end_bucket: int, now: float) -> list[Alert]:
+        resolved = []
+        for (row, sev), alert in list(self._open.items()):
+            if sev != severity or hot[row] or now - self._last_hot[(row, sev)] < self.slo.resolve_after:
+                continue
+            del self._open[(row, sev)]
+            self._floor[row] = end_bucket
+            resolved.append(alert.resolve(at=now, summary=f"resolved: {alert.summary}"))
+        return resolved
