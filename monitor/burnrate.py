@@ -93,6 +93,15 @@ class BurnRateWindows:
         n = len(self.keys)
         return self._bad[:n, cols].sum(axis=1, dtype=np.float64), self._total[:n, cols].sum(axis=1, dtype=np.float64)
 
+    def onset(self, row: int, end: int, buckets: int, rate: float) -> int:
+        """First bucket of the trailing run (within ``buckets``) whose error rate exceeds ``rate``;
+        empty buckets neither break nor start the run."""
+        cols = self._columns(end, buckets)
+        total = self._total[row, cols]
+        calm = (total > 0) & (self._bad[row, cols] <= rate * total)
+        last_calm = np.flatnonzero(calm)
+        return end - len(cols) + (int(last_calm[-1]) + 1 if len(last_calm) else 0)
+
     def first_bad(self, row: int, start: int, end: int) -> float:
         """Earliest offending event time of one key in buckets ``[start, end)``."""
         cols = self._columns(end, end - start)

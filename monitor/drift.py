@@ -7,7 +7,7 @@ a detection fires a ticket that resolves after ``resolve_after`` without another
 >>> import numpy as np
 >>> from monitor.rules import DriftRule
 >>> from monitor.sli import SliRows
->>> ev = DriftEvaluator(DriftRule(name="d", grace_points=5), bucket_s=60)
+>>> ev = DriftEvaluator(DriftRule(name="d", detector="page_hinkley", delta=0.005, threshold=0.2), bucket_s=60)
 >>> def minute(b, conf):
 ...     n = 50; return SliRows.from_columns(bucket=np.full(n, b * 60), model=np.array(["m"] * n, dtype=object),
 ...         client=np.array(["c"] * n, dtype=object), ts=np.full(n, b * 60.0),
@@ -15,8 +15,8 @@ a detection fires a ticket that resolves after ``resolve_after`` without another
 >>> alerts = []
 >>> for b in range(200):
 ...     ev.ingest(minute(b, 0.95 if b < 120 else 0.7)); alerts += ev.evaluate(end_bucket=b + 1)
->>> [(a.status, a.model, a.fired_at >= 120 * 60) for a in alerts][:1]
-[('firing', 'm', True)]
+>>> [(a.status, a.model, a.fired_at - 120 * 60, a.time_to_detect_s) for a in alerts][:1]
+[('firing', 'm', 60.0, 60.0)]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _series_point(rule: DriftRule, values: np.ndarray) -> tuple[float, float]:
         n = values[value_index("clean_events")]
         return (values[value_index("clean_conf_sum")] / n if n else np.nan), n
     if rule.series == "input_anomaly_rate":
-        n = values[value_index("events")]
+        n = values[value_index("traffic_events")]
         return (values[value_index("anomalous")] / n if n else np.nan), n
     n = values[value_index("labelled")]
     return (values[value_index("errors")] / n if n else np.nan), n
@@ -50,6 +50,7 @@ class DriftEvaluator:
         self._pending: dict[tuple[str, int], np.ndarray] = defaultdict(lambda: 0.0)
         self._detectors: dict[str, object] = {}
         self._points: dict[str, int] = defaultdict(int)
+        self._onset: dict[str, int] = {}  # model -> first bucket since the statistic was last at rest
         self._open: dict[str, Alert] = {}
         self._last_drift: dict[str, float] = {}
         self.statistics: dict[str, dict[str, float]] = {}
@@ -61,7 +62,8 @@ class DriftEvaluator:
     def _new_detector(self):
         if self.rule.detector == "adwin":
             return drift.ADWIN(delta=self.rule.delta)
-        return drift.PageHinkley(threshold=self.rule.threshold, delta=self.rule.delta)
+        return drift.PageHinkley(min_instances=self.rule.grace_points, delta=self.rule.delta,
+                                 threshold=self.rule.threshold, mode="both")
 
     def ingest(self, rows: SliRows) -> None:
         buckets = rows.bucket // self.bucket_s
@@ -91,15 +93,19 @@ class DriftEvaluator:
             detector = self._detectors[model] = self._new_detector()
         detector.update(value)
         self._points[model] += 1
-        self.statistics[model] = self._statistic(detector, value)
+        self.statistics[model] = stats = self._statistic(detector, value)
+        if stats.get("statistic", 1.0) <= 1e-12:
+            self._onset[model] = bucket + 1
         if not detector.drift_detected or self._points[model] <= self.rule.grace_points:
             return None
         now = float((bucket + 1) * self.bucket_s)
         self._last_drift[model] = now
         if model in self._open:
             return None
-        width = getattr(detector, "width", 1) or 1
-        change_at = now - width * self.bucket_s
+        if self.rule.detector == "adwin":
+            change_at = now - (getattr(detector, "width", 1) or 1) * self.bucket_s
+        else:
+            change_at = float(self._onset.get(model, bucket) * self.bucket_s)
         alert = Alert.firing(
             rule=f"{self.rule.name}/{self.rule.severity}", slo=self.rule.name, severity=self.rule.severity,
             model=model, client_id=None, sli=self.rule.series, objective=None, burn_rates={}, windows=[],
@@ -115,5 +121,7 @@ class DriftEvaluator:
         """The detector's state beside its boolean, for the debug dashboard."""
         if self.rule.detector == "adwin":
             return {"value": value, "estimation": float(detector.estimation), "width": float(detector.width)}
-        return {"value": value, "statistic": float(getattr(detector, "_sum_increase", 0.0) or 0.0),
+        increase = detector._sum_increase - detector._min_increase  # river keeps the Page-Hinkley sums private
+        decrease = detector._max_decrease - detector._sum_decrease
+        return {"value": value, "mean": float(detector._x_mean.get()), "statistic": float(max(increase, decrease)),
                 "threshold": self.rule.threshold}

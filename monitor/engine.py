@@ -160,7 +160,11 @@ class Engine:
         flags["adv_missed"] = adversarial & ~detected
         flags["benign_canary"] = batch.is_canary & ~adversarial
         flags["benign_flagged"] = flags["benign_canary"] & detected
-        flags["clean_events"] = ~detected & ~batch.is_canary
+        production = ~batch.is_canary  # red-team and canary traffic is measured above, not alerted on below
+        flags["traffic_events"] = production
+        flags["clean_events"] = ~detected & production
+        for name in ("anomalous", "query_flagged", "queries"):
+            flags[name] = flags[name] & production
 
     @staticmethod
     def _suspicious(batch: EventBatch, flags: dict, fingerprints: np.ndarray) -> Suspicious:

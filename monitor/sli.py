@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Event counters; the "bad" ones also keep the event time of their first occurrence.
+#: Event counters (``traffic_events``, ``anomalous``, ``queries`` and ``query_flagged`` leave canary
+#: traffic out; the ``adv_*`` and ``benign_*`` counters are canary-only); the "bad" ones also keep the event time of their first occurrence.
 COUNTERS = (
-    "events", "anomalous", "queries", "duplicates", "query_flagged", "labelled", "errors",
+    "events", "traffic_events", "anomalous", "queries", "duplicates", "query_flagged", "labelled", "errors",
     "adv_canary", "adv_fooled", "adv_missed", "benign_canary", "benign_flagged", "clean_events",
 )
 BAD_COUNTERS = ("anomalous", "query_flagged", "errors", "adv_fooled", "adv_missed", "benign_flagged")
@@ -31,7 +32,7 @@ SUMS = ("conf_sum", "conf_sumsq", "clean_conf_sum")
 
 #: Named SLIs as (bad counter, total counter): the SLO rules refer to these names.
 SLI_DEFINITIONS: Mapping[str, tuple[str, str]] = {
-    "input_anomaly_rate": ("anomalous", "events"),
+    "input_anomaly_rate": ("anomalous", "traffic_events"),
     "near_duplicate_query_rate": ("query_flagged", "queries"),
     "error_rate": ("errors", "labelled"),
     "fooling_rate": ("adv_fooled", "adv_canary"),

@@ -4,7 +4,8 @@ A tier fires for a key when the error rate over both its long and its short wind
 ``factor * (1 - objective)`` and the long window holds at least ``min_events`` events. An alert
 (one per key and severity) fires on the first evaluation a tier of its severity fires, and
 resolves once none has fired for ``resolve_after`` (hysteresis). Time-to-detect runs from the first
-offending event of the incident to the evaluation that fired, both in event time.
+offending event of the incident (in the trailing run of buckets burning faster than the tier's
+factor) to the evaluation that fired, both in event time.
 
 >>> import numpy as np
 >>> from monitor.rules import load_rules_text
@@ -14,7 +15,7 @@ offending event of the incident to the evaluation that fired, both in event time
 >>> n = 20; bad = np.arange(n) >= 10
 >>> ev.ingest(SliRows.from_columns(bucket=np.zeros(n), model=np.array(["m"] * n, dtype=object),
 ...     client=np.array(["c"] * n, dtype=object), ts=np.arange(n, dtype=float),
-...     flags={"events": np.ones(n, bool), "anomalous": bad}, confidence=np.ones(n)))
+...     flags={"traffic_events": np.ones(n, bool), "anomalous": bad}, confidence=np.ones(n)))
 0
 >>> [(a.status, a.severity, a.burn_rates, a.time_to_detect_s) for a in ev.evaluate(end_bucket=1)]
 [('firing', 'page', {'1h': 50.0, '5m': 50.0}, 50.0)]
@@ -96,8 +97,9 @@ class SloEvaluator:
     def _fire(self, row: int, severity: str, burn, end_bucket: int, now: float, evidence: Evidence | None) -> Alert:
         tier, long_burn, short_burn = burn
         model, client = self.windows.keys[row]
-        start = max(end_bucket - tier.long_s // self.bucket_s, self._floor.get(row, -(1 << 62)))
-        first = self.windows.first_bad(row, start, end_bucket)
+        budget_rate = tier.factor * (1.0 - self.slo.objective)
+        onset = self.windows.onset(row, end_bucket, tier.long_s // self.bucket_s, budget_rate)
+        first = self.windows.first_bad(row, max(onset, self._floor.get(row, onset)), end_bucket)
         samples, fingerprints = evidence.samples(model, client) if evidence else ([], [])
         long_name, short_name = tier.names
         who = f"client {client} of model {model}" if client else f"model {model}"
