@@ -36,8 +36,11 @@ class Alerter:
     def ingest(self, rows: SliRows, suspicious: Suspicious | None = None) -> None:
         if suspicious is not None and len(suspicious):
             self.evidence.add(suspicious.event_id, suspicious.model, suspicious.client_id, suspicious.fingerprint)
-        if self.evaluated_until is not None:
-            self.late_rows += int((rows.bucket // self.bucket_s < self.evaluated_until).sum())
+        if not len(rows):
+            return
+        if self.evaluated_until is None:  # nothing before the first bucket with data needs evaluating
+            self.evaluated_until = int(rows.bucket.min() // self.bucket_s)
+        self.late_rows += int((rows.bucket // self.bucket_s < self.evaluated_until).sum())
         for evaluator in self.slos:
             evaluator.ingest(rows)
         for evaluator in self.drifts:

@@ -200,8 +200,23 @@ class QueryIndex:
         return sum(g.postings for g in self._generations) * 16
 
     def update(self, hashes: np.ndarray, queries: np.ndarray, now: float) -> QueryMatches:
-        """Score a batch against everything stored before it (and earlier rows of itself), then store it."""
-        current = self._current(now)
+        """Score a batch against everything stored before it (and earlier rows of itself), then store it.
+
+        A generation closes after exactly ``generation_queries`` stored queries, wherever batch
+        boundaries fall, so results do not depend on how the stream was batched.
+        """
+        parts = []
+        start = 0
+        while True:
+            current = self._current(now)
+            stop = min(len(queries), start + max(1, self.generation_queries - current.queries))
+            parts.append(self._update_part(hashes[start:stop], queries[start:stop], current))
+            start = stop
+            if start >= len(queries):
+                break
+        return QueryMatches(*(np.concatenate([getattr(p, f) for p in parts]) for f in QueryMatches.__dataclass_fields__))
+
+    def _update_part(self, hashes: np.ndarray, queries: np.ndarray, current: _Generation) -> QueryMatches:
         exact = _content_hashes(queries)
         duplicate = self._mark_duplicates(exact, current)
         fresh = np.flatnonzero(~duplicate)
