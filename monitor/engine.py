@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from monitor.batch import EventBatch
+from monitor.batch import EventBatch, Groups
 from monitor.fingerprint import Fingerprinter, QueryIndex
 from monitor.lsh import HyperplaneLSH
 from monitor.scoring import Profile
@@ -88,8 +88,9 @@ class Engine:
         }
         fingerprints = np.full(n, "", dtype=object)
         score = np.full(n, np.nan)
-        self._fingerprint(batch, flags, fingerprints)
-        self._score(batch, flags, fingerprints, score)
+        features = batch.feature_groups()
+        self._fingerprint(batch, features, flags, fingerprints)
+        self._score(batch, features, flags, fingerprints, score)
         self._outcomes(batch, flags)
         rows = SliRows.from_columns(
             bucket=(batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s,
@@ -97,8 +98,8 @@ class Engine:
         )
         return BatchResult(rows, self._suspicious(batch, flags, fingerprints), self.watermark, late, score)
 
-    def _fingerprint(self, batch: EventBatch, flags: dict, fingerprints: np.ndarray) -> None:
-        for dim, (rows, matrix) in batch.feature_groups().items():
+    def _fingerprint(self, batch: EventBatch, features: Groups, flags: dict, fingerprints: np.ndarray) -> None:
+        for dim, (rows, matrix) in features.items():
             fingerprinter = self._fingerprinters.get(dim)
             if fingerprinter is None:
                 try:
@@ -115,13 +116,14 @@ class Engine:
             flags["query_flagged"][rows] = matches.flagged
             fingerprints[rows] = [f"{int(h):016x}" for h in matches.exact_hash]
 
-    def _score(self, batch: EventBatch, flags: dict, fingerprints: np.ndarray, score: np.ndarray) -> None:
+    def _score(self, batch: EventBatch, features: Groups, flags: dict, fingerprints: np.ndarray,
+               score: np.ndarray) -> None:
         if self.profile is None:
             return
         logits_by_row = {}
         for _, (rows, matrix) in batch.logit_groups().items():
             logits_by_row.update(zip(rows.tolist(), matrix))
-        for space, groups in (("features", batch.feature_groups()), ("embedding", batch.embedding_groups())):
+        for space, groups in (("features", features), ("embedding", batch.embedding_groups())):
             for dim, (rows, matrix) in groups.items():
                 for model in np.unique(batch.model[rows]):
                     profile = self.profile.get(model, space)
@@ -136,11 +138,9 @@ class Engine:
                     flags["anomalous"][picked] |= scores.flagged
                     ratio = np.fmax(scores.mahalanobis / profile.thresholds[0], scores.knn / profile.thresholds[1])
                     score[picked] = np.fmax(score[picked], ratio)
-                    if space == "embedding":
-                        unnamed = picked[fingerprints[picked] == ""]
-                        if len(unnamed):
-                            fingerprints[unnamed] = HyperplaneLSH.hex(self._lsh_for(dim).signatures(
-                                sub[fingerprints[picked] == ""]))
+                    unnamed = fingerprints[picked] == ""  # no raw input: name it by its embedding's LSH
+                    if space == "embedding" and unnamed.any():
+                        fingerprints[picked[unnamed]] = HyperplaneLSH.hex(self._lsh_for(dim).signatures(sub[unnamed]))
 
     def _lsh_for(self, dim: int) -> HyperplaneLSH:
         if dim not in self._lsh:
