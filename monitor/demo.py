@@ -73,6 +73,7 @@ def run_demo(settings: Settings, rules: Rules, duration_s: float, seed: int, for
                 break
             cycle += 1
             scenario.start_ts += scenario.duration_s
+            scenario.seed += 1  # fresh traffic: a replayed cycle would be all exact duplicates
         runtime.finish()
     finally:
         if events_file:
