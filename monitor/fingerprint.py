@@ -221,9 +221,12 @@ class QueryIndex:
         duplicate = self._mark_duplicates(exact, current)
         fresh = np.flatnonzero(~duplicate)
         ids = self._next_id + np.arange(len(fresh), dtype=np.int64)
+        postings = _postings(hashes[fresh], ids)
         score = np.zeros(len(queries), dtype=np.int32)
-        score[fresh] = self._score(hashes[fresh], ids)
-        self._store(hashes[fresh], ids, current)
+        score[fresh] = self._score(postings, ids)
+        if len(ids):
+            current.add(postings)
+            current.queries += len(ids)
         self._next_id += len(fresh)
         return QueryMatches(score, score >= self.threshold, duplicate, exact)
 
@@ -244,13 +247,11 @@ class QueryIndex:
                 current.exact.add(value)
         return duplicate
 
-    def _score(self, hashes: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        flat = hashes.ravel()
-        owner = np.repeat(ids, hashes.shape[1])
-        keep = flat != 0
-        flat, owner = flat[keep], owner[keep]
+    def _score(self, postings: _Run, ids: np.ndarray) -> np.ndarray:
+        """Most hashes each new query shares with any earlier one (stored, or earlier in ``postings``)."""
+        flat, owner = postings.hashes, postings.ids
         pairs = [self._pairs_in_run(run, flat, owner) for g in self._generations for run in g.runs]
-        pairs.append(self._pairs_within(flat, owner))
+        pairs.append(self._pairs_within(postings))
         new = np.concatenate([p[0] for p in pairs])
         old = np.concatenate([p[1] for p in pairs])
         best = np.zeros(len(ids), dtype=np.int32)
@@ -268,9 +269,9 @@ class QueryIndex:
         positions = starts + np.arange(counts.sum())
         return np.repeat(owner, counts), run.ids[positions]
 
-    def _pairs_within(self, flat: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        order = np.argsort(flat, kind="stable")
-        hashes, ids = flat[order], owner[order]
+    def _pairs_within(self, postings: _Run) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs of the batch's own queries sharing a hash; equal hashes are adjacent, older ids first."""
+        hashes, ids = postings.hashes, postings.ids
         new, old = [], []
         for lag in range(1, min(self.postings_cap, len(hashes) - 1) + 1):
             same = hashes[lag:] == hashes[:-lag]
@@ -281,14 +282,13 @@ class QueryIndex:
         empty = np.empty(0, dtype=np.int64)
         return (np.concatenate(new) if new else empty), (np.concatenate(old) if old else empty)
 
-    def _store(self, hashes: np.ndarray, ids: np.ndarray, current: _Generation) -> None:
-        if not len(ids):
-            return
-        flat = hashes.ravel()
-        owner = np.repeat(ids, hashes.shape[1])
-        keep = flat != 0
-        current.add(_Run(flat[keep], owner[keep]))
-        current.queries += len(ids)
+
+def _postings(hashes: np.ndarray, ids: np.ndarray) -> _Run:
+    """The non-empty hashes of a block of queries as one sorted posting run (0 pads are dropped)."""
+    flat = hashes.ravel()
+    owner = np.repeat(ids, hashes.shape[1])
+    keep = flat != 0
+    return _Run(flat[keep], owner[keep])
 
 
 def _content_hashes(queries: np.ndarray) -> np.ndarray:
