@@ -17,14 +17,14 @@ ingest workers. It keeps only bounded state (fingerprint indexes, the watermark)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from monitor.batch import EventBatch, Groups
 from monitor.fingerprint import Fingerprinter, QueryIndex
 from monitor.lsh import HyperplaneLSH
-from monitor.scoring import Profile
+from monitor.scoring import ModelProfile, Profile
 from monitor.sli import SliRows
 
 
@@ -59,7 +59,6 @@ class BatchResult:
     suspicious: Suspicious
     watermark: float
     late_events: int
-    anomaly_score: np.ndarray = field(repr=False)  # per event, max of thresholds-normalized scores; NaN if unscored
 
 
 class Engine:
@@ -86,19 +85,18 @@ class Engine:
             "events": np.ones(n, bool), "queries": np.zeros(n, bool), "duplicates": np.zeros(n, bool),
             "query_flagged": np.zeros(n, bool), "anomalous": np.zeros(n, bool),
         }
-        fingerprints = np.full(n, "", dtype=object)
-        score = np.full(n, np.nan)
+        exact = np.zeros(n, np.uint64)  # content hash of the raw input; 0 where none was fingerprinted
         features = batch.feature_groups()
-        self._fingerprint(batch, features, flags, fingerprints)
-        self._score(batch, features, flags, fingerprints, score)
+        self._fingerprint(batch, features, flags, exact)
+        self._score(batch, features, flags)
         self._outcomes(batch, flags)
         rows = SliRows.from_columns(
             bucket=(batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s,
             model=batch.model, client=batch.client_id, ts=batch.ts, flags=flags, confidence=batch.confidence,
         )
-        return BatchResult(rows, self._suspicious(batch, flags, fingerprints), self.watermark, late, score)
+        return BatchResult(rows, self._suspicious(batch, flags, exact), self.watermark, late)
 
-    def _fingerprint(self, batch: EventBatch, features: Groups, flags: dict, fingerprints: np.ndarray) -> None:
+    def _fingerprint(self, batch: EventBatch, features: Groups, flags: dict, exact: np.ndarray) -> None:
         for dim, (rows, matrix) in features.items():
             fingerprinter = self._fingerprinters.get(dim)
             if fingerprinter is None:
@@ -114,10 +112,9 @@ class Engine:
             flags["queries"][rows] = ~matches.duplicate
             flags["duplicates"][rows] = matches.duplicate
             flags["query_flagged"][rows] = matches.flagged
-            fingerprints[rows] = [f"{int(h):016x}" for h in matches.exact_hash]
+            exact[rows] = matches.exact_hash
 
-    def _score(self, batch: EventBatch, features: Groups, flags: dict, fingerprints: np.ndarray,
-               score: np.ndarray) -> None:
+    def _score(self, batch: EventBatch, features: Groups, flags: dict) -> None:
         if self.profile is None:
             return
         logits_by_row = {}
@@ -127,20 +124,17 @@ class Engine:
             for dim, (rows, matrix) in groups.items():
                 for model in np.unique(batch.model[rows]):
                     profile = self.profile.get(model, space)
-                    if profile is None or profile.dim != dim:
-                        continue
-                    picked = rows[batch.model[rows] == model]
-                    sub = matrix[batch.model[rows] == model]
-                    logits = None
-                    if space == "embedding" and profile.thresholds[2] < np.inf:
-                        logits = _logits_matrix(picked, logits_by_row, profile.means.shape[0])
-                    scores = profile.score(sub, logits)
-                    flags["anomalous"][picked] |= scores.flagged
-                    ratio = np.fmax(scores.mahalanobis / profile.thresholds[0], scores.knn / profile.thresholds[1])
-                    score[picked] = np.fmax(score[picked], ratio)
-                    unnamed = fingerprints[picked] == ""  # no raw input: name it by its embedding's LSH
-                    if space == "embedding" and unnamed.any():
-                        fingerprints[picked[unnamed]] = HyperplaneLSH.hex(self._lsh_for(dim).signatures(sub[unnamed]))
+                    if profile is not None and profile.dim == dim:
+                        mine = batch.model[rows] == model
+                        flags["anomalous"][rows[mine]] |= self._flag(profile, space, rows[mine], matrix[mine],
+                                                                     logits_by_row)
+
+    @staticmethod
+    def _flag(profile: ModelProfile, space: str, rows: np.ndarray, matrix: np.ndarray, logits_by_row: dict) -> np.ndarray:
+        logits = None
+        if space == "embedding" and profile.thresholds[2] < np.inf:
+            logits = _logits_matrix(rows, logits_by_row, profile.means.shape[0])
+        return profile.score(matrix, logits).flagged
 
     def _lsh_for(self, dim: int) -> HyperplaneLSH:
         if dim not in self._lsh:
@@ -166,14 +160,22 @@ class Engine:
         for name in ("anomalous", "query_flagged", "queries"):
             flags[name] = flags[name] & production
 
-    @staticmethod
-    def _suspicious(batch: EventBatch, flags: dict, fingerprints: np.ndarray) -> Suspicious:
+    def _suspicious(self, batch: EventBatch, flags: dict, exact: np.ndarray) -> Suspicious:
         anomalous, near = flags["anomalous"], flags["query_flagged"]
         rows = np.flatnonzero(anomalous | near)
         reason = np.where(anomalous[rows] & near[rows], "anomalous+near-duplicate",
                           np.where(anomalous[rows], "anomalous", "near-duplicate")).astype(object)
         return Suspicious(batch.event_id[rows], batch.model[rows], batch.client_id[rows], batch.ts[rows], reason,
-                          fingerprints[rows])
+                          self._fingerprint_names(batch.take(rows), exact[rows]))
+
+    def _fingerprint_names(self, flagged: EventBatch, exact: np.ndarray) -> np.ndarray:
+        """Flagged events only: the raw input's content hash, else the LSH signature of the embedding, else ""."""
+        names = np.array([f"{int(h):016x}" if h else "" for h in exact.tolist()], dtype=object)
+        for dim, (rows, matrix) in flagged.embedding_groups().items():
+            unnamed = exact[rows] == 0
+            if unnamed.any():
+                names[rows[unnamed]] = HyperplaneLSH.hex(self._lsh_for(dim).signatures(matrix[unnamed]))
+        return names
 
 
 def _logits_matrix(rows: np.ndarray, logits_by_row: dict, classes: int) -> np.ndarray:
