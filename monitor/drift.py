@@ -28,19 +28,17 @@ from river import drift
 
 from monitor.alerts import Alert
 from monitor.rules import DriftRule
-from monitor.sli import SliRows, value_index
+from monitor.sli import SLI_DEFINITIONS, SliRows, value_index
 
 
 def _series_point(rule: DriftRule, values: np.ndarray) -> tuple[float, float]:
     """(value, weight) of one bucket's summed counters (indexed like ``SliRows.values`` columns)."""
     if rule.series == "clean_confidence_mean":
-        n = values[value_index("clean_events")]
-        return (values[value_index("clean_conf_sum")] / n if n else np.nan), n
-    if rule.series == "input_anomaly_rate":
-        n = values[value_index("traffic_events")]
-        return (values[value_index("anomalous")] / n if n else np.nan), n
-    n = values[value_index("labelled")]
-    return (values[value_index("errors")] / n if n else np.nan), n
+        numerator, denominator = "clean_conf_sum", "clean_events"
+    else:
+        numerator, denominator = SLI_DEFINITIONS[rule.series]
+    n = values[value_index(denominator)]
+    return (values[value_index(numerator)] / n if n else np.nan), n
 
 
 class DriftEvaluator:
