@@ -34,6 +34,11 @@ from monitor.sli import SLI_DEFINITIONS, SliRows
 _SEVERITY_ORDER = ("page", "ticket")
 
 
+def _burn_rate(bad: np.ndarray, total: np.ndarray, budget: float) -> np.ndarray:
+    """Error rate over the window divided by the error budget (0 where the window is empty)."""
+    return np.divide(bad, total, out=np.zeros_like(bad), where=total > 0) / budget
+
+
 class SloEvaluator:
     def __init__(self, slo: Slo, bucket_s: int) -> None:
         self.slo = slo
@@ -78,8 +83,7 @@ class SloEvaluator:
         for tier in self.slo.tiers:
             long_bad, long_total = self.windows.sums(end_bucket, tier.long_s // self.bucket_s)
             short_bad, short_total = self.windows.sums(end_bucket, tier.short_s // self.bucket_s)
-            long_burn = np.divide(long_bad, long_total, out=np.zeros_like(long_bad), where=long_total > 0) / budget
-            short_burn = np.divide(short_bad, short_total, out=np.zeros_like(short_bad), where=short_total > 0) / budget
+            long_burn, short_burn = _burn_rate(long_bad, long_total, budget), _burn_rate(short_bad, short_total, budget)
             self.last_burn[tier.names[0]] = long_burn
             fires = (long_burn > tier.factor) & (short_burn > tier.factor) & (long_total >= self.slo.min_events)
             for row in np.flatnonzero(fires & ~hot[tier.severity]):
