@@ -18,11 +18,7 @@ from monitor.synth import Phase, Scenario
 def detection_of(phase: Phase, start_ts: float, alerts: list[Alert]) -> Alert | None:
     """The first firing alert that names the phase's model (and client, for per-client SLOs)."""
     begin = start_ts + phase.start_s
-    for alert in alerts:
-        if (alert.status == "firing" and alert.slo in phase.expect_slos and alert.model == phase.model
-                and alert.fired_at >= begin and (alert.client_id is None or alert.client_id in phase.clients)):
-            return alert
-    return None
+    return next((a for a in alerts if phase.explains(a) and a.fired_at >= begin), None)
 
 
 def summarize(scenario: Scenario, alerts: list[Alert], stats, wall_s: float) -> str:
@@ -37,8 +33,7 @@ def summarize(scenario: Scenario, alerts: list[Alert], stats, wall_s: float) -> 
         if found is None:
             lines.append(f"{phase.name:13} {begin}   NOT DETECTED")
             continue
-        explained.update(a.alert_id for a in alerts if a.status == "firing" and a.model == phase.model
-                         and a.slo in phase.expect_slos and (a.client_id is None or a.client_id in phase.clients))
+        explained.update(a.alert_id for a in alerts if phase.explains(a))
         who = f"{found.slo}/{found.severity}" + (f" ({found.client_id})" if found.client_id else "")
         lines.append(f"{phase.name:13} {begin}   {who:41} {found.fired_at - scenario.start_ts - phase.start_s:6.0f} s"
                      f" after start (first offending event -> alert: {found.time_to_detect_s:.0f} s)")

@@ -43,8 +43,10 @@ class Phase:
     rate: float  # events per second over all the phase's clients
     expect_slos: tuple[str, ...]  # the SLOs that should catch it
 
-    def active(self, t: float) -> bool:
-        return self.start_s <= t < self.end_s
+    def explains(self, alert) -> bool:
+        """Whether a firing alert names this phase's model (and one of its clients, for per-client SLOs)."""
+        return (alert.status == "firing" and alert.slo in self.expect_slos and alert.model == self.model
+                and (alert.client_id is None or alert.client_id in self.clients))
 
 
 @dataclass(frozen=True)
