@@ -84,6 +84,87 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    from monitor.config import Settings
+    from streams.topics import Topics, create_topics
+
+    settings = _settings(args)
+    specs = Topics.from_settings(settings).specs(args.partitions or settings.input_partitions)
+    for spec, outcome in create_topics(settings.kafka_bootstrap, specs):
+        print(f"{spec.name:28} {spec.partitions:3} partitions  {outcome}")
+    return 0
+
+
+def _settings(args: argparse.Namespace):
+    from monitor.config import Settings
+
+    overrides = {k: v for k, v in (("kafka_bootstrap", getattr(args, "bootstrap", None)),
+                                   ("instance_id", getattr(args, "instance", None)),
+                                   ("profile_path", getattr(args, "profile", None))) if v}
+    return Settings(**overrides)
+
+
+def _load_profile(path: str | None):
+    from monitor.scoring import Profile
+
+    if not path:
+        log.warning("no reference profile (--profile / ADVMON_PROFILE_PATH): input anomaly scores are off")
+        return None
+    if not Path(path).is_file():
+        raise SystemExit(f"advmon: profile {path}: no such file (create one with `advmon profile fit`)")
+    return Profile.load(path)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from monitor.metrics import Metrics
+    from streams.http import Health, serve
+    from streams.ingest import IngestWorker, run_ingest
+
+    settings = _settings(args)
+    metrics, health = Metrics(), Health()
+    serve(settings.metrics_port if args.http_port is None else args.http_port, metrics.registry, health)
+    worker = IngestWorker(settings, metrics, health, _load_profile(settings.profile_path))
+    asyncio.run(run_ingest(worker))
+    return 0
+
+
+def cmd_alerter(args: argparse.Namespace) -> int:
+    from streams.alerter_app import run_alerter
+
+    settings = _settings(args)
+    return run_alerter(settings, _load_rules(args.rules or settings.rules_dir), http_port=args.http_port,
+                       alerts_out=args.alerts_out)
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from streams.produce import file_records, produce
+    from streams.topics import Topics
+
+    settings = _settings(args)
+    if args.demo:
+        from monitor.synth import Scenario
+        from monitor.rules import parse_duration
+
+        scenario = Scenario.build(seed=args.seed, duration_s=parse_duration(args.duration))
+        records = (r for chunk in scenario.chunks() for r in chunk.records)
+    elif args.events:
+        if not Path(args.events).is_file():
+            raise SystemExit(f"advmon produce: {args.events}: no such file")
+        records = file_records(args.events)
+    else:
+        raise SystemExit("advmon produce: give an EVENTS.jsonl file or --demo")
+    topic = Topics.from_settings(settings).inference_logs
+    sent = produce(settings.kafka_bootstrap, topic, records, rate=args.rate)
+    print(f"advmon: {sent} records acknowledged on {topic}", file=sys.stderr)
+    return 0
+
+
+def _kafka_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default ADVMON_KAFKA_BOOTSTRAP or 127.0.0.1:9092)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advmon", description="Watch ML inference traffic for adversarial attacks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -127,6 +208,37 @@ def build_parser() -> argparse.ArgumentParser:
     check = rules_commands.add_parser("check", help="validate a rules directory and show the derived tiers")
     check.add_argument("directory")
     check.set_defaults(func=cmd_rules_check)
+
+    topics = commands.add_parser("topics", help="Kafka topics")
+    topics_commands = topics.add_subparsers(dest="topics_command", required=True)
+    create = topics_commands.add_parser("create", help="create advmon's topics (idempotent)")
+    _kafka_options(create)
+    create.add_argument("--partitions", type=int, help="inference-logs partitions (default ADVMON_INPUT_PARTITIONS or 6)")
+    create.set_defaults(func=cmd_topics_create)
+
+    ingest = commands.add_parser("ingest", help="Kafka daemon: inference-logs -> engine -> sli-buckets, DLQ, suspicious")
+    _kafka_options(ingest)
+    ingest.add_argument("--instance", help="stable instance id (default ADVMON_INSTANCE_ID or the host name)")
+    ingest.add_argument("--profile", help="reference profile (default ADVMON_PROFILE_PATH)")
+    ingest.add_argument("--http-port", type=int, default=None,
+                        help="/metrics, /healthz, /readyz port on ADVMON_HTTP_HOST (default ADVMON_METRICS_PORT; 0 off)")
+    ingest.set_defaults(func=cmd_ingest)
+
+    alerter = commands.add_parser("alerter", help="Kafka daemon (faust): sli-buckets -> rules -> alerts topic and sinks")
+    _kafka_options(alerter)
+    alerter.add_argument("--rules", help="rules directory (default ADVMON_RULES_DIR or the shipped rules/)")
+    alerter.add_argument("--alerts-out", help="also append delivered alerts as JSON Lines")
+    alerter.add_argument("--http-port", type=int, default=None, help="as for ingest")
+    alerter.set_defaults(func=cmd_alerter)
+
+    produce = commands.add_parser("produce", help="write inference records to Kafka (a JSON Lines file or --demo)")
+    _kafka_options(produce)
+    produce.add_argument("events", nargs="?", help="JSON Lines of inference events")
+    produce.add_argument("--demo", action="store_true", help="the demo scenario's traffic instead of a file")
+    produce.add_argument("--duration", default="3h", help="demo event time to generate")
+    produce.add_argument("--seed", type=int, default=0)
+    produce.add_argument("--rate", type=float, default=0.0, help="records per second (default: as fast as possible)")
+    produce.set_defaults(func=cmd_produce)
     return parser
 
 
@@ -134,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "aiokafka", "faust", "mode"):  # client chatter; their warnings still show
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return args.func(args)
     except RulesError as exc:

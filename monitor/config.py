@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,13 @@ class Settings(BaseSettings):
     fingerprint_generation_hours: float = Field(default=24.0, gt=0)
     rules_dir: str | None = None
     metrics_port: int = Field(default=9310, ge=0, le=65535)
+    # The Kafka daemons (``advmon ingest | alerter | scorer``).
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
+    instance_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    input_partitions: int = Field(default=6, ge=1, le=1000)
+    idle_source_seconds: float = Field(default=120.0, gt=0)
+    profile_path: str | None = None
 
     def engine_settings(self) -> EngineSettings:
         secret = self.fingerprint_secret.get_secret_value()

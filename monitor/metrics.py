@@ -68,6 +68,12 @@ class Metrics:
         self.drift_statistic = Gauge("advmon_drift_statistic", "Drift detector state beside its decision",
                                      ["rule", "model", "stat"], registry=r)
         self.fingerprint_memory = Gauge("advmon_fingerprint_index_bytes", "Memory of the fingerprint indexes", registry=r)
+        self.consumer_lag = Gauge("advmon_consumer_lag_records", "Records behind the partition's high-water mark",
+                                  ["topic", "partition"], registry=r)
+        self.produced = Counter("advmon_produced_records_total", "Records written to output topics", ["topic"],
+                                registry=r)
+        self.transactions = Counter("advmon_ingest_transactions_total", "Ingest output transactions by outcome",
+                                    ["outcome"], registry=r)
         self.deliveries = Counter("advmon_sink_deliveries_total", "Notification deliveries", ["receiver", "outcome"],
                                   registry=r)
 

@@ -42,6 +42,74 @@ class RunStats:
     alerts: list[Alert] = field(default_factory=list)
 
 
+def observe_batch(m: Metrics, result: BatchResult, fingerprint_memory_bytes: int) -> None:
+    """Export one engine batch's counts (shared by the in-process runtime and the ingest workers)."""
+    rows = result.rows
+    m.late_events.inc(result.late_events)
+    for model, events, dups in zip(rows.model, rows.column("events"), rows.column("duplicates")):
+        m.events.labels(model=m.model(model)).inc(events)
+        if dups:
+            m.duplicates.labels(model=m.model(model)).inc(dups)
+    for model, reason in zip(result.suspicious.model, result.suspicious.reason):
+        m.suspicious.labels(model=m.model(model), reason=reason).inc()
+    if result.watermark > float("-inf"):
+        m.watermark.set(result.watermark)
+    m.fingerprint_memory.set(fingerprint_memory_bytes)
+
+
+def count_alerts(m: Metrics, alerts: Sequence[Alert]) -> None:
+    for alert in alerts:
+        m.alerts.labels(slo=alert.slo, severity=alert.severity, status=alert.status).inc()
+        if alert.status == "firing" and alert.time_to_detect_s is not None:
+            m.time_to_detect.labels(severity=alert.severity).observe(alert.time_to_detect_s)
+
+
+def export_alert_state(m: Metrics, alerter: Alerter) -> None:
+    """Gauges of the evaluator: alerts firing, burn rates (models; top clients hashed), drift statistics."""
+    counts: dict[tuple[str, str], int] = {}
+    for alert in alerter.firing:
+        counts[(alert.slo, alert.severity)] = counts.get((alert.slo, alert.severity), 0) + 1
+    for evaluator in alerter.slos:
+        for severity in evaluator.severities:
+            m.alerts_firing.labels(slo=evaluator.slo.name, severity=severity).set(
+                counts.get((evaluator.slo.name, severity), 0))
+        for window, burn in evaluator.last_burn.items():
+            _export_burn(m, evaluator, window, burn)
+    for evaluator in alerter.drifts:
+        for model, stats in evaluator.statistics.items():
+            for stat, value in stats.items():
+                m.drift_statistic.labels(rule=evaluator.rule.name, model=m.model(model), stat=stat).set(value)
+
+
+def _export_burn(m: Metrics, evaluator, window: str, burn) -> None:
+    keys = evaluator.windows.keys
+    if evaluator.slo.scope == "model":
+        for (model, _), value in zip(keys, burn):
+            m.burn_rate.labels(slo=evaluator.slo.name, model=m.model(model), window=window).set(value)
+        return
+    for row in burn.argsort()[::-1][:5]:  # top-5 clients, hashed, through a capped label set
+        if burn[row] > 0:
+            label = m.client_label(hashed_client(keys[row][1]))
+            m.top_client_burn_rate.labels(slo=evaluator.slo.name, client_hash=label, window=window).set(burn[row])
+
+
+def deliver(sinks: dict[str, Sink], metrics: Metrics, notification: Notification) -> None:
+    """Hand a notification to its receiver's sink; a failing sink is logged and counted, never fatal."""
+    sink = sinks.get(notification.receiver)
+    if sink is None:
+        log.error("route names receiver %r, which is not configured; alerts: %s", notification.receiver,
+                  [a.dedup_key for a in notification.alerts])
+        metrics.deliveries.labels(receiver="unknown", outcome="no_receiver").inc()
+        return
+    try:
+        sink.send(notification)
+    except Exception:  # a sink failure must not stop detection
+        log.exception("delivery to %s failed", notification.receiver)
+        metrics.deliveries.labels(receiver=notification.receiver, outcome="failed").inc()
+    else:
+        metrics.deliveries.labels(receiver=notification.receiver, outcome="sent").inc()
+
+
 @dataclass
 class InProcessRuntime:
     engine: Engine
@@ -106,73 +174,20 @@ class InProcessRuntime:
         self.on_dead(dead)
 
     def _observe(self, result: BatchResult) -> None:
-        rows, m = result.rows, self.metrics
-        self.stats.events += int(rows.column("events").sum())
+        self.stats.events += int(result.rows.column("events").sum())
         self.stats.late += result.late_events
         self.stats.suspicious += len(result.suspicious)
-        m.late_events.inc(result.late_events)
-        for model, events, dups in zip(rows.model, rows.column("events"), rows.column("duplicates")):
-            m.events.labels(model=m.model(model)).inc(events)
-            if dups:
-                m.duplicates.labels(model=m.model(model)).inc(dups)
-        for model, reason in zip(result.suspicious.model, result.suspicious.reason):
-            m.suspicious.labels(model=m.model(model), reason=reason).inc()
-        m.watermark.set(result.watermark)
-        m.fingerprint_memory.set(self.engine.fingerprint_memory_bytes)
+        observe_batch(self.metrics, result, self.engine.fingerprint_memory_bytes)
 
     def _emit(self, alerts: list[Alert], now: float) -> None:
-        m = self.metrics
-        for alert in alerts:
-            m.alerts.labels(slo=alert.slo, severity=alert.severity, status=alert.status).inc()
-            if alert.status == "firing" and alert.time_to_detect_s is not None:
-                m.time_to_detect.labels(severity=alert.severity).observe(alert.time_to_detect_s)
+        count_alerts(self.metrics, alerts)
         firing = self.alerter.firing
-        self._export_state(firing)
+        export_alert_state(self.metrics, self.alerter)
         if alerts:
             self.stats.alerts.extend(alerts)
             self.on_alerts(alerts)
         for notification in self.pipeline.process([*alerts, *firing], now=now, firing=firing):
             self._deliver(notification)
 
-    def _export_state(self, firing: list[Alert]) -> None:
-        m = self.metrics
-        counts: dict[tuple[str, str], int] = {}
-        for alert in firing:
-            counts[(alert.slo, alert.severity)] = counts.get((alert.slo, alert.severity), 0) + 1
-        for evaluator in self.alerter.slos:
-            for severity in evaluator.severities:
-                m.alerts_firing.labels(slo=evaluator.slo.name, severity=severity).set(
-                    counts.get((evaluator.slo.name, severity), 0))
-            for window, burn in evaluator.last_burn.items():
-                self._export_burn(evaluator, window, burn)
-        for evaluator in self.alerter.drifts:
-            for model, stats in evaluator.statistics.items():
-                for stat, value in stats.items():
-                    m.drift_statistic.labels(rule=evaluator.rule.name, model=m.model(model), stat=stat).set(value)
-
-    def _export_burn(self, evaluator, window: str, burn) -> None:
-        m = self.metrics
-        keys = evaluator.windows.keys
-        if evaluator.slo.scope == "model":
-            for (model, _), value in zip(keys, burn):
-                m.burn_rate.labels(slo=evaluator.slo.name, model=m.model(model), window=window).set(value)
-            return
-        for row in burn.argsort()[::-1][:5]:  # top-5 clients, hashed, through a capped label set
-            if burn[row] > 0:
-                label = m.client_label(hashed_client(keys[row][1]))
-                m.top_client_burn_rate.labels(slo=evaluator.slo.name, client_hash=label, window=window).set(burn[row])
-
     def _deliver(self, notification: Notification) -> None:
-        sink = self.sinks.get(notification.receiver)
-        if sink is None:
-            log.error("route names receiver %r, which is not configured; alerts: %s", notification.receiver,
-                      [a.dedup_key for a in notification.alerts])
-            self.metrics.deliveries.labels(receiver="unknown", outcome="no_receiver").inc()
-            return
-        try:
-            sink.send(notification)
-        except Exception:  # a sink failure must not stop detection
-            log.exception("delivery to %s failed", notification.receiver)
-            self.metrics.deliveries.labels(receiver=notification.receiver, outcome="failed").inc()
-        else:
-            self.metrics.deliveries.labels(receiver=notification.receiver, outcome="sent").inc()
+        deliver(self.sinks, self.metrics, notification)

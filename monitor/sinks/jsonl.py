@@ -11,9 +11,9 @@ from monitor.pipeline import Notification
 class JsonlSink:
     name = "jsonl"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, append: bool = False) -> None:
         self.path = path
-        self._handle = open(path, "wb")
+        self._handle = open(path, "ab" if append else "wb")
 
     def write(self, alerts: Iterable[Alert]) -> None:
         for alert in alerts:

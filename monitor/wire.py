@@ -1,0 +1,123 @@
+"""The ``sli-buckets`` message: what an ingest worker tells the alerter about one batch.
+
+Columnar JSON (orjson): SLI rows, the suspicious events' evidence, the worker's event-time
+watermark and the input offsets the batch covered. Encoded by ingest, validated once by the
+alerter at its edge.
+
+>>> import numpy as np
+>>> rows = SliRows.from_columns(bucket=np.array([60, 60]), model=np.array(["m", "m"], dtype=object),
+...     client=np.array(["a", "b"], dtype=object), ts=np.array([61.0, 62.0]),
+...     flags={"events": np.ones(2, bool), "anomalous": np.array([True, False])}, confidence=np.array([.5, .9]))
+>>> msg = SliBatch(instance="ingest-0", watermark=62.0, late=0, offsets={"inference-logs/0": (10, 12)}, rows=rows)
+>>> back = SliBatch.decode(msg.encode())
+>>> back.rows.column("anomalous").tolist(), back.rows.first_bad("anomalous").tolist(), back.offsets
+([1.0, 0.0], [61.0, inf], {'inference-logs/0': (10, 12)})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from monitor.sli import BAD_COUNTERS, COUNTERS, SUMS, SliRows
+
+WIRE_VERSION = 1
+
+
+class _Rows(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    columns: list[str]
+    bad_columns: list[str]
+    bucket: list[int]
+    model: list[str]
+    client_id: list[str]
+    values: list[list[float]]
+    first_bad_ts: list[list[float | None]]
+
+
+class _Suspicious(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    event_id: list[str] = Field(default_factory=list)
+    model: list[str] = Field(default_factory=list)
+    client_id: list[str] = Field(default_factory=list)
+    fingerprint: list[str] = Field(default_factory=list)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    v: int
+    instance: str
+    watermark: float | None
+    late: int = 0
+    offsets: dict[str, tuple[int, int]]
+    rows: _Rows
+    suspicious: _Suspicious = Field(default_factory=_Suspicious)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Suspicious events of a batch reduced to what alerts cite."""
+
+    event_id: np.ndarray
+    model: np.ndarray
+    client_id: np.ndarray
+    fingerprint: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Evidence:
+        return cls(*(np.empty(0, object) for _ in range(4)))
+
+
+class WireError(ValueError):
+    """A message on an internal topic that does not follow the contract."""
+
+
+@dataclass(frozen=True)
+class SliBatch:
+    instance: str
+    watermark: float
+    late: int
+    offsets: dict[str, tuple[int, int]]  # "topic/partition" -> [first, end) offsets covered
+    rows: SliRows
+    evidence: Evidence = field(default_factory=Evidence.empty)
+
+    def encode(self) -> bytes:
+        r, e = self.rows, self.evidence
+        return orjson.dumps({
+            "v": WIRE_VERSION, "instance": self.instance,
+            "watermark": self.watermark if np.isfinite(self.watermark) else None,
+            "late": self.late, "offsets": self.offsets,
+            "rows": {"columns": list(COUNTERS + SUMS), "bad_columns": list(BAD_COUNTERS),
+                     "bucket": r.bucket.tolist(), "model": r.model.tolist(), "client_id": r.client.tolist(),
+                     "values": r.values.tolist(),
+                     "first_bad_ts": np.where(np.isfinite(r.first), r.first, np.nan).tolist()},
+            "suspicious": {"event_id": e.event_id.tolist(), "model": e.model.tolist(),
+                           "client_id": e.client_id.tolist(), "fingerprint": e.fingerprint.tolist()},
+        }, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    @classmethod
+    def decode(cls, data: bytes) -> SliBatch:
+        try:
+            msg = _Message.model_validate_json(data)
+        except ValueError as exc:
+            raise WireError(f"invalid sli-buckets message: {exc}") from None
+        if msg.v != WIRE_VERSION:
+            raise WireError(f"sli-buckets message version {msg.v}; this build reads {WIRE_VERSION}")
+        r = msg.rows
+        if r.columns != list(COUNTERS + SUMS) or r.bad_columns != list(BAD_COUNTERS):
+            raise WireError("sli-buckets columns differ from this build's counters; upgrade ingest and alerter together")
+        n = len(r.bucket)
+        if not (len(r.model) == len(r.client_id) == len(r.values) == len(r.first_bad_ts) == n):
+            raise WireError("sli-buckets row columns have different lengths")
+        values = np.asarray(r.values, np.float64).reshape(n, len(r.columns))
+        first = np.asarray([[np.inf if t is None or t != t else t for t in row] for row in r.first_bad_ts],
+                           np.float64).reshape(n, len(r.bad_columns))
+        rows = SliRows(np.asarray(r.bucket, np.int64), np.asarray(r.model, object), np.asarray(r.client_id, object),
+                       values, first)
+        s = msg.suspicious
+        evidence = Evidence(*(np.asarray(getattr(s, f), object) for f in ("event_id", "model", "client_id", "fingerprint")))
+        return cls(msg.instance, -np.inf if msg.watermark is None else msg.watermark, msg.late, dict(msg.offsets),
+                   rows, evidence)

@@ -1,0 +1,172 @@
+"""``advmon alerter``: the faust-streaming app that turns ``sli-buckets`` into alerts.
+
+Two agents, each ``concurrency=1`` (faust's offset commits can skip messages otherwise):
+
+* ``evaluate`` reads ``sli-buckets`` (``read_committed``: only what ingest transactions committed),
+  keeps windows, sources and progress in the table ``state`` (changelog-backed; see
+  :mod:`monitor.durable` for why redelivery and restarts neither lose nor repeat anything) and
+  writes alert transitions to the ``alerts`` topic.
+* ``deliver`` reads ``alerts``, drops transitions it already delivered (table ``delivered``, by
+  ``alert_id``), runs inhibit -> route -> group -> dedupe and hands notifications to the sinks.
+
+This module is the only place faust is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer
+
+from monitor.alerts import Alert
+from monitor.config import Settings
+from monitor.durable import DurableAlerter
+from monitor.metrics import Metrics
+from monitor.pipeline import Pipeline
+from monitor.rules import Rules
+from monitor.runtime import count_alerts, deliver, export_alert_state
+from monitor.sinks.console import ConsoleSink
+from monitor.sinks.jsonl import JsonlSink
+from monitor.wire import SliBatch, WireError
+from streams.http import Health, serve
+from streams.topics import Topics
+
+log = logging.getLogger("advmon.alerter")
+APP_ID = "advmon-alerter"
+DELIVERED_RETENTION_S = 8 * 24 * 3600.0
+
+
+def _read_committed(create):
+    """faust reads with ``read_committed`` only in exactly-once mode; ingest writes in transactions, so
+    the alerter must not see aborted batches even though it runs at-least-once itself."""
+
+    def create_worker_consumer(self, transport):
+        consumer = create(self, transport)
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+    return create_worker_consumer
+
+
+faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _read_committed(
+    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer)
+# One sli-buckets message updates a table entry per (model, client, bucket): hundreds of changelog
+# records at once. faust's default of 100 buffered records only produces warnings at that size.
+ProducerBuffer.max_messages = 20_000
+
+
+class AlerterService:
+    """The faust app and the domain objects its agents drive."""
+
+    def __init__(self, settings: Settings, rules: Rules, metrics: Metrics, health: Health,
+                 alerts_out: str | None = None, sinks=None) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.metrics = metrics
+        self.health = health
+        self.topics = Topics.from_settings(settings)
+        sinks = sinks if sinks is not None else [ConsoleSink()]
+        self.sinks = {s.name: s for s in sinks}
+        self.alerts_file = JsonlSink(alerts_out, append=True) if alerts_out else None
+        self.pipeline = Pipeline(rules.routes)
+        self.durable: DurableAlerter | None = None
+        self.app = self._build_app()
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            f"{s.topic_prefix}{APP_ID}", broker=f"kafka://{s.kafka_bootstrap}", store="memory://",
+            autodiscover=False, web_enabled=False, topic_partitions=1, topic_replication_factor=1,
+            processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest",
+            broker_commit_every=100, broker_commit_interval=1.0, table_standby_replicas=0,
+            producer_acks=-1, producer_max_request_size=8 << 20,
+        )
+        sli_topic = app.topic(self.topics.sli_buckets, key_type=bytes, value_type=bytes, value_serializer="raw",
+                              key_serializer="raw")
+        self.alerts_topic = app.topic(self.topics.alerts, key_type=bytes, value_type=bytes, value_serializer="raw",
+                                      key_serializer="raw")
+        json_schema = faust.Schema(key_serializer="json", value_serializer="json")
+        self.state = app.Table("state", partitions=1, schema=json_schema)
+        self.delivered = app.Table("delivered", partitions=1, schema=json_schema)
+        self.open_alerts = app.Table("open-alerts", partitions=1, schema=json_schema)
+        app.agent(sli_topic, name="evaluate", concurrency=1)(self._evaluate)
+        app.agent(self.alerts_topic, name="deliver", concurrency=1)(self._deliver)
+        return app
+
+    async def _evaluate(self, stream) -> None:
+        self.health.ready = True
+        async for event in stream.events():
+            self.health.beat()
+            offset = event.message.offset
+            try:
+                batch = SliBatch.decode(event.value)
+            except WireError as exc:  # a foreign or corrupt message: skip it loudly, never crash-loop on it
+                log.error("sli-buckets offset %d skipped: %s", offset, exc)
+                self.metrics.dead_letters.labels(reason="other").inc()
+                continue
+            if self.durable is None:
+                self.durable = DurableAlerter(
+                    self.rules, self.state, self.settings.bucket_seconds, self.settings.grace_seconds,
+                    self.settings.idle_source_seconds)
+            alerts = self.durable.apply(offset, batch, now=time.time())
+            for alert in alerts:
+                await self.alerts_topic.send(key=alert.dedup_key.encode(), value=alert.to_json())
+            count_alerts(self.metrics, alerts)
+            export_alert_state(self.metrics, self.durable.alerter)
+            watermark = self.durable.watermark(time.time())
+            if watermark > float("-inf"):
+                self.metrics.watermark.set(watermark)
+
+    async def _deliver(self, stream) -> None:
+        loop = asyncio.get_running_loop()
+        async for event in stream.events():
+            self.health.beat()
+            try:
+                alert = Alert.model_validate_json(event.value)
+            except ValueError as exc:
+                log.error("alerts offset %d skipped: not an alert: %s", event.message.offset, exc)
+                continue
+            if self.delivered.get(alert.alert_id) is not None:
+                continue  # already delivered before a restart or redelivery
+            now = alert.resolved_at if alert.resolved_at is not None else alert.fired_at
+            firing = [Alert.model_validate(a) for a in self.open_alerts.values()]
+            if alert.status == "firing":
+                self.open_alerts[alert.dedup_key] = alert.model_dump()
+            else:
+                self.open_alerts.pop(alert.dedup_key, None)
+            if self.alerts_file is not None:
+                self.alerts_file.write([alert])
+            for notification in self.pipeline.process([alert], now=now, firing=firing):
+                await loop.run_in_executor(None, deliver, self.sinks, self.metrics, notification)
+            self.delivered[alert.alert_id] = now
+            self._expire_delivered(now)
+
+    def _expire_delivered(self, now: float) -> None:
+        if len(self.delivered) < 10_000:
+            return
+        for alert_id, at in list(self.delivered.items()):
+            if now - at > DELIVERED_RETENTION_S:
+                del self.delivered[alert_id]
+
+
+def run_alerter(settings: Settings, rules: Rules, http_port: int | None = None, alerts_out: str | None = None) -> int:
+    metrics, health = Metrics(), Health(stall_after_s=300.0)
+    serve(settings.metrics_port if http_port is None else http_port, metrics.registry, health)
+    service = AlerterService(settings, rules, metrics, health, alerts_out)
+    worker = faust.Worker(service.app, loglevel="WARNING", quiet=True, console_port=0)
+    log.info("alerter consuming %s from %s", service.topics.sli_buckets, settings.kafka_bootstrap)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_alerter(Settings(), __import__("monitor.rules", fromlist=["load_rules"]).load_rules(
+        __import__("monitor.rules", fromlist=["default_rules_dir"]).default_rules_dir())))

@@ -1,0 +1,80 @@
+"""The topics advmon reads and writes, and an idempotent ``advmon topics create``.
+
+Partitioning follows the design: inference records are keyed by client_id and spread over
+``input_partitions``; the alerter's inputs (small aggregates) sit in one partition so one faust
+worker sees them in order; suspicious inputs are compacted by event id.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from monitor.config import Settings
+
+log = logging.getLogger("advmon.topics")
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    purpose: str = ""
+
+
+@dataclass(frozen=True)
+class Topics:
+    inference_logs: str
+    dead_letters: str
+    sli_buckets: str
+    score_requests: str
+    scores: str
+    suspicious_inputs: str
+    alerts: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topics:
+        p = settings.topic_prefix
+        return cls(f"{p}inference-logs", f"{p}inference-logs.dlq", f"{p}sli-buckets", f"{p}score-requests",
+                   f"{p}scores", f"{p}suspicious-inputs", f"{p}alerts")
+
+    def specs(self, input_partitions: int) -> list[TopicSpec]:
+        keep = {"retention.ms": str(WEEK_MS)}
+        return [
+            TopicSpec(self.inference_logs, input_partitions, purpose="inference records, keyed by client_id"),
+            TopicSpec(self.dead_letters, 1, {"retention.ms": str(4 * WEEK_MS)}, "rejected records with their reason"),
+            TopicSpec(self.sli_buckets, 1, keep, "per-batch SLI aggregates, ingest -> alerter"),
+            TopicSpec(self.score_requests, input_partitions, {"retention.ms": str(24 * 3600 * 1000)},
+                      "embeddings to score, ingest -> scorer"),
+            TopicSpec(self.scores, 1, keep, "embedding scores as SLI aggregates, scorer -> alerter"),
+            TopicSpec(self.suspicious_inputs, 3, {"cleanup.policy": "compact"}, "flagged inputs, keyed by event_id"),
+            TopicSpec(self.alerts, 1, {"retention.ms": str(4 * WEEK_MS)}, "the alert contract, keyed by dedup_key"),
+        ]
+
+
+def create_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float = 30.0) -> list[tuple[TopicSpec, str]]:
+    """Create missing topics; report existing ones (and a partition count that differs) without failing."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="advmon-topics",
+                             request_timeout_ms=int(timeout_s * 1000))
+    try:
+        existing = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
+        outcome = []
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            admin.create_topics([NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing],
+                                timeout_ms=int(timeout_s * 1000))
+        for spec in specs:
+            if spec.name not in existing:
+                outcome.append((spec, "created"))
+            elif existing[spec.name] != spec.partitions:
+                outcome.append((spec, f"exists with {existing[spec.name]} partitions (wanted {spec.partitions}; left as is)"))
+            else:
+                outcome.append((spec, "exists"))
+        return outcome
+    finally:
+        admin.close()
