@@ -85,6 +85,9 @@ class AlerterService:
             processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest",
             broker_commit_every=100, broker_commit_interval=1.0, table_standby_replicas=0,
             producer_acks=-1, producer_max_request_size=8 << 20,
+            # Static membership: a restarted alerter takes its partitions back at once instead of
+            # waiting for the dead member's session to time out.
+            consumer_group_instance_id=f"{s.topic_prefix}{APP_ID}-{s.instance_id}",
         )
         sli_topic = app.topic(self.topics.sli_buckets, key_type=bytes, value_type=bytes, value_serializer="raw",
                               key_serializer="raw")
@@ -116,6 +119,7 @@ class AlerterService:
             alerts = self.durable.apply(offset, batch, now=time.time())
             for alert in alerts:
                 await self.alerts_topic.send(key=alert.dedup_key.encode(), value=alert.to_json())
+            await self._make_durable()
             count_alerts(self.metrics, alerts)
             export_alert_state(self.metrics, self.durable.alerter)
             watermark = self.durable.watermark(time.time())
@@ -144,7 +148,15 @@ class AlerterService:
             for notification in self.pipeline.process([alert], now=now, firing=firing):
                 await loop.run_in_executor(None, deliver, self.sinks, self.metrics, notification)
             self.delivered[alert.alert_id] = now
+            await self._make_durable()
             self._expire_delivered(now)
+
+    async def _make_durable(self) -> None:
+        """Wait until table changes and sent alerts are acknowledged by the broker: a crash after this
+        point cannot undo them, so the window for a repeat after a crash is one broker round trip."""
+        producer = self.app.producer
+        await producer.buffer.flush()
+        await producer.flush()
 
     def _expire_delivered(self, now: float) -> None:
         if len(self.delivered) < 10_000:
@@ -158,7 +170,9 @@ def run_alerter(settings: Settings, rules: Rules, http_port: int | None = None, 
     metrics, health = Metrics(), Health(stall_after_s=300.0)
     serve(settings.metrics_port if http_port is None else http_port, metrics.registry, health)
     service = AlerterService(settings, rules, metrics, health, alerts_out)
-    worker = faust.Worker(service.app, loglevel="WARNING", quiet=True, console_port=0)
+    # faust configures the root handler at this level; faust's, mode's and the Kafka clients' own
+    # loggers stay at WARNING (set by the CLI), so INFO here means advmon's lines.
+    worker = faust.Worker(service.app, loglevel="INFO", quiet=True, console_port=0)
     log.info("alerter consuming %s from %s", service.topics.sli_buckets, settings.kafka_bootstrap)
     try:
         worker.execute_from_commandline()

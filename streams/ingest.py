@@ -63,7 +63,8 @@ class IngestWorker:
         s = self.settings
         consumer = AIOKafkaConsumer(
             self.topics.inference_logs, bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id,
-            client_id=f"advmon-ingest-{s.instance_id}", enable_auto_commit=False, auto_offset_reset="earliest",
+            client_id=f"advmon-ingest-{s.instance_id}", group_instance_id=f"{self.group_id}-{s.instance_id}",
+            enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=1 << 20, isolation_level="read_committed")
         producer = AIOKafkaProducer(
             bootstrap_servers=s.kafka_bootstrap, transactional_id=f"{self.group_id}-{s.instance_id}",

@@ -1,0 +1,187 @@
+"""The Kafka daemons end to end on a real broker: ``advmon produce`` -> ``ingest`` -> ``alerter``.
+
+The oracle is ``advmon replay`` of the same file (the in-process runtime): the daemons must find
+the same alert transitions, dead-letter the same records, count every event exactly once, and
+keep that true when the ingest worker and the alerter are SIGKILLed mid-stream and restarted.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from monitor.alerts import Alert
+from streams.topics import Topics, create_topics
+from monitor.config import Settings
+from tests.streams.conftest import alerts_on, read_topic
+
+pytestmark = pytest.mark.integration
+GRACE_S, BUCKET_S = 60.0, 60
+
+
+MAX_RECORD_BYTES = 65536  # below Kafka's 1 MB message limit, so an oversized record can travel to ingest
+
+
+def advmon(*args, cwd):
+    env = {**os.environ, "ADVMON_MAX_RECORD_BYTES": str(MAX_RECORD_BYTES)}
+    return subprocess.run([sys.executable, "-m", "monitor", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory):
+    """One hour of the demo's traffic, poison records, a closing record; and the replay oracle."""
+    work = tmp_path_factory.mktemp("traffic")
+    made = advmon("demo", "--duration", "1h", "--metrics-port", "0", "--no-progress", "--events-out", "events.jsonl",
+                  "--profile-out", "profile.npz", cwd=work)
+    assert made.returncode == 0, made.stderr
+    lines = (work / "events.jsonl").read_bytes().splitlines()
+    last_ts = max(_ts(line) for line in lines)
+    poison = [b"\xff\xfe not even utf-8", b'{"event_id": "huge", "pad": "' + b"x" * (2 * MAX_RECORD_BYTES) + b'"}',
+              b'{"event_id": "nan", "ts": 1, "client_id": "c", "prediction": {"label": "1", "confidence": NaN}}']
+    closing = orjson.dumps({"event_id": "closing", "ts": last_ts + 600, "client_id": "closer", "model": "digits-mlp",
+                            "prediction": {"label": "1", "confidence": 0.9}})
+    (work / "events.jsonl").write_bytes(b"\n".join(lines[:100] + poison + lines[100:] + [closing]) + b"\n")
+    oracle = advmon("replay", "events.jsonl", "--profile", "profile.npz", "--alerts-out", "oracle.jsonl",
+                    "--dlq-out", "oracle-dlq.jsonl", cwd=work)
+    assert oracle.returncode == 0, oracle.stderr
+    settle = last_ts + 600 - GRACE_S - BUCKET_S  # transitions the daemons' watermark has certainly passed
+    expected = [Alert.model_validate_json(line) for line in (work / "oracle.jsonl").read_bytes().splitlines()]
+    expected = {a.alert_id: a for a in expected if (a.resolved_at or a.fired_at) < settle}
+    dead = len((work / "oracle-dlq.jsonl").read_bytes().splitlines())
+    valid = sum(1 for line in (work / "events.jsonl").read_bytes().splitlines()) - dead
+    assert len(expected) >= 4 and dead >= len(poison)
+    return work, expected, dead, valid
+
+
+def _ts(line):
+    try:
+        ts = orjson.loads(line).get("ts")
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0.0
+    return ts if isinstance(ts, (int, float)) else 0.0
+
+
+class Producer:
+    def __init__(self, work, env, rate=0.0):
+        args = ["produce", "events.jsonl"] + (["--rate", str(rate)] if rate else [])
+        self.log = work / f"produce-{time.monotonic_ns()}.log"
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "monitor", *args], cwd=work, env=env, stdout=out,
+                                            stderr=subprocess.STDOUT)
+
+    def wait(self, timeout):
+        code = self.process.wait(timeout=timeout)
+        assert code == 0, self.log.read_text()[-3000:]
+
+
+def topics_for(kafka, prefix):
+    topics = Topics.from_settings(Settings(topic_prefix=prefix))
+    create_topics(kafka.bootstrap, topics.specs(input_partitions=4))
+    return topics
+
+
+def committed_events(kafka, topic, expected):
+    """Sum of ``events`` over every committed sli-buckets message (each valid event counted once)."""
+    from monitor.wire import SliBatch
+
+    def total(records):
+        return sum(SliBatch.decode(r.value).rows.column("events").sum() for r in records)
+
+    records = read_topic(kafka.bootstrap, topic, until=lambda rs: total(rs) >= expected, timeout_s=120)
+    return int(total(records))
+
+
+def wait_for_alerts(kafka, topic, expected_ids, timeout_s=180):
+    records = read_topic(kafka.bootstrap, topic, timeout_s=timeout_s,
+                         until=lambda rs: expected_ids <= {a["alert_id"] for a in alerts_on(rs)})
+    return alerts_on(records)
+
+
+def start_pair(daemons, work, out):
+    ingest = daemons("ingest", "ingest", "--instance", "ingest-0", "--profile", str(work / "profile.npz"),
+                     "--http-port", "0").start()
+    alerter = daemons("alerter", "alerter", "--http-port", "0", "--alerts-out", str(out / "delivered.jsonl")).start()
+    return ingest, alerter
+
+
+def test_topics_create_is_idempotent(kafka, prefix):
+    topics = Topics.from_settings(Settings(topic_prefix=prefix))
+    first = create_topics(kafka.bootstrap, topics.specs(input_partitions=3))
+    again = create_topics(kafka.bootstrap, topics.specs(input_partitions=5))
+    assert {outcome for _, outcome in first} == {"created"}
+    outcomes = {spec.name: outcome for spec, outcome in again}
+    resized = {topics.inference_logs, topics.score_requests}  # the two sized by input_partitions
+    assert {outcomes[name] for name in resized} == {"exists with 3 partitions (wanted 5; left as is)"}
+    assert {o for name, o in outcomes.items() if name not in resized} == {"exists"}
+
+
+def test_daemons_alert_like_replay_and_dead_letter_poison(kafka, prefix, daemons, traffic, tmp_path):
+    work, expected, dead, valid = traffic
+    topics = topics_for(kafka, prefix)
+    ingest, alerter = start_pair(daemons, work, tmp_path)
+    env = ingest.env
+    Producer(work, env).wait(timeout=120)
+
+    alerts = wait_for_alerts(kafka, topics.alerts, set(expected))
+    got = {a["alert_id"]: a for a in alerts}
+    assert set(expected) <= set(got), (sorted(a.rule for a in expected.values()), ingest.log(), alerter.log())
+    for alert_id, alert in expected.items():
+        assert got[alert_id]["time_to_detect_s"] == pytest.approx(alert.time_to_detect_s)
+    unexpected = {a["rule"] for i, a in got.items() if i not in expected and (a["resolved_at"] or a["fired_at"])
+                  < max(x.fired_at for x in expected.values())}
+    assert not unexpected
+
+    letters = read_topic(kafka.bootstrap, topics.dead_letters, until=lambda rs: len(rs) >= dead, timeout_s=30)
+    assert len(letters) == dead
+    reasons = [orjson.loads(r.value)["reason"] for r in letters]
+    assert any(r.startswith("record too large") for r in reasons) and any(r.startswith("invalid JSON") for r in reasons)
+    assert committed_events(kafka, topics.sli_buckets, valid) == valid
+
+    assert ingest.terminate() == 0 and alerter.terminate() == 0  # SIGTERM: drain, commit, exit cleanly
+    assert "Traceback" not in ingest.log() + alerter.log()
+
+
+def test_killed_daemons_lose_nothing_and_fire_nothing_twice(kafka, prefix, daemons, traffic, tmp_path):
+    work, expected, dead, valid = traffic
+    topics = topics_for(kafka, prefix)
+    ingest, alerter = start_pair(daemons, work, tmp_path)
+    producer = Producer(work, ingest.env, rate=1500)
+
+    # SIGKILL the ingest worker once it has committed a few batches, then restart it.
+    read_topic(kafka.bootstrap, topics.sli_buckets, until=lambda rs: len(rs) >= 3, timeout_s=60)
+    assert producer.process.poll() is None, "the stream should still be flowing when ingest is killed"
+    ingest.kill()
+    time.sleep(1.0)
+    ingest.start()
+    # SIGKILL the alerter once it has published its first alert and its state is in the changelog
+    # (more alerts are due), then restart it.
+    published = read_topic(kafka.bootstrap, topics.alerts, until=lambda rs: len(rs) >= 1, timeout_s=120)
+    read_topic(kafka.bootstrap, f"{prefix}advmon-alerter-state-changelog", timeout_s=60,
+               until=lambda rs: any(r.key == b'"progress"' for r in rs))
+    alerter.kill()
+    assert len({a["alert_id"] for a in alerts_on(published)}) < len(expected)
+    time.sleep(1.0)
+    alerter.start()
+    producer.wait(timeout=120)
+
+    alerts = wait_for_alerts(kafka, topics.alerts, set(expected))
+    assert set(expected) <= {a["alert_id"] for a in alerts}, (ingest.log(), alerter.log())
+    assert committed_events(kafka, topics.sli_buckets, valid) == valid  # nothing lost, nothing counted twice
+    letters = read_topic(kafka.bootstrap, topics.dead_letters, until=lambda rs: len(rs) >= dead, timeout_s=30)
+    assert len(letters) == dead
+
+    deadline = time.monotonic() + 60
+    delivered = []
+    while time.monotonic() < deadline:
+        path = tmp_path / "delivered.jsonl"
+        delivered = [orjson.loads(line)["alert_id"] for line in path.read_bytes().splitlines()] if path.exists() else []
+        if set(expected) <= set(delivered):
+            break
+        time.sleep(1)
+    assert set(expected) <= set(delivered)
+    assert len(delivered) == len(set(delivered)), "an alert transition was delivered twice"
+    assert "alerter state rebuilt" in alerter.log()  # the restarted alerter resumed from its changelog
