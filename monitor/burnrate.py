@@ -84,7 +84,11 @@ class BurnRateWindows:
         return int((~keep).sum())
 
     def _columns(self, end: int, buckets: int) -> np.ndarray:
-        start = max(end - buckets, end - self.length)
+        """Ring columns of buckets ``[end - buckets, end)`` that the ring still holds. Rows for buckets
+        at or after ``end`` (arrived ahead of evaluation) share columns with the oldest buckets, so
+        the window stops where the ring's oldest bucket is."""
+        oldest = end - self.length if self.head is None else self.head - self.length + 1
+        start = max(end - buckets, oldest)
         return np.arange(start, end) % self.length
 
     def sums(self, end: int, buckets: int) -> tuple[np.ndarray, np.ndarray]:

@@ -100,7 +100,8 @@ def _settings(args: argparse.Namespace):
 
     overrides = {k: v for k, v in (("kafka_bootstrap", getattr(args, "bootstrap", None)),
                                    ("instance_id", getattr(args, "instance", None)),
-                                   ("profile_path", getattr(args, "profile", None))) if v}
+                                   ("profile_path", getattr(args, "profile", None)),
+                                   ("remote_scoring", getattr(args, "remote_scoring", None))) if v}
     return Settings(**overrides)
 
 
@@ -120,13 +121,32 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from monitor.metrics import Metrics
     from streams.http import Health, serve
-    from streams.ingest import IngestWorker, run_ingest
+    from streams.ingest import IngestWorker
+    from streams.transactional import run_until_signalled
 
     settings = _settings(args)
     metrics, health = Metrics(), Health()
     serve(settings.metrics_port if args.http_port is None else args.http_port, metrics.registry, health)
     worker = IngestWorker(settings, metrics, health, _load_profile(settings.profile_path))
-    asyncio.run(run_ingest(worker))
+    asyncio.run(run_until_signalled(worker))
+    return 0
+
+
+def cmd_scorer(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from monitor.metrics import Metrics
+    from streams.http import Health, serve
+    from streams.scorer import ScorerWorker
+    from streams.transactional import run_until_signalled
+
+    settings = _settings(args)
+    profile = _load_profile(settings.profile_path)
+    if profile is None:
+        raise SystemExit("advmon scorer: a reference profile is required (--profile or ADVMON_PROFILE_PATH)")
+    metrics, health = Metrics(), Health()
+    serve(settings.metrics_port if args.http_port is None else args.http_port, metrics.registry, health)
+    asyncio.run(run_until_signalled(ScorerWorker(settings, metrics, health, profile)))
     return 0
 
 
@@ -222,7 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--profile", help="reference profile (default ADVMON_PROFILE_PATH)")
     ingest.add_argument("--http-port", type=int, default=None,
                         help="/metrics, /healthz, /readyz port on ADVMON_HTTP_HOST (default ADVMON_METRICS_PORT; 0 off)")
+    ingest.add_argument("--remote-scoring", action="store_true", default=None,
+                        help="send embeddings to `advmon scorer` (default ADVMON_REMOTE_SCORING or off)")
     ingest.set_defaults(func=cmd_ingest)
+
+    scorer = commands.add_parser("scorer", help="Kafka daemon: score-requests -> embedding scores -> sli-buckets")
+    _kafka_options(scorer)
+    scorer.add_argument("--instance", help="stable instance id (default ADVMON_INSTANCE_ID or the host name)")
+    scorer.add_argument("--profile", help="reference profile (default ADVMON_PROFILE_PATH); required")
+    scorer.add_argument("--http-port", type=int, default=None, help="as for ingest")
+    scorer.set_defaults(func=cmd_scorer)
 
     alerter = commands.add_parser("alerter", help="Kafka daemon (faust): sli-buckets -> rules -> alerts topic and sinks")
     _kafka_options(alerter)

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     input_partitions: int = Field(default=6, ge=1, le=1000)
     idle_source_seconds: float = Field(default=120.0, gt=0)
     profile_path: str | None = None
+    remote_scoring: bool = False  # ingest ships embeddings to `advmon scorer` instead of scoring them
 
     def engine_settings(self) -> EngineSettings:
         secret = self.fingerprint_secret.get_secret_value()
@@ -49,4 +50,5 @@ class Settings(BaseSettings):
             fingerprint_secret=secret.encode(), bucket_s=self.bucket_seconds, grace_s=self.grace_seconds,
             fingerprint_generation_queries=self.fingerprint_generation_queries,
             fingerprint_generation_s=self.fingerprint_generation_hours * 3600.0,
+            remote_embedding_scoring=self.remote_scoring,
         )

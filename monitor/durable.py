@@ -101,10 +101,14 @@ class DurableAlerter:
         return alerts
 
     def watermark(self, now: float) -> float:
-        """The slowest ingest instance's watermark, among instances heard from in the last ``idle_source_s``."""
-        sources = [v for k, v in self.store.items() if k.startswith("s" + SEP)]
-        active = [s["watermark"] for s in sources if now - s["seen"] <= self.idle_source_s and s["watermark"] is not None]
-        return min(active) if active else float("-inf")
+        """The slowest source's watermark, among ingest and scorer instances heard from in the last
+        ``idle_source_s``; while an ingest worker leaves embeddings to a scorer, no window closes
+        before a scorer has reported."""
+        active = [v for k, v in self.store.items() if k.startswith("s" + SEP) and now - v["seen"] <= self.idle_source_s]
+        if any(s.get("remote") for s in active) and not any(s.get("role") == "scorer" for s in active):
+            return float("-inf")
+        marks = [s["watermark"] for s in active]
+        return float("-inf") if not marks or None in marks else min(marks)
 
     def _merge_rows(self, offset: int, rows: SliRows) -> SliRows:
         keep = np.zeros(len(rows), bool)
@@ -144,7 +148,8 @@ class DurableAlerter:
         entry = self.store.get(key) or {"watermark": None}
         previous = entry["watermark"] if entry["watermark"] is not None else float("-inf")
         watermark = max(previous, batch.watermark)
-        self.store[key] = {"o": offset, "seen": now, "watermark": watermark if np.isfinite(watermark) else None}
+        self.store[key] = {"o": offset, "seen": now, "watermark": watermark if np.isfinite(watermark) else None,
+                           "role": batch.role, "remote": batch.remote_scoring}
 
     def _rebuild(self) -> Alerter:
         alerter = Alerter(self.rules, self.bucket_s, self.grace_s)

@@ -17,13 +17,14 @@ ingest workers. It keeps only bounded state (fingerprint indexes, the watermark)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from monitor.batch import EventBatch, Groups
 from monitor.fingerprint import Fingerprinter, QueryIndex
 from monitor.lsh import HyperplaneLSH
+from monitor.score_requests import ADVERSARIAL_CANARY, BENIGN_CANARY, PRODUCTION, ScoreGroup
 from monitor.scoring import ModelProfile, Profile
 from monitor.sli import SliRows
 
@@ -36,6 +37,7 @@ class EngineSettings:
     fingerprint_generation_queries: int = 50_000
     fingerprint_generation_s: float = 24 * 3600.0
     fingerprint_postings_cap: int = 64
+    remote_embedding_scoring: bool = False  # embeddings go to the scorer worker instead of being scored here
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class BatchResult:
     suspicious: Suspicious
     watermark: float
     late_events: int
+    score_groups: list[ScoreGroup] = field(default_factory=list)  # for the scorer, with remote scoring
 
 
 class Engine:
@@ -89,12 +92,13 @@ class Engine:
         features = batch.feature_groups()
         self._fingerprint(batch, features, flags, exact)
         self._score(batch, features, flags)
+        score_groups = self._score_groups(batch, flags) if self.settings.remote_embedding_scoring else []
         self._outcomes(batch, flags)
         rows = SliRows.from_columns(
             bucket=(batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s,
             model=batch.model, client=batch.client_id, ts=batch.ts, flags=flags, confidence=batch.confidence,
         )
-        return BatchResult(rows, self._suspicious(batch, flags, exact), self.watermark, late)
+        return BatchResult(rows, self._suspicious(batch, flags, exact), self.watermark, late, score_groups)
 
     def _fingerprint(self, batch: EventBatch, features: Groups, flags: dict, exact: np.ndarray) -> None:
         for dim, (rows, matrix) in features.items():
@@ -120,7 +124,10 @@ class Engine:
         logits_by_row = {}
         for _, (rows, matrix) in batch.logit_groups().items():
             logits_by_row.update(zip(rows.tolist(), matrix))
-        for space, groups in (("features", features), ("embedding", batch.embedding_groups())):
+        spaces = [("features", features)]
+        if not self.settings.remote_embedding_scoring:
+            spaces.append(("embedding", batch.embedding_groups()))
+        for space, groups in spaces:
             for dim, (rows, matrix) in groups.items():
                 for model in np.unique(batch.model[rows]):
                     profile = self.profile.get(model, space)
@@ -135,6 +142,27 @@ class Engine:
         if space == "embedding" and profile.thresholds[2] < np.inf:
             logits = _logits_matrix(rows, logits_by_row, profile.means.shape[0])
         return profile.score(matrix, logits).flagged
+
+    @staticmethod
+    def _score_groups(batch: EventBatch, flags: dict) -> list[ScoreGroup]:
+        """Embeddings per (model, dimension) with what this batch already decided, for the scorer."""
+        detected = flags["anomalous"] | flags["query_flagged"]
+        kind = np.where(batch.is_adversarial_canary, ADVERSARIAL_CANARY,
+                        np.where(batch.is_canary, BENIGN_CANARY, PRODUCTION)).astype(np.int8)
+        logit_groups = batch.logit_groups()
+        classes = max(logit_groups, key=lambda c: len(logit_groups[c][0])) if logit_groups else None
+        logits_by_row = dict(zip(logit_groups[classes][0].tolist(), logit_groups[classes][1])) if classes else {}
+        groups = []
+        for _, (rows, matrix) in batch.embedding_groups().items():
+            for model in np.unique(batch.model[rows]):
+                mine = batch.model[rows] == model
+                r = rows[mine]
+                groups.append(ScoreGroup(
+                    model=model, event_id=batch.event_id[r], client_id=batch.client_id[r], ts=batch.ts[r],
+                    confidence=batch.confidence[r], kind=kind[r], anomalous=flags["anomalous"][r], detected=detected[r],
+                    embedding=matrix[mine],
+                    logits=_logits_matrix(r, logits_by_row, classes) if classes else None))
+        return groups
 
     def _lsh_for(self, dim: int) -> HyperplaneLSH:
         if dim not in self._lsh:

@@ -74,6 +74,8 @@ class Metrics:
                                 registry=r)
         self.transactions = Counter("advmon_ingest_transactions_total", "Ingest output transactions by outcome",
                                     ["outcome"], registry=r)
+        self.scored = Counter("advmon_scorer_embeddings_total", "Embeddings the scorer worker handled",
+                              ["outcome"], registry=r)
         self.deliveries = Counter("advmon_sink_deliveries_total", "Notification deliveries", ["receiver", "outcome"],
                                   registry=r)
 

@@ -55,7 +55,7 @@ class SloEvaluator:
     def ingest(self, rows: SliRows) -> int:
         """Add aggregate rows; returns how many were older than the horizon (counted in ``late_dropped``)."""
         total = rows.column(self.total_counter)
-        keep = total > 0
+        keep = (total != 0) | (rows.column(self.bad_counter) != 0)  # scorer rows change bad counts only
         if not keep.any():
             return 0
         models, clients = rows.model[keep], rows.client[keep]

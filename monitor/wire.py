@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.sli import BAD_COUNTERS, COUNTERS, SUMS, SliRows
@@ -50,6 +52,8 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
     v: int
     instance: str
+    role: Literal["ingest", "scorer"] = "ingest"
+    remote_scoring: bool = False
     watermark: float | None
     late: int = 0
     offsets: dict[str, tuple[int, int]]
@@ -70,6 +74,13 @@ class Evidence:
     def empty(cls) -> Evidence:
         return cls(*(np.empty(0, object) for _ in range(4)))
 
+    @classmethod
+    def concat(cls, parts: list[Evidence]) -> Evidence:
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, f) for p in parts])
+                     for f in ("event_id", "model", "client_id", "fingerprint")))
+
 
 class WireError(ValueError):
     """A message on an internal topic that does not follow the contract."""
@@ -83,11 +94,13 @@ class SliBatch:
     offsets: dict[str, tuple[int, int]]  # "topic/partition" -> [first, end) offsets covered
     rows: SliRows
     evidence: Evidence = field(default_factory=Evidence.empty)
+    role: str = "ingest"  # or "scorer": a scorer's rows are counter changes to events ingest counted
+    remote_scoring: bool = False  # an ingest worker that left embeddings to the scorer: wait for it
 
     def encode(self) -> bytes:
         r, e = self.rows, self.evidence
         return orjson.dumps({
-            "v": WIRE_VERSION, "instance": self.instance,
+            "v": WIRE_VERSION, "instance": self.instance, "role": self.role, "remote_scoring": self.remote_scoring,
             "watermark": self.watermark if np.isfinite(self.watermark) else None,
             "late": self.late, "offsets": self.offsets,
             "rows": {"columns": list(COUNTERS + SUMS), "bad_columns": list(BAD_COUNTERS),
@@ -120,4 +133,4 @@ class SliBatch:
         s = msg.suspicious
         evidence = Evidence(*(np.asarray(getattr(s, f), object) for f in ("event_id", "model", "client_id", "fingerprint")))
         return cls(msg.instance, -np.inf if msg.watermark is None else msg.watermark, msg.late, dict(msg.offsets),
-                   rows, evidence)
+                   rows, evidence, msg.role, msg.remote_scoring)

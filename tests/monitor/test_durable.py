@@ -108,3 +108,15 @@ def test_watermark_is_the_slowest_live_instance():
     alerter.apply(1, batches[3], now=0.0)   # ingest-1 already at minute 1
     assert alerter.watermark(now=0.0) == batches[0].watermark
     assert alerter.watermark(now=100.0) == float("-inf")  # both silent for longer than idle_source_s
+
+
+def test_windows_wait_for_the_scorer_while_ingest_leaves_embeddings_to_it():
+    from dataclasses import replace
+
+    batches = stream(minutes=3)
+    alerter = DurableAlerter(RULES, {}, bucket_s=60, grace_s=60, idle_source_s=30)
+    alerter.apply(0, replace(batches[0], remote_scoring=True), now=0.0)
+    assert alerter.watermark(now=0.0) == float("-inf")  # no scorer has reported yet
+    scorer = replace(batches[1], instance="scorer-0", role="scorer", watermark=batches[0].watermark - 30)
+    alerter.apply(1, scorer, now=0.0)
+    assert alerter.watermark(now=0.0) == batches[0].watermark - 30  # the scorer is the slowest source

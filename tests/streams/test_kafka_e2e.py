@@ -185,3 +185,21 @@ def test_killed_daemons_lose_nothing_and_fire_nothing_twice(kafka, prefix, daemo
     assert set(expected) <= set(delivered)
     assert len(delivered) == len(set(delivered)), "an alert transition was delivered twice"
     assert "alerter state rebuilt" in alerter.log()  # the restarted alerter resumed from its changelog
+
+
+def test_remote_scorer_finds_what_in_process_scoring_finds(kafka, prefix, daemons, traffic, tmp_path):
+    work, expected, dead, valid = traffic
+    topics = topics_for(kafka, prefix)
+    profile = str(work / "profile.npz")
+    ingest = daemons("ingest", "ingest", "--instance", "ingest-0", "--remote-scoring", "--profile", profile,
+                     "--http-port", "0").start()
+    scorer = daemons("scorer", "scorer", "--instance", "scorer-0", "--profile", profile, "--http-port", "0").start()
+    alerter = daemons("alerter", "alerter", "--http-port", "0").start()
+    Producer(work, ingest.env).wait(timeout=120)
+
+    alerts = wait_for_alerts(kafka, topics.alerts, set(expected))
+    got = {a["alert_id"]: a for a in alerts}
+    assert set(expected) <= set(got), (sorted(a.rule for a in expected.values()), scorer.log(), alerter.log())
+    requests = read_topic(kafka.bootstrap, topics.score_requests, until=lambda rs: len(rs) > 0, timeout_s=30)
+    assert requests  # the embeddings really travelled to the scorer
+    assert all(d.terminate() == 0 for d in (ingest, scorer, alerter))

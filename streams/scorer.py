@@ -1,0 +1,69 @@
+"""``advmon scorer``: embeddings from ``score-requests`` scored against the reference profile.
+
+It publishes, on ``sli-buckets`` beside the ingest workers, the counter changes its flags make
+(see :mod:`monitor.score_requests`), under its own instance name, so the alerter waits for it
+before closing a window. Suspicious inputs it finds go to ``suspicious-inputs``. One transaction
+per batch, like ingest. Backend: numpy on CPU (the torch/CUDA backend is issue 4's).
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from monitor.config import Settings
+from monitor.deadletter import DeadLetter
+from monitor.metrics import Metrics
+from monitor.score_requests import ScoreRequestBatch
+from monitor.scorer import EmbeddingScorer
+from monitor.scoring import Profile
+from monitor.sli import SliRows
+from monitor.wire import Evidence, SliBatch, WireError
+from streams.http import Health
+from streams.topics import Topics
+from streams.transactional import Output, TransactionalWorker, partition_name
+
+
+class ScorerWorker(TransactionalWorker):
+    role = "scorer"
+
+    def __init__(self, settings: Settings, metrics: Metrics, health: Health, profile: Profile) -> None:
+        self.topics = Topics.from_settings(settings)
+        super().__init__(settings, metrics, health, self.topics.score_requests)
+        self.scorer = EmbeddingScorer(profile, settings.bucket_seconds)
+        self.name = f"scorer-{settings.instance_id}"
+
+    async def handle(self, batches, consumer) -> list[Output]:
+        started = time.perf_counter()
+        outputs, watermarks, tables, evidence = [], {}, [], []
+        for tp, messages in batches.items():
+            for message in messages:
+                try:
+                    request = ScoreRequestBatch.decode(message.value or b"")
+                except WireError as exc:
+                    letter = DeadLetter(str(exc), message.value or b"", f"{partition_name(tp)}@{message.offset}")
+                    outputs.append(Output(self.topics.dead_letters, letter.to_json(), letter.source.encode()))
+                    self.metrics.dead_letters.labels(reason="other").inc()
+                    continue
+                result = self.scorer.score(request)
+                tables.append(result.rows)
+                evidence.append(result.evidence)
+                self.metrics.scored.labels(outcome="scored").inc(result.scored)
+                self.metrics.scored.labels(outcome="unprofiled").inc(result.unprofiled)
+                watermarks[partition_name(tp)] = max(watermarks.get(partition_name(tp), float("-inf")),
+                                                     request.watermark)
+        watermark = await self.advance_watermark(consumer, watermarks)
+        outputs.append(self._sli_message(batches, tables, evidence, watermark))
+        outputs += [Output(self.topics.suspicious_inputs, orjson.dumps(
+            {"event_id": e, "model": m, "client_id": c, "reason": "anomalous-embedding", "fingerprint": ""}), e.encode())
+            for ev in evidence for e, m, c in zip(ev.event_id, ev.model, ev.client_id)]
+        self.metrics.batch_seconds.labels(stage="score").observe(time.perf_counter() - started)
+        return outputs
+
+    def _sli_message(self, batches, tables, evidence, watermark: float) -> Output:
+        message = SliBatch(
+            instance=self.name, watermark=watermark, late=0,
+            offsets={partition_name(tp): (m[0].offset, m[-1].offset + 1) for tp, m in batches.items()},
+            rows=SliRows.concat(tables).combined(), evidence=Evidence.concat(evidence), role="scorer")
+        return Output(self.topics.sli_buckets, message.encode(), self.name.encode())

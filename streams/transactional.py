@@ -1,0 +1,142 @@
+"""Consume a batch, compute, and publish the outputs and the consumed offsets in one Kafka transaction.
+
+The shared loop of ``advmon ingest`` and ``advmon scorer``: a crash at any point either publishes
+everything a batch produced and moves its offsets, or nothing (the batch is processed again).
+Readers use ``read_committed``. The transactional id is stable per instance (``ADVMON_INSTANCE_ID``),
+so a restarted instance fences its predecessor; static group membership gives its partitions back
+at once. The consumer is aiokafka's ``getmany`` (the fastest Python client here; see ``bench/ingest.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from monitor.config import Settings
+from monitor.metrics import Metrics
+from monitor.watermarks import PartitionWatermarks
+from streams.http import Health
+
+log = logging.getLogger("advmon.streams")
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str
+    value: bytes
+    key: bytes | None = None
+
+
+class TransactionalWorker:
+    """Subclasses name their ``role`` and input topic and implement :meth:`handle`."""
+
+    role = "worker"
+
+    def __init__(self, settings: Settings, metrics: Metrics, health: Health, input_topic: str) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.health = health
+        self.input_topic = input_topic
+        self.group_id = f"{settings.topic_prefix}advmon-{self.role}"
+        self.stopping = asyncio.Event()
+        self.watermarks = PartitionWatermarks(settings.idle_source_seconds)
+        self.batches = 0
+        self.records = 0
+
+    async def handle(self, batches: dict[TopicPartition, list], consumer: AIOKafkaConsumer) -> Sequence[Output]:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        s = self.settings
+        member = f"{self.group_id}-{s.instance_id}"
+        consumer = AIOKafkaConsumer(
+            self.input_topic, bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id, client_id=member,
+            group_instance_id=member, enable_auto_commit=False, auto_offset_reset="earliest",
+            max_partition_fetch_bytes=1 << 20, isolation_level="read_committed")
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, transactional_id=member,
+                                    enable_idempotence=True, linger_ms=5, max_request_size=8 << 20)
+        await _start_with_retry(producer, consumer, s.kafka_bootstrap)
+        log.info("%s %s consuming %s from %s", self.role, s.instance_id, self.input_topic, s.kafka_bootstrap)
+        self.health.ready = True
+        try:
+            while not self.stopping.is_set():
+                self.health.beat()
+                batches = await consumer.getmany(timeout_ms=500, max_records=s.batch_size)
+                if batches:
+                    outputs = await self.handle(batches, consumer)
+                    await self._publish(producer, batches, outputs)
+                    self.batches += 1
+                    self.records += sum(len(m) for m in batches.values())
+        finally:
+            self.health.ready = False
+            log.info("%s %s stopping after %d batches (%d records)", self.role, s.instance_id, self.batches,
+                     self.records)
+            await consumer.stop()
+            await producer.stop()
+
+    async def _publish(self, producer: AIOKafkaProducer, batches: dict, outputs: Sequence[Output]) -> None:
+        started = time.perf_counter()
+        try:
+            async with producer.transaction():
+                futures = [await producer.send(o.topic, o.value, key=o.key) for o in outputs]
+                await asyncio.gather(*futures)
+                await producer.send_offsets_to_transaction(
+                    {tp: OffsetAndMetadata(messages[-1].offset + 1, "") for tp, messages in batches.items()},
+                    self.group_id)
+        except Exception:
+            self.metrics.transactions.labels(outcome="aborted").inc()
+            raise
+        self.metrics.transactions.labels(outcome="committed").inc()
+        counts: dict[str, int] = {}
+        for output in outputs:
+            counts[output.topic] = counts.get(output.topic, 0) + 1
+        for topic, count in counts.items():
+            self.metrics.produced.labels(topic=topic).inc(count)
+        self.metrics.batch_seconds.labels(stage="publish").observe(time.perf_counter() - started)
+
+    async def advance_watermark(self, consumer: AIOKafkaConsumer, max_ts: dict[str, float]) -> float:
+        """Per-partition event time: the slowest partition with data holds the watermark (monitor.watermarks)."""
+        now = time.monotonic()
+        self.watermarks.observe(max_ts, now)
+        backlog = {}
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            unread = 0 if high is None else max(0, high - await consumer.position(tp))
+            backlog[partition_name(tp)] = unread
+            self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(unread)
+        return self.watermarks.watermark(backlog, now)
+
+
+def partition_name(tp: TopicPartition) -> str:
+    return f"{tp.topic}/{tp.partition}"
+
+
+async def _start_with_retry(producer, consumer, bootstrap: str, attempts: int = 30) -> None:
+    """Kafka may come up after us (compose, Kubernetes): retry for about a minute, then fail clearly."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await producer.start()
+            await consumer.start()
+            return
+        except Exception as exc:  # KafkaConnectionError and friends
+            await producer.stop()
+            await consumer.stop()
+            if attempt == attempts:
+                raise SystemExit(f"advmon: cannot reach Kafka at {bootstrap} after {attempts} attempts: {exc}") from None
+            log.warning("Kafka at %s not reachable (%s); retrying in 2 s", bootstrap, exc)
+            await asyncio.sleep(2.0)
+
+
+async def run_until_signalled(worker: TransactionalWorker) -> None:
+    """SIGTERM and SIGINT finish the batch in hand, commit it, leave the group and exit."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stopping.set)
+    await worker.run()
