@@ -15,7 +15,13 @@ log = logging.getLogger("advmon")
 
 
 def _load_rules(directory: str | None) -> Rules:
+    """``--rules``, else ADVMON_RULES_DIR, else the shipped ``rules/``."""
+    from monitor.config import Settings
+
+    directory = directory or Settings().rules_dir
     path = Path(directory) if directory else default_rules_dir()
+    if not path.is_dir():
+        raise SystemExit(f"advmon: rules directory {path} does not exist (set --rules or ADVMON_RULES_DIR)")
     return load_rules(path)
 
 
@@ -154,7 +160,7 @@ def cmd_alerter(args: argparse.Namespace) -> int:
     from streams.alerter_app import run_alerter
 
     settings = _settings(args)
-    return run_alerter(settings, _load_rules(args.rules or settings.rules_dir), http_port=args.http_port,
+    return run_alerter(settings, _load_rules(args.rules), http_port=args.http_port,
                        alerts_out=args.alerts_out)
 
 

@@ -184,12 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["start", "stop", "resolve"])
     parser.add_argument("--dir", default=".kafka", help="data and log directory (default .kafka)")
     parser.add_argument("--port", type=int, default=9092, help="client port on 127.0.0.1 (default 9092)")
-    parser.add_argument("--controller-port", type=int, default=None, help="KRaft controller port (default: free)")
+    parser.add_argument("--controller-port", type=int, default=None, help="KRaft controller port (default: port + 1)")
     args = parser.parse_args(argv)
     if args.action == "resolve":
         print(resolve_kafka())
         return 0
-    broker = LocalBroker(Path(args.dir), args.port, args.controller_port)
+    broker = LocalBroker(Path(args.dir), args.port, args.controller_port or args.port + 1)
     if args.action == "stop":
         broker.stop()
         return 0

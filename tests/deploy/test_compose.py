@@ -1,0 +1,65 @@
+"""docker-compose.yml is valid for the real compose tool and everything it points at exists."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from monitor.cli import build_parser
+from monitor.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compose_config() -> dict:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        command = ["docker", "compose"]
+    elif shutil.which("docker-compose"):
+        command = ["docker-compose"]
+    else:
+        pytest.fail("neither `docker compose` nor `docker-compose` is installed (.ci/run installs docker-compose)")
+    result = subprocess.run([*command, "-f", "docker-compose.yml", "--profile", "gpu", "config"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_compose_config_is_valid_and_complete():
+    services = compose_config()["services"]
+    assert {"kafka", "topics", "ingest", "alerter", "scorer", "producer", "prometheus", "alertmanager",
+            "grafana"} <= set(services)
+    parser = build_parser()
+    for name, service in services.items():
+        if service.get("image", "").startswith("advmon") and service.get("command"):
+            parser.parse_args(service["command"])  # every daemon command is one the CLI accepts
+        for port in service.get("ports", []):
+            published = port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port.get('published')}"
+            assert str(published).startswith("127.0.0.1:"), (name, port)
+        for volume in service.get("volumes", []):
+            source = volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
+            if source.startswith(("/", ".")):
+                assert Path(source).exists() or (ROOT / source).exists(), (name, source)
+    assert (ROOT / services["ingest"]["build"]["context"] / "deploy/Dockerfile").exists()
+    assert services["scorer"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+
+
+def test_prometheus_scrapes_services_that_exist():
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    targets = [t for job in config["scrape_configs"] for s in job["static_configs"] for t in s["targets"]]
+    assert targets and all(t.split(":")[0] in services for t in targets)
+
+
+def test_dashboards_query_only_metrics_the_code_exports():
+    exported = {m.name for m in Metrics().registry.collect()}
+    exported |= {f"{m}_total" for m in exported} | {f"{m}_{s}" for m in exported for s in ("bucket", "sum", "count")}
+    for path in (ROOT / "deploy/grafana/dashboards").glob("*.json"):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                for name in re.findall(r"\badvmon_[a-z_]+", target["expr"]):
+                    assert name in exported, (path.name, panel["title"], name)
