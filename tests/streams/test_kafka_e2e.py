@@ -9,11 +9,14 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import orjson
 import pytest
 
 from monitor.alerts import Alert
+from streams.broker import free_port
 from streams.topics import Topics, create_topics
 from monitor.config import Settings
 from tests.streams.conftest import alerts_on, read_topic
@@ -101,11 +104,20 @@ def wait_for_alerts(kafka, topic, expected_ids, timeout_s=180):
     return alerts_on(records)
 
 
-def start_pair(daemons, work, out):
+def start_pair(daemons, work, out, ports=(0, 0)):
     ingest = daemons("ingest", "ingest", "--instance", "ingest-0", "--profile", str(work / "profile.npz"),
-                     "--http-port", "0").start()
-    alerter = daemons("alerter", "alerter", "--http-port", "0", "--alerts-out", str(out / "delivered.jsonl")).start()
+                     "--http-port", str(ports[0])).start()
+    alerter = daemons("alerter", "alerter", "--http-port", str(ports[1]),
+                      "--alerts-out", str(out / "delivered.jsonl")).start()
     return ingest, alerter
+
+
+def http_get(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def test_topics_create_is_idempotent(kafka, prefix):
@@ -122,7 +134,8 @@ def test_topics_create_is_idempotent(kafka, prefix):
 def test_daemons_alert_like_replay_and_dead_letter_poison(kafka, prefix, daemons, traffic, tmp_path):
     work, expected, dead, valid = traffic
     topics = topics_for(kafka, prefix)
-    ingest, alerter = start_pair(daemons, work, tmp_path)
+    ports = (free_port(), free_port())
+    ingest, alerter = start_pair(daemons, work, tmp_path, ports)
     env = ingest.env
     Producer(work, env).wait(timeout=120)
 
@@ -140,6 +153,12 @@ def test_daemons_alert_like_replay_and_dead_letter_poison(kafka, prefix, daemons
     reasons = [orjson.loads(r.value)["reason"] for r in letters]
     assert any(r.startswith("record too large") for r in reasons) and any(r.startswith("invalid JSON") for r in reasons)
     assert committed_events(kafka, topics.sli_buckets, valid) == valid
+
+    for port in ports:  # every daemon: liveness, readiness, metrics
+        assert http_get(port, "/healthz")[0] == 200 and http_get(port, "/readyz")[0] == 200
+    status, metrics = http_get(ports[0], "/metrics")
+    assert status == 200 and 'advmon_events_total{model="digits-mlp"}' in metrics
+    assert 'advmon_alerts_total{' in http_get(ports[1], "/metrics")[1]
 
     assert ingest.terminate() == 0 and alerter.terminate() == 0  # SIGTERM: drain, commit, exit cleanly
     assert "Traceback" not in ingest.log() + alerter.log()
