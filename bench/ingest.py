@@ -35,6 +35,14 @@ from streams.produce import produce  # noqa: E402
 from streams.topics import Topics, create_topics  # noqa: E402
 
 
+def _parse(messages) -> None:
+    for message in messages:
+        try:
+            orjson.loads(message.value)
+        except orjson.JSONDecodeError:
+            pass
+
+
 async def aiokafka_rate(bootstrap: str, topic: str, n: int, parse: bool) -> float:
     from aiokafka import AIOKafkaConsumer
 
@@ -47,11 +55,7 @@ async def aiokafka_rate(bootstrap: str, topic: str, n: int, parse: bool) -> floa
             for messages in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
                 seen += len(messages)
                 if parse:
-                    for message in messages:
-                        try:
-                            orjson.loads(message.value)
-                        except orjson.JSONDecodeError:
-                            pass
+                    _parse(messages)
     finally:
         elapsed = time.perf_counter() - started
         await consumer.stop()
@@ -68,11 +72,7 @@ def kafka_python_rate(bootstrap: str, topic: str, n: int) -> float:
         while seen < n:
             for messages in consumer.poll(timeout_ms=1000, max_records=5000).values():
                 seen += len(messages)
-                for message in messages:
-                    try:
-                        orjson.loads(message.value)
-                    except orjson.JSONDecodeError:
-                        pass
+                _parse(messages)
     finally:
         elapsed = time.perf_counter() - started
         consumer.close()

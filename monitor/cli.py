@@ -191,6 +191,15 @@ def _kafka_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default ADVMON_KAFKA_BOOTSTRAP or 127.0.0.1:9092)")
 
 
+def _daemon_options(parser: argparse.ArgumentParser, profile: str | None = None) -> None:
+    _kafka_options(parser)
+    parser.add_argument("--instance", help="stable instance id (default ADVMON_INSTANCE_ID or the host name)")
+    parser.add_argument("--http-port", type=int, default=None,
+                        help="/metrics, /healthz, /readyz port on ADVMON_HTTP_HOST (default ADVMON_METRICS_PORT; 0 off)")
+    if profile:
+        parser.add_argument("--profile", help=profile)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advmon", description="Watch ML inference traffic for adversarial attacks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -243,27 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_topics_create)
 
     ingest = commands.add_parser("ingest", help="Kafka daemon: inference-logs -> engine -> sli-buckets, DLQ, suspicious")
-    _kafka_options(ingest)
-    ingest.add_argument("--instance", help="stable instance id (default ADVMON_INSTANCE_ID or the host name)")
-    ingest.add_argument("--profile", help="reference profile (default ADVMON_PROFILE_PATH)")
-    ingest.add_argument("--http-port", type=int, default=None,
-                        help="/metrics, /healthz, /readyz port on ADVMON_HTTP_HOST (default ADVMON_METRICS_PORT; 0 off)")
+    _daemon_options(ingest, profile="reference profile (default ADVMON_PROFILE_PATH)")
     ingest.add_argument("--remote-scoring", action="store_true", default=None,
                         help="send embeddings to `advmon scorer` (default ADVMON_REMOTE_SCORING or off)")
     ingest.set_defaults(func=cmd_ingest)
 
     scorer = commands.add_parser("scorer", help="Kafka daemon: score-requests -> embedding scores -> sli-buckets")
-    _kafka_options(scorer)
-    scorer.add_argument("--instance", help="stable instance id (default ADVMON_INSTANCE_ID or the host name)")
-    scorer.add_argument("--profile", help="reference profile (default ADVMON_PROFILE_PATH); required")
-    scorer.add_argument("--http-port", type=int, default=None, help="as for ingest")
+    _daemon_options(scorer, profile="reference profile (default ADVMON_PROFILE_PATH); required")
     scorer.set_defaults(func=cmd_scorer)
 
     alerter = commands.add_parser("alerter", help="Kafka daemon (faust): sli-buckets -> rules -> alerts topic and sinks")
-    _kafka_options(alerter)
+    _daemon_options(alerter)
     alerter.add_argument("--rules", help="rules directory (default ADVMON_RULES_DIR or the shipped rules/)")
     alerter.add_argument("--alerts-out", help="also append delivered alerts as JSON Lines")
-    alerter.add_argument("--http-port", type=int, default=None, help="as for ingest")
     alerter.set_defaults(func=cmd_alerter)
 
     produce = commands.add_parser("produce", help="write inference records to Kafka (a JSON Lines file or --demo)")
