@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     input_partitions: int = Field(default=6, ge=1, le=1000)
     idle_source_seconds: float = Field(default=120.0, gt=0)
     profile_path: str | None = None
+    outbox_path: str = "advmon-outbox.sqlite3"  # the alerter's durable notification outbox (SQLite)
     remote_scoring: bool = False  # ingest ships embeddings to `advmon scorer` instead of scoring them
 
     def engine_settings(self) -> EngineSettings:

@@ -76,6 +76,7 @@ class Metrics:
                                     ["outcome"], registry=r)
         self.scored = Counter("advmon_scorer_embeddings_total", "Embeddings the scorer worker handled",
                               ["outcome"], registry=r)
+        self.outbox_pending = Gauge("advmon_outbox_pending", "Notification deliveries waiting for (re)try", registry=r)
         self.deliveries = Counter("advmon_sink_deliveries_total", "Notification deliveries", ["receiver", "outcome"],
                                   registry=r)
 

@@ -174,11 +174,57 @@ class Route(_Rule):
     repeat_interval: Duration = 4 * 3600
 
 
+#: Receivers every daemon has without configuration.
+BUILTIN_RECEIVERS = ("stdout",)
+_DEFAULT_URLS = {"pagerduty": "https://events.pagerduty.com/v2/enqueue", "opsgenie": "https://api.opsgenie.com"}
+_ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+
+
+class Receiver(_Rule):
+    """Where notifications go over HTTP. Secrets are never in the file: ``*_env`` name environment
+    variables that hold them (the routing/API key, a webhook URL that embeds a token, an HMAC key)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    type: Literal["pagerduty", "opsgenie", "alertmanager", "slack", "webhook"]
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    url_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    key_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    hmac_secret_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    timeout: Duration = 10
+
+    @model_validator(mode="after")
+    def _complete(self) -> Receiver:
+        if self.url and self.url_env:
+            raise ValueError("give url or url_env, not both")
+        if self.type in ("pagerduty", "opsgenie") and not self.key_env:
+            raise ValueError(f"a {self.type} receiver needs key_env (the environment variable holding its key)")
+        if self.type not in _DEFAULT_URLS and not (self.url or self.url_env):
+            raise ValueError(f"a {self.type} receiver needs url or url_env")
+        return self
+
+    @property
+    def default_url(self) -> str | None:
+        return self.url or _DEFAULT_URLS.get(self.type)
+
+
 class Rules(_Rule):
     windows: tuple[WindowSpec, ...] = DEFAULT_WINDOWS
     slos: tuple[Slo, ...] = ()
     drift: tuple[DriftRule, ...] = ()
+    receivers: tuple[Receiver, ...] = ()
     routes: tuple[Route, ...] = (Route(receivers=("stdout",)),)
+
+    @model_validator(mode="after")
+    def _receivers_exist(self) -> Rules:
+        names = [r.name for r in self.receivers]
+        clash = sorted({n for n in names if names.count(n) > 1 or n in BUILTIN_RECEIVERS})
+        if clash:
+            raise ValueError(f"receiver names must be unique and not {BUILTIN_RECEIVERS}: {', '.join(clash)}")
+        known = set(names) | set(BUILTIN_RECEIVERS)
+        missing = sorted({r for route in self.routes for r in route.receivers if r not in known})
+        if missing:
+            raise ValueError(f"routes name receivers that are not declared: {', '.join(missing)}")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Rules:
@@ -226,7 +272,7 @@ def _validate(documents: list[tuple[str, dict, yaml.Node | None]]) -> Rules:
         for key in sorted(unknown):
             problems.append(f"{name}:{_line_of(node, [key])}: unknown section {key!r}")
         document = _apply_window_table(document)
-        for section in ("slos", "drift", "routes"):
+        for section in ("slos", "drift", "receivers", "routes"):
             for offset, item in enumerate(document.get(section) or []):
                 origin[(section, len(merged.setdefault(section, [])))] = (name, node, offset)
                 merged[section].append(item)
@@ -245,7 +291,8 @@ def _validate(documents: list[tuple[str, dict, yaml.Node | None]]) -> Rules:
                 name, node, offset = origin[(loc[0], loc[1])]
                 where = f"{name}:{_line_of(node, [loc[0], offset, *loc[2:]])}"
             path = ".".join(str(p) for p in loc)
-            lines.append(f"{where}: {path}: {error['msg'].removeprefix('Value error, ')}")
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
         raise RulesError("\n".join(lines)) from None
 
 

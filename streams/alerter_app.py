@@ -29,8 +29,9 @@ from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
 from monitor.rules import Rules
 from monitor.runtime import count_alerts, deliver, export_alert_state
-from monitor.sinks.console import ConsoleSink
 from monitor.sinks.jsonl import JsonlSink
+from monitor.sinks.registry import build_sinks
+from monitor.sinks.sqlite_store import SqliteStore
 from monitor.wire import SliBatch, WireError
 from streams.http import Health, serve
 from streams.topics import Topics
@@ -63,13 +64,16 @@ class AlerterService:
     """The faust app and the domain objects its agents drive."""
 
     def __init__(self, settings: Settings, rules: Rules, metrics: Metrics, health: Health,
-                 alerts_out: str | None = None, sinks=None) -> None:
+                 alerts_out: str | None = None) -> None:
         self.settings = settings
         self.rules = rules
         self.metrics = metrics
         self.health = health
         self.topics = Topics.from_settings(settings)
-        sinks = sinks if sinks is not None else [ConsoleSink()]
+        try:
+            sinks, self.dispatcher = build_sinks(rules, metrics, SqliteStore(settings.outbox_path))
+        except ValueError as exc:  # a receiver's secret is missing from the environment
+            raise SystemExit(f"advmon alerter: {exc}") from None
         self.sinks = {s.name: s for s in sinks}
         self.alerts_file = JsonlSink(alerts_out, append=True) if alerts_out else None
         self.pipeline = Pipeline(rules.routes)
@@ -173,6 +177,7 @@ def run_alerter(settings: Settings, rules: Rules, http_port: int | None = None, 
     metrics, health = Metrics(), Health()
     serve(settings.metrics_port if http_port is None else http_port, metrics.registry, health)
     service = AlerterService(settings, rules, metrics, health, alerts_out)
+    service.dispatcher.start()  # retries of HTTP deliveries, also those left in the outbox by a crash
     # faust configures the root handler at this level; faust's, mode's and the Kafka clients' own
     # loggers stay at WARNING (set by the CLI), so INFO here means advmon's lines.
     worker = faust.Worker(service.app, loglevel="INFO", quiet=True, console_port=0)

@@ -10,6 +10,9 @@ from monitor.sli import SliRows
 RULES = load_rules_text("""
 slos:
   - {name: anomaly, sli: input_anomaly_rate, scope: client, objective: 0.99, min_events: 10, resolve_after: 5m}
+receivers:
+  - {name: pager, type: pagerduty, key_env: PD_KEY}
+  - {name: tickets, type: webhook, url: "http://127.0.0.1:1/tickets"}
 routes:
   - {match: {severity: page}, receivers: [pager]}
   - {receivers: [tickets]}

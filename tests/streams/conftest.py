@@ -57,7 +57,7 @@ class Daemon:
 
 @pytest.fixture
 def daemons(kafka, prefix, tmp_path):
-    env = {**os.environ, "ADVMON_KAFKA_BOOTSTRAP": kafka.bootstrap, "ADVMON_TOPIC_PREFIX": prefix,
+    env = {**os.environ, "ADVMON_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"), "ADVMON_KAFKA_BOOTSTRAP": kafka.bootstrap, "ADVMON_TOPIC_PREFIX": prefix,
            "ADVMON_IDLE_SOURCE_SECONDS": "3", "ADVMON_MAX_RECORD_BYTES": "65536", "ADVMON_FINGERPRINT_SECRET": "advmon-development-secret-change-me"}
     started = []
 

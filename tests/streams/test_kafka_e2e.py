@@ -14,11 +14,13 @@ import urllib.request
 
 import orjson
 import pytest
+import yaml
 
 from monitor.alerts import Alert
 from streams.broker import free_port
 from streams.topics import Topics, create_topics
 from monitor.config import Settings
+from monitor.rules import default_rules_dir
 from tests.streams.conftest import alerts_on, read_topic
 
 pytestmark = pytest.mark.integration
@@ -104,12 +106,22 @@ def wait_for_alerts(kafka, topic, expected_ids, timeout_s=180):
     return alerts_on(records)
 
 
-def start_pair(daemons, work, out, ports=(0, 0)):
+def start_pair(daemons, work, out, ports=(0, 0), rules=None):
     ingest = daemons("ingest", "ingest", "--instance", "ingest-0", "--profile", str(work / "profile.npz"),
                      "--http-port", str(ports[0])).start()
-    alerter = daemons("alerter", "alerter", "--http-port", str(ports[1]),
-                      "--alerts-out", str(out / "delivered.jsonl")).start()
+    alerter = daemons("alerter", "alerter", "--http-port", str(ports[1]), "--alerts-out", str(out / "delivered.jsonl"),
+                      *(["--rules", str(rules)] if rules else [])).start()
     return ingest, alerter
+
+
+def rules_with_webhook(directory, url):
+    """The shipped rules, every alert also routed to an Alertmanager-style webhook at ``url``."""
+    document = yaml.safe_load((default_rules_dir() / "slos.yaml").read_text())
+    document["receivers"] = [{"name": "hook", "type": "alertmanager", "url": url}]
+    document["routes"] = [{"receivers": ["stdout", "hook"], "group_by": ["slo", "model", "client_id"]}]
+    directory.mkdir()
+    (directory / "slos.yaml").write_text(yaml.safe_dump(document))
+    return directory
 
 
 def http_get(port, path):
@@ -118,6 +130,27 @@ def http_get(port, path):
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+class WebhookServer:
+    """An Alertmanager-style webhook receiver on loopback, recording alert fingerprints and statuses."""
+
+    def __init__(self):
+        from tests.monitor.sinks.test_http_delivery import Receiver
+
+        self.receiver = Receiver()
+        self.url = self.receiver.url
+
+    @property
+    def alerts(self):
+        return [a for _, _, body in self.receiver.requests for a in orjson.loads(body)["alerts"]]
+
+    @property
+    def transitions(self):
+        return [(a["fingerprint"], a["status"]) for a in self.alerts]
+
+    def close(self):
+        self.receiver.close()
 
 
 def test_topics_create_is_idempotent(kafka, prefix):
@@ -135,7 +168,8 @@ def test_daemons_alert_like_replay_and_dead_letter_poison(kafka, prefix, daemons
     work, expected, dead, valid = traffic
     topics = topics_for(kafka, prefix)
     ports = (free_port(), free_port())
-    ingest, alerter = start_pair(daemons, work, tmp_path, ports)
+    hook = WebhookServer()
+    ingest, alerter = start_pair(daemons, work, tmp_path, ports, rules_with_webhook(tmp_path / "rules", hook.url))
     env = ingest.env
     Producer(work, env).wait(timeout=120)
 
@@ -160,6 +194,13 @@ def test_daemons_alert_like_replay_and_dead_letter_poison(kafka, prefix, daemons
     assert status == 200 and 'advmon_events_total{model="digits-mlp"}' in metrics
     assert 'advmon_alerts_total{' in http_get(ports[1], "/metrics")[1]
 
+    wanted = sorted((a.dedup_key[:16], a.status) for a in expected.values())
+    deadline = time.monotonic() + 30  # every transition reached the webhook
+    while time.monotonic() < deadline and not set(wanted) <= set(hook.transitions):
+        time.sleep(0.5)
+    hook.close()
+    assert set(wanted) <= set(hook.transitions)
+    assert len(hook.transitions) == len(set(hook.transitions))  # and only once
     assert ingest.terminate() == 0 and alerter.terminate() == 0  # SIGTERM: drain, commit, exit cleanly
     assert "Traceback" not in ingest.log() + alerter.log()
 
