@@ -86,7 +86,11 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
         print(f"slo {slo.name}: {slo.sli} per {slo.scope}, objective {slo.objective}: {tiers}")
     for rule in rules.drift:
         print(f"drift {rule.name}: {rule.detector} on {rule.series} -> {rule.severity}")
-    print(f"ok: {len(rules.slos)} SLOs, {len(rules.drift)} drift rules, {len(rules.routes)} routes")
+    for receiver in rules.receivers:
+        secrets = [v for v in (receiver.key_env, receiver.url_env, receiver.hmac_secret_env) if v]
+        print(f"receiver {receiver.name}: {receiver.type}" + (f", secrets from ${', $'.join(secrets)}" if secrets else ""))
+    print(f"ok: {len(rules.slos)} SLOs, {len(rules.drift)} drift rules, {len(rules.receivers)} receivers, "
+          f"{len(rules.routes)} routes")
     return 0
 
 
