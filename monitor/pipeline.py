@@ -1,5 +1,5 @@
 """The notification path after evaluation, as small stages in Alertmanager's order:
-inhibit -> route -> group -> dedupe. Delivery (sinks, retries) belongs to the runtime.
+inhibit -> silence -> route -> group -> dedupe. Delivery (sinks, retries) belongs to the runtime.
 
 >>> from monitor.alerts import Alert
 >>> from monitor.rules import Route
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from monitor.alerts import Alert
 from monitor.rules import Route
+from monitor.silences import MaintenanceWindow, Silence, silenced
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,15 @@ def route(alert: Alert, routes: Sequence[Route]) -> list[Route]:
 
 
 class Pipeline:
-    def __init__(self, routes: Sequence[Route]) -> None:
+    def __init__(self, routes: Sequence[Route], silences: Sequence[Silence | MaintenanceWindow] = ()) -> None:
         self.routes = list(routes)
+        self.silences = list(silences)
         self._last_sent: dict[tuple[str, str], tuple[str, float]] = {}  # (receiver, dedup_key) -> (status, at)
 
     def process(self, alerts: Sequence[Alert], now: float, firing: Sequence[Alert] = ()) -> list[Notification]:
         groups: dict[tuple[str, str], list[Alert]] = defaultdict(list)
         labels_of: dict[tuple[str, str], dict[str, str]] = {}
-        for alert in inhibit(alerts, firing):
+        for alert in silenced(inhibit(alerts, firing), self.silences):
             for matched in route(alert, self.routes):
                 for receiver in matched.receivers:
                     if not self._due(receiver, alert, now, matched.repeat_interval):

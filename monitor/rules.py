@@ -1,8 +1,8 @@
 """SLO and alert rules: YAML files validated by pydantic, with burn-rate tiers derived, never typed.
 
 A rules directory holds one or more ``*.yaml`` files whose top-level sections are merged:
-``windows`` (the burn-rate window table), ``slos``, ``drift`` and ``routes``. Unknown keys are
-rejected and every error names its file and line.
+``windows`` (the burn-rate window table), ``slos``, ``drift``, ``receivers``, ``routes``,
+``silences`` and ``maintenance``. Unknown keys are rejected and every error names its file and line.
 
 >>> rules = load_rules_text('''
 ... slos:
@@ -14,45 +14,27 @@ rejected and every error names its file and line.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from monitor.durations import Duration, format_duration, parse_duration
+from monitor.silences import MaintenanceWindow, Silence
 from monitor.sli import SLI_DEFINITIONS
 
+__all__ = ["Duration", "format_duration", "parse_duration"]  # re-exported: the CLI and tests import them here
+
 Severity = Literal["page", "ticket"]
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class RulesError(ValueError):
     """A rules file is invalid; the message names the file and line of each problem."""
 
 
-def parse_duration(value: Any) -> int:
-    """``"90s"``, ``"5m"``, ``"1h30m"``, ``"30d"`` or a number of seconds -> seconds.
-
-    >>> parse_duration("1h30m"), parse_duration("30d"), parse_duration(60)
-    (5400, 2592000, 60)
-    """
-    if isinstance(value, bool):
-        raise ValueError("must be a duration like '5m' or '1h'")
-    if isinstance(value, int):
-        seconds = value
-    elif isinstance(value, str) and re.fullmatch(r"(\d+[smhdw])+", value.strip()):
-        seconds = sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", value))
-    else:
-        raise ValueError(f"must be a duration like '5m', '1h' or '30d', got {value!r}")
-    if seconds <= 0:
-        raise ValueError("must be positive")
-    return seconds
-
-
-Duration = Annotated[int, BeforeValidator(parse_duration)]
 
 
 class _Rule(BaseModel):
@@ -95,14 +77,6 @@ class Tier:
     @property
     def names(self) -> tuple[str, str]:
         return format_duration(self.long_s), format_duration(self.short_s)
-
-
-def format_duration(seconds: int) -> str:
-    """The largest whole unit: 3600 -> ``"1h"``, 5400 -> ``"90m"``."""
-    for unit in ("w", "d", "h", "m"):
-        if seconds % _UNITS[unit] == 0:
-            return f"{seconds // _UNITS[unit]}{unit}"
-    return f"{seconds}s"
 
 
 class Slo(_Rule):
@@ -213,6 +187,8 @@ class Rules(_Rule):
     drift: tuple[DriftRule, ...] = ()
     receivers: tuple[Receiver, ...] = ()
     routes: tuple[Route, ...] = (Route(receivers=("stdout",)),)
+    silences: tuple[Silence, ...] = ()
+    maintenance: tuple[MaintenanceWindow, ...] = ()
 
     @model_validator(mode="after")
     def _receivers_exist(self) -> Rules:
@@ -272,7 +248,7 @@ def _validate(documents: list[tuple[str, dict, yaml.Node | None]]) -> Rules:
         for key in sorted(unknown):
             problems.append(f"{name}:{_line_of(node, [key])}: unknown section {key!r}")
         document = _apply_window_table(document)
-        for section in ("slos", "drift", "receivers", "routes"):
+        for section in ("slos", "drift", "receivers", "routes", "silences", "maintenance"):
             for offset, item in enumerate(document.get(section) or []):
                 origin[(section, len(merged.setdefault(section, [])))] = (name, node, offset)
                 merged[section].append(item)

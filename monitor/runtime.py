@@ -130,7 +130,7 @@ class InProcessRuntime:
         return cls(
             engine=Engine(engine_settings, profile),
             alerter=Alerter(rules, engine_settings.bucket_s, engine_settings.grace_s),
-            pipeline=Pipeline(rules.routes),
+            pipeline=Pipeline(rules.routes, (*rules.silences, *rules.maintenance)),
             sinks={s.name: s for s in sinks},
             metrics=metrics or Metrics(),
             max_record_bytes=settings.max_record_bytes,

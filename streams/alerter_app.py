@@ -76,7 +76,7 @@ class AlerterService:
             raise SystemExit(f"advmon alerter: {exc}") from None
         self.sinks = {s.name: s for s in sinks}
         self.alerts_file = JsonlSink(alerts_out, append=True) if alerts_out else None
-        self.pipeline = Pipeline(rules.routes)
+        self.pipeline = Pipeline(rules.routes, (*rules.silences, *rules.maintenance))
         self.durable: DurableAlerter | None = None
         self.app = self._build_app()
 

@@ -1,6 +1,7 @@
 """The alert path on hand-made SLI rows: fire, hysteresis, resolve with the same dedup key, inhibition."""
 
 import numpy as np
+import pytest
 
 from monitor.alerter import Alerter
 from monitor.pipeline import Pipeline
@@ -92,3 +93,27 @@ def test_long_window_excludes_rows_that_arrived_ahead_of_evaluation():
     assert (bad.tolist(), total.tolist()) == ([1.0], [10.0])
     bad, total = windows.sums(end=12, buckets=10)
     assert (bad.tolist(), total.tolist()) == ([10.0], [19.0])
+
+
+def test_silences_and_maintenance_windows_hold_back_notifications_not_evaluation():
+    from monitor.rules import RulesError
+
+    rules = load_rules_text("""
+slos:
+  - {name: anomaly, sli: input_anomaly_rate, scope: client, objective: 0.99, min_events: 10, resolve_after: 5m}
+silences:
+  - {matchers: {client_id: c1}, starts: "1970-01-01T00:00:00Z", ends: 3600, comment: red-team exercise}
+maintenance:
+  - {matchers: {client_id: c2}, weekday: thu, start: "00:00", duration: 1h}
+""")
+    alerter, pipeline = Alerter(rules, bucket_s=60), Pipeline(rules.routes, (*rules.silences, *rules.maintenance))
+    sent = []
+    for index in range(120):  # 1970-01-01 was a Thursday: c2's window covers the first hour too
+        alerter.ingest(SliRows.concat([minute(index, 30 if index >= 10 else 0, client=c) for c in ("c1", "c2", "c3")]))
+        alerts = alerter.evaluate_until(index + 1)
+        sent += [a for n in pipeline.process(alerts, now=(index + 1) * 60.0, firing=alerter.firing) for a in n.alerts]
+    fired = {a.client_id for a in alerter.slos[0].firing}
+    assert fired == {"c1", "c2", "c3"}  # evaluation saw all three
+    assert {a.client_id for a in sent} == {"c3"}  # notifications for c1 and c2 were held back
+    with pytest.raises(RulesError, match="ends must be after starts"):
+        load_rules_text("silences: [{starts: 100, ends: 50}]")
