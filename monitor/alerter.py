@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from monitor.alerts import Alert
 from monitor.drift import DriftEvaluator
 from monitor.engine import Suspicious
@@ -32,6 +34,8 @@ class Alerter:
         self.evidence = Evidence()
         self.evaluated_until: int | None = None  # buckets before this one have been evaluated
         self.late_rows = 0
+        self._open_totals: dict[tuple[str, int], np.ndarray] = {}  # (model, bucket) -> summed values
+        self._closed_totals: list[tuple[str, np.ndarray]] = []
 
     def ingest(self, rows: SliRows, suspicious: Suspicious | None = None) -> None:
         if suspicious is not None and len(suspicious):
@@ -41,6 +45,7 @@ class Alerter:
         if self.evaluated_until is None:  # nothing before the first bucket with data needs evaluating
             self.evaluated_until = int(rows.bucket.min() // self.bucket_s)
         self.late_rows += int((rows.bucket // self.bucket_s < self.evaluated_until).sum())
+        self._add_totals(rows)
         for evaluator in self.slos:
             evaluator.ingest(rows)
         for evaluator in self.drifts:
@@ -61,7 +66,24 @@ class Alerter:
             for evaluator in self.drifts:
                 alerts.extend(evaluator.evaluate(bucket))
         self.evaluated_until = max(end_bucket, self.evaluated_until or end_bucket)
+        for key in [k for k in self._open_totals if k[1] < self.evaluated_until]:
+            self._closed_totals.append((key[0], self._open_totals.pop(key)))
         return alerts
+
+    def _add_totals(self, rows: SliRows) -> None:
+        for model, bucket, values in zip(rows.model, (rows.bucket // self.bucket_s).tolist(), rows.values):
+            if self.evaluated_until is not None and bucket < self.evaluated_until:
+                self._closed_totals.append((model, values))  # late: straight to the closed totals
+            elif (model, bucket) in self._open_totals:
+                self._open_totals[(model, bucket)] = self._open_totals[(model, bucket)] + values
+            else:
+                self._open_totals[(model, bucket)] = values.copy()
+
+    def take_closed_totals(self) -> list[tuple[str, np.ndarray]]:
+        """Per-model counter sums of the buckets closed since the last call (values as ``SliRows.values``):
+        what the ``advmon_sli_*_total`` counters export, once every source has reported a bucket."""
+        closed, self._closed_totals = self._closed_totals, []
+        return closed
 
     @property
     def firing(self) -> list[Alert]:

@@ -188,6 +188,7 @@ class DurableAlerter:
                                    rows.values[start:end], rows.first[start:end]))
         if until is not None:
             transitions += len(alerter.evaluate_until(until))
+        alerter.take_closed_totals()  # exported before the restart; counters must not count them again
         return transitions
 
     def _expire(self) -> None:

@@ -76,6 +76,10 @@ class Metrics:
                                     ["outcome"], registry=r)
         self.scored = Counter("advmon_scorer_embeddings_total", "Embeddings the scorer worker handled",
                               ["outcome"], registry=r)
+        self.sli_bad = Counter("advmon_sli_bad_events_total", "Bad events of each SLI per model, per closed bucket",
+                               ["sli", "model"], registry=r)
+        self.sli_events = Counter("advmon_sli_events_total", "Eligible events of each SLI per model, per closed bucket",
+                                  ["sli", "model"], registry=r)
         self.outbox_pending = Gauge("advmon_outbox_pending", "Notification deliveries waiting for (re)try", registry=r)
         self.deliveries = Counter("advmon_sink_deliveries_total", "Notification deliveries", ["receiver", "outcome"],
                                   registry=r)

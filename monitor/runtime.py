@@ -29,6 +29,7 @@ from monitor.pipeline import Notification, Pipeline
 from monitor.rules import Rules
 from monitor.scoring import Profile
 from monitor.sinks import Sink
+from monitor.sli import SLI_DEFINITIONS, value_index
 
 log = logging.getLogger("advmon.runtime")
 
@@ -65,7 +66,13 @@ def count_alerts(m: Metrics, alerts: Sequence[Alert]) -> None:
 
 
 def export_alert_state(m: Metrics, alerter: Alerter) -> None:
-    """Gauges of the evaluator: alerts firing, burn rates (models; top clients hashed), drift statistics."""
+    """Gauges of the evaluator: alerts firing, burn rates (models; top clients hashed), drift statistics;
+    and the SLI counters of closed buckets (what ``advmon rules render``'s Prometheus rules read)."""
+    for model, values in alerter.take_closed_totals():
+        for sli, (bad, total) in SLI_DEFINITIONS.items():
+            label = m.model(model)
+            m.sli_bad.labels(sli=sli, model=label).inc(max(0.0, values[value_index(bad)]))
+            m.sli_events.labels(sli=sli, model=label).inc(max(0.0, values[value_index(total)]))
     counts: dict[tuple[str, str], int] = {}
     for alert in alerter.firing:
         counts[(alert.slo, alert.severity)] = counts.get((alert.slo, alert.severity), 0) + 1
