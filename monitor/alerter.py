@@ -17,6 +17,7 @@ from monitor.alerts import Alert
 from monitor.drift import DriftEvaluator
 from monitor.engine import Suspicious
 from monitor.evidence import Evidence
+from monitor.nodata import NoDataEvaluator
 from monitor.rules import Rules
 from monitor.sli import SliRows
 from monitor.slo_eval import SloEvaluator
@@ -31,6 +32,7 @@ class Alerter:
         self.grace_s = grace_s
         self.slos = [SloEvaluator(slo, bucket_s) for slo in rules.slos]
         self.drifts = [DriftEvaluator(rule, bucket_s) for rule in rules.drift]
+        self.no_data = [NoDataEvaluator(rule, bucket_s) for rule in rules.no_data]
         self.evidence = Evidence()
         self.evaluated_until: int | None = None  # buckets before this one have been evaluated
         self.late_rows = 0
@@ -48,7 +50,7 @@ class Alerter:
         self._add_totals(rows)
         for evaluator in self.slos:
             evaluator.ingest(rows)
-        for evaluator in self.drifts:
+        for evaluator in (*self.drifts, *self.no_data):
             evaluator.ingest(rows)
 
     def advance(self, watermark: float) -> list[Alert]:
@@ -63,7 +65,7 @@ class Alerter:
         for bucket in range(max(start, end_bucket - 4 * 24 * 3600 // self.bucket_s), end_bucket + 1):
             for evaluator in self.slos:
                 alerts.extend(evaluator.evaluate(bucket, self.evidence))
-            for evaluator in self.drifts:
+            for evaluator in (*self.drifts, *self.no_data):
                 alerts.extend(evaluator.evaluate(bucket))
         self.evaluated_until = max(end_bucket, self.evaluated_until or end_bucket)
         for key in [k for k in self._open_totals if k[1] < self.evaluated_until]:
@@ -87,4 +89,4 @@ class Alerter:
 
     @property
     def firing(self) -> list[Alert]:
-        return [a for e in self.slos for a in e.firing] + [a for e in self.drifts for a in e.firing]
+        return [a for e in (*self.slos, *self.drifts, *self.no_data) for a in e.firing]

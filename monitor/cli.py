@@ -86,6 +86,8 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
         print(f"slo {slo.name}: {slo.sli} per {slo.scope}, objective {slo.objective}: {tiers}")
     for rule in rules.drift:
         print(f"drift {rule.name}: {rule.detector} on {rule.series} -> {rule.severity}")
+    for rule in rules.no_data:
+        print(f"no-data {rule.name}: a model silent for {rule.after // 60} min -> {rule.severity}")
     for receiver in rules.receivers:
         secrets = [v for v in (receiver.key_env, receiver.url_env, receiver.hmac_secret_env) if v]
         print(f"receiver {receiver.name}: {receiver.type}" + (f", secrets from ${', $'.join(secrets)}" if secrets else ""))

@@ -69,7 +69,16 @@ def render_prometheus_rules(rules: Rules) -> dict:
         records = [_ratio(slo, w) for w in _windows(slo)]
         alerts = [_alert(slo, severity) for severity in ("page", "ticket") if severity in slo.severities]
         groups.append({"name": f"advmon-slo-{slo.name}", "interval": "1m", "rules": records + alerts})
-    return {"groups": groups}
+    return {"groups": [*groups, _pipeline_group()]}
+
+
+def _pipeline_group() -> dict:
+    """What the daemon cannot see from the inside: all traffic (and with it event time) stopping."""
+    return {"name": "advmon-pipeline", "rules": [{
+        "alert": "AdvmonNoTraffic", "expr": "(sum(rate(advmon_events_total[15m])) or vector(0)) == 0", "for": "5m",
+        "labels": {"severity": "ticket"},
+        "annotations": {"summary": "advmon ingest has counted no events for 15 minutes (or is not scraped)",
+                        "runbook_url": "docs/runbooks.md#advmonnotraffic"}}]}
 
 
 def skipped_slos(rules: Rules) -> list[str]:

@@ -1,7 +1,7 @@
 """SLO and alert rules: YAML files validated by pydantic, with burn-rate tiers derived, never typed.
 
 A rules directory holds one or more ``*.yaml`` files whose top-level sections are merged:
-``windows`` (the burn-rate window table), ``slos``, ``drift``, ``receivers``, ``routes``,
+``windows`` (the burn-rate window table), ``slos``, ``drift``, ``no_data``, ``receivers``, ``routes``,
 ``silences`` and ``maintenance``. Unknown keys are rejected and every error names its file and line.
 
 >>> rules = load_rules_text('''
@@ -138,6 +138,17 @@ class DriftRule(_Rule):
     runbook: str = ""
 
 
+class NoDataRule(_Rule):
+    """A model that had traffic and then none for ``after`` (event time, while other models go on)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    after: Duration = 900
+    severity: Severity = "ticket"
+    models: tuple[str, ...] = ()  # empty: every model seen
+    summary: str = ""
+    runbook: str = ""
+
+
 class Route(_Rule):
     """Send alerts whose labels match every ``match`` entry to ``receivers``; first match wins unless ``continue``."""
 
@@ -185,6 +196,7 @@ class Rules(_Rule):
     windows: tuple[WindowSpec, ...] = DEFAULT_WINDOWS
     slos: tuple[Slo, ...] = ()
     drift: tuple[DriftRule, ...] = ()
+    no_data: tuple[NoDataRule, ...] = ()
     receivers: tuple[Receiver, ...] = ()
     routes: tuple[Route, ...] = (Route(receivers=("stdout",)),)
     silences: tuple[Silence, ...] = ()
@@ -204,7 +216,7 @@ class Rules(_Rule):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Rules:
-        names = [r.name for r in self.slos] + [r.name for r in self.drift]
+        names = [r.name for r in self.slos] + [r.name for r in self.drift] + [r.name for r in self.no_data]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"rule names must be unique; repeated: {', '.join(repeated)}")
@@ -248,7 +260,7 @@ def _validate(documents: list[tuple[str, dict, yaml.Node | None]]) -> Rules:
         for key in sorted(unknown):
             problems.append(f"{name}:{_line_of(node, [key])}: unknown section {key!r}")
         document = _apply_window_table(document)
-        for section in ("slos", "drift", "receivers", "routes", "silences", "maintenance"):
+        for section in ("slos", "drift", "no_data", "receivers", "routes", "silences", "maintenance"):
             for offset, item in enumerate(document.get(section) or []):
                 origin[(section, len(merged.setdefault(section, [])))] = (name, node, offset)
                 merged[section].append(item)
