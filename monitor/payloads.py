@@ -21,6 +21,7 @@ Slack-style webhooks and plain webhooks get one request per notification group.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -151,5 +152,44 @@ def _webhook(receiver, notification, secrets, url) -> list[Delivery]:
     return [Delivery(_group_id(receiver, notification), receiver.name, "POST", url, dict(_JSON), orjson.dumps(body))]
 
 
+TICKET = "TICKET"  # a Delivery method: the ticket flow (search, then create, update or close) of monitor.sinks.tickets
+
+
+def ticket_label(alert: Alert) -> str:
+    """The label that finds an alert's ticket again: stable from trigger to resolve, across incidents."""
+    return f"advmon-{alert.dedup_key[:12]}"
+
+
+def _ticket(receiver, notification, secrets, url) -> list[Delivery]:
+    """One ticket per SLO key, found again by its label: created or reopened on firing, closed on resolve."""
+    auth = _ticket_auth(receiver.type, secrets.key or "")
+    out = []
+    for alert in notification.alerts:
+        who = f" client {alert.client_id}" if alert.client_id else ""
+        spec = {"kind": receiver.type, "repo": receiver.repo, "project": receiver.project,
+                "issue_type": receiver.issue_type, "resolve_transition": receiver.resolve_transition,
+                "reopen_transition": receiver.reopen_transition, "label": ticket_label(alert),
+                "status": alert.status, "severity": alert.severity,
+                "title": f"[advmon] {alert.slo}: model {alert.model}{who}",
+                "text": _ticket_text(alert)}
+        out.append(Delivery(f"{receiver.name}:{alert.alert_id}", receiver.name, TICKET, url,
+                            {**_JSON, "Authorization": auth, "Accept": "application/json"}, orjson.dumps(spec)))
+    return out
+
+
+def _ticket_auth(kind: str, key: str) -> str:
+    """GitHub: a token. Jira Cloud: ``email:api-token`` (Basic); Jira Data Center: a personal access token."""
+    if kind == "jira" and ":" in key:
+        return "Basic " + base64.b64encode(key.encode()).decode()
+    return f"Bearer {key}"
+
+
+def _ticket_text(alert: Alert) -> str:
+    at = alert.resolved_at if alert.status == "resolved" else alert.fired_at
+    lines = [f"**{alert.status.upper()}** at {iso(at)} ({alert.severity}): {alert.summary}", ""]
+    lines += [f"- {k}: {v}" for k, v in _details(alert).items() if v not in (None, [], {}, "")]
+    return "\n".join(lines)
+
+
 _BUILDERS = {"pagerduty": _pagerduty, "opsgenie": _opsgenie, "alertmanager": _alertmanager, "slack": _slack,
-             "webhook": _webhook}
+             "webhook": _webhook, "github": _ticket, "jira": _ticket}

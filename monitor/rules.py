@@ -161,7 +161,8 @@ class Route(_Rule):
 
 #: Receivers every daemon has without configuration.
 BUILTIN_RECEIVERS = ("stdout",)
-_DEFAULT_URLS = {"pagerduty": "https://events.pagerduty.com/v2/enqueue", "opsgenie": "https://api.opsgenie.com"}
+_DEFAULT_URLS = {"pagerduty": "https://events.pagerduty.com/v2/enqueue", "opsgenie": "https://api.opsgenie.com",
+                 "github": "https://api.github.com"}
 _ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
 
 
@@ -170,18 +171,28 @@ class Receiver(_Rule):
     variables that hold them (the routing/API key, a webhook URL that embeds a token, an HMAC key)."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    type: Literal["pagerduty", "opsgenie", "alertmanager", "slack", "webhook"]
+    type: Literal["pagerduty", "opsgenie", "alertmanager", "slack", "webhook", "github", "jira"]
     url: str | None = Field(default=None, pattern=r"^https?://")
     url_env: str | None = Field(default=None, pattern=_ENV_NAME)
     key_env: str | None = Field(default=None, pattern=_ENV_NAME)
     hmac_secret_env: str | None = Field(default=None, pattern=_ENV_NAME)
     timeout: Duration = 10
+    # Ticket receivers: GitHub ``repo: owner/name``; Jira ``project`` (key) and the workflow's names.
+    repo: str | None = Field(default=None, pattern=r"^[\w.-]+/[\w.-]+$")
+    project: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]+$")
+    issue_type: str = "Task"
+    resolve_transition: str = "Done"
+    reopen_transition: str = "To Do"
 
     @model_validator(mode="after")
     def _complete(self) -> Receiver:
         if self.url and self.url_env:
             raise ValueError("give url or url_env, not both")
-        if self.type in ("pagerduty", "opsgenie") and not self.key_env:
+        if self.type == "github" and not self.repo:
+            raise ValueError("a github receiver needs repo: owner/name")
+        if self.type == "jira" and not self.project:
+            raise ValueError("a jira receiver needs project (the project key)")
+        if self.type in ("pagerduty", "opsgenie", "github", "jira") and not self.key_env:
             raise ValueError(f"a {self.type} receiver needs key_env (the environment variable holding its key)")
         if self.type not in _DEFAULT_URLS and not (self.url or self.url_env):
             raise ValueError(f"a {self.type} receiver needs url or url_env")

@@ -17,14 +17,17 @@ from collections.abc import Callable, Mapping, Sequence
 
 from monitor.metrics import Metrics
 from monitor.outbox import Delivery, Outbox, Outcome
-from monitor.payloads import Secrets, build_deliveries
+from monitor.payloads import TICKET, Secrets, build_deliveries
 from monitor.pipeline import Notification
 from monitor.rules import Receiver
+from monitor.sinks.tickets import send_ticket
 
 log = logging.getLogger("advmon.delivery")
 
 
 def send_http(delivery: Delivery, timeout_s: float) -> Outcome:
+    if delivery.method == TICKET:
+        return send_ticket(delivery, timeout_s)
     request = urllib.request.Request(delivery.url, data=delivery.body, method=delivery.method,
                                      headers=delivery.headers)
     try:
