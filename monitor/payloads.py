@@ -66,6 +66,10 @@ def build_deliveries(receiver: Receiver, notification: Notification, secrets: Se
     url = secrets.url or receiver.default_url
     builder = _BUILDERS[receiver.type]
     deliveries = builder(receiver, notification, secrets, url)
+    if notification.reminder_at is not None:  # a reminder is a delivery of its own, not a duplicate
+        suffix = f"@{notification.reminder_at:.0f}"
+        deliveries = [Delivery(d.delivery_id + suffix, d.receiver, d.method, d.url, d.headers, d.body)
+                      for d in deliveries]
     if secrets.hmac_secret:
         deliveries = [Delivery(d.delivery_id, d.receiver, d.method, d.url,
                                {**d.headers, SIGNATURE_HEADER: sign(d.body, secrets.hmac_secret)}, d.body)

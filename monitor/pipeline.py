@@ -33,6 +33,7 @@ class Notification:
     group_key: str
     group_labels: dict[str, str]
     alerts: tuple[Alert, ...]
+    reminder_at: float | None = None  # set when this repeats a notification already sent (repeat_interval)
 
 
 def inhibit(alerts: Sequence[Alert], firing: Sequence[Alert]) -> list[Alert]:
@@ -62,27 +63,40 @@ class Pipeline:
     def process(self, alerts: Sequence[Alert], now: float, firing: Sequence[Alert] = ()) -> list[Notification]:
         groups: dict[tuple[str, str], list[Alert]] = defaultdict(list)
         labels_of: dict[tuple[str, str], dict[str, str]] = {}
+        repeats: set[tuple[str, str]] = set()
         for alert in silenced(inhibit(alerts, firing), self.silences):
             for matched in route(alert, self.routes):
                 for receiver in matched.receivers:
-                    if not self._due(receiver, alert, now, matched.repeat_interval):
+                    due = self._due(receiver, alert, now, matched.repeat_interval)
+                    if due is None:
                         continue
                     group_labels = {k: alert.labels.get(k, "") for k in matched.group_by}
                     key = (receiver, _group_key(receiver, group_labels))
                     groups[key].append(alert)
                     labels_of[key] = group_labels
-        return [Notification(r, g, labels_of[(r, g)], tuple(a)) for (r, g), a in groups.items()]
+                    if due == "repeat":
+                        repeats.add(key)
+        return [Notification(r, g, labels_of[(r, g)], tuple(a), now if (r, g) in repeats else None)
+                for (r, g), a in groups.items()]
 
-    def _due(self, receiver: str, alert: Alert, now: float, repeat_interval: float) -> bool:
-        """Dedupe: a status is sent once per receiver, a still-firing alert again after ``repeat_interval``."""
+    def remember(self, alerts: Sequence[Alert]) -> None:
+        """Alerts already announced (by a process before a restart): repeats count from their firing."""
+        for alert in alerts:
+            for matched in route(alert, self.routes):
+                for receiver in matched.receivers:
+                    self._last_sent.setdefault((receiver, alert.dedup_key), (alert.status, alert.fired_at))
+
+    def _due(self, receiver: str, alert: Alert, now: float, repeat_interval: float) -> str | None:
+        """Dedupe: a status is sent once per receiver ("new"), a still-firing alert again after
+        ``repeat_interval`` ("repeat"); None when nothing is due."""
         key = (receiver, alert.dedup_key)
         previous = self._last_sent.get(key)
         if previous is not None and previous[0] == alert.status and now - previous[1] < repeat_interval:
-            return False
+            return None
         if previous is None and alert.status == "resolved":
-            return False  # never announced as firing here: nothing to resolve
+            return None  # never announced as firing here: nothing to resolve
         self._last_sent[key] = (alert.status, now)
-        return True
+        return "repeat" if previous is not None and previous[0] == alert.status else "new"
 
 
 def _group_key(receiver: str, labels: dict[str, str]) -> str:

@@ -78,6 +78,7 @@ class AlerterService:
         self.alerts_file = JsonlSink(alerts_out, append=True) if alerts_out else None
         self.pipeline = Pipeline(rules.routes, (*rules.silences, *rules.maintenance))
         self.durable: DurableAlerter | None = None
+        self._remembered = False
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
@@ -103,10 +104,33 @@ class AlerterService:
         app.agent(sli_topic, name="evaluate", concurrency=1)(self._evaluate)
         app.agent(self.alerts_topic, name="deliver", concurrency=1)(self._deliver)
         app.timer(interval=5.0, on_leader=False)(self._heartbeat)  # liveness without traffic
+        app.timer(interval=30.0, on_leader=False)(self._remind)
         return app
 
     async def _heartbeat(self) -> None:
         self.health.beat()
+
+    def _remember_once(self) -> None:
+        """After a (re)start, repeats count from when the open alerts were announced, not from now."""
+        if not self._remembered:
+            self.pipeline.remember(self._open())
+            self._remembered = True
+
+    def _open(self) -> list[Alert]:
+        return [Alert.model_validate(a) for a in self.open_alerts.values()]
+
+    async def _remind(self) -> None:
+        """Still-firing alerts are announced again after their route's ``repeat_interval`` (event time)."""
+        if self.durable is None:  # tables not recovered yet: the evaluate agent has not started
+            return
+        self._remember_once()
+        now = self.durable.watermark(time.time())
+        if now == float("-inf"):
+            return
+        firing = self._open()
+        loop = asyncio.get_running_loop()
+        for notification in self.pipeline.process(firing, now=now, firing=firing):
+            await loop.run_in_executor(None, deliver, self.sinks, self.metrics, notification)
 
     async def _evaluate(self, stream) -> None:
         self.health.ready = True
@@ -137,6 +161,7 @@ class AlerterService:
         loop = asyncio.get_running_loop()
         async for event in stream.events():
             self.health.beat()
+            self._remember_once()
             try:
                 alert = Alert.model_validate_json(event.value)
             except ValueError as exc:
@@ -145,7 +170,7 @@ class AlerterService:
             if self.delivered.get(alert.alert_id) is not None:
                 continue  # already delivered before a restart or redelivery
             now = alert.resolved_at if alert.resolved_at is not None else alert.fired_at
-            firing = [Alert.model_validate(a) for a in self.open_alerts.values()]
+            firing = self._open()
             if alert.status == "firing":
                 self.open_alerts[alert.dedup_key] = alert.model_dump()
             else:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from monitor.alerter import Alerter
+from monitor.alerts import Alert
 from monitor.pipeline import Pipeline
 from monitor.rules import load_rules_text
 from monitor.sli import SliRows
@@ -117,3 +118,23 @@ maintenance:
     assert {a.client_id for a in sent} == {"c3"}  # notifications for c1 and c2 were held back
     with pytest.raises(RulesError, match="ends must be after starts"):
         load_rules_text("silences: [{starts: 100, ends: 50}]")
+
+
+def test_repeat_interval_sends_reminders_that_are_deliveries_of_their_own():
+    from monitor.payloads import Secrets, build_deliveries
+    from monitor.rules import Receiver
+
+    rules = load_rules_text("""
+routes: [{receivers: [stdout], repeat_interval: 1h}]
+""")
+    a = Alert.firing(rule="s/page", slo="s", severity="page", model="m", sli="x", fired_at=0.0, summary="s")
+    pipeline = Pipeline(rules.routes)
+    sent = [(t, n.reminder_at) for t in range(0, 4 * 3600, 600) for n in pipeline.process([a], now=float(t))]
+    assert sent == [(0, None), (3600, 3600.0), (7200, 7200.0), (10800, 10800.0)]
+    restarted = Pipeline(rules.routes)
+    restarted.remember([a])  # announced before the restart: no immediate repeat
+    assert restarted.process([a], now=1800.0) == [] and restarted.process([a], now=3600.0)[0].reminder_at == 3600.0
+    hook = Receiver(name="hook", type="webhook", url="http://127.0.0.1:9/x")
+    [first] = build_deliveries(hook, Pipeline(rules.routes).process([a], now=0.0)[0], Secrets())
+    [reminder] = build_deliveries(hook, restarted.process([a], now=7200.0)[0], Secrets())
+    assert first.delivery_id != reminder.delivery_id  # the outbox sends a reminder instead of refusing it
