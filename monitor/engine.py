@@ -62,6 +62,7 @@ class BatchResult:
     watermark: float
     late_events: int
     score_groups: list[ScoreGroup] = field(default_factory=list)  # for the scorer, with remote scoring
+    score_ratio: np.ndarray = field(default_factory=lambda: np.empty(0))  # max score / threshold; NaN: unscored
 
 
 class Engine:
@@ -91,14 +92,16 @@ class Engine:
         exact = np.zeros(n, np.uint64)  # content hash of the raw input; 0 where none was fingerprinted
         features = batch.feature_groups()
         self._fingerprint(batch, features, flags, exact)
-        self._score(batch, features, flags)
+        score_ratio = np.full(n, np.nan)
+        self._score(batch, features, flags, score_ratio)
         score_groups = self._score_groups(batch, flags) if self.settings.remote_embedding_scoring else []
         self._outcomes(batch, flags)
         rows = SliRows.from_columns(
             bucket=(batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s,
             model=batch.model, client=batch.client_id, ts=batch.ts, flags=flags, confidence=batch.confidence,
         )
-        return BatchResult(rows, self._suspicious(batch, flags, exact), self.watermark, late, score_groups)
+        return BatchResult(rows, self._suspicious(batch, flags, exact), self.watermark, late, score_groups,
+                           score_ratio)
 
     def _fingerprint(self, batch: EventBatch, features: Groups, flags: dict, exact: np.ndarray) -> None:
         for dim, (rows, matrix) in features.items():
@@ -118,7 +121,7 @@ class Engine:
             flags["query_flagged"][rows] = matches.flagged
             exact[rows] = matches.exact_hash
 
-    def _score(self, batch: EventBatch, features: Groups, flags: dict) -> None:
+    def _score(self, batch: EventBatch, features: Groups, flags: dict, score_ratio: np.ndarray) -> None:
         if self.profile is None:
             return
         logits_by_row = {}
@@ -133,15 +136,21 @@ class Engine:
                     profile = self.profile.get(model, space)
                     if profile is not None and profile.dim == dim:
                         mine = batch.model[rows] == model
-                        flags["anomalous"][rows[mine]] |= self._flag(profile, space, rows[mine], matrix[mine],
-                                                                     logits_by_row)
+                        flagged, ratio = self._flag(profile, space, rows[mine], matrix[mine], logits_by_row)
+                        flags["anomalous"][rows[mine]] |= flagged
+                        score_ratio[rows[mine]] = np.fmax(score_ratio[rows[mine]], ratio)
 
     @staticmethod
-    def _flag(profile: ModelProfile, space: str, rows: np.ndarray, matrix: np.ndarray, logits_by_row: dict) -> np.ndarray:
+    def _flag(profile: ModelProfile, space: str, rows: np.ndarray, matrix: np.ndarray,
+              logits_by_row: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Flags, and each event's largest score relative to its threshold (above 1 is flagged)."""
         logits = None
         if space == "embedding" and profile.thresholds[2] < np.inf:
             logits = _logits_matrix(rows, logits_by_row, profile.means.shape[0])
-        return profile.score(matrix, logits).flagged
+        scores = profile.score(matrix, logits)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratios = np.column_stack([scores.mahalanobis, scores.knn, scores.energy]) / profile.thresholds
+        return scores.flagged, np.nanmax(np.where(np.isfinite(ratios), ratios, np.nan), axis=1, initial=0.0)
 
     @staticmethod
     def _score_groups(batch: EventBatch, flags: dict) -> list[ScoreGroup]:

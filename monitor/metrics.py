@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 
+from monitor.histograms import BatchHistogram
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -80,6 +81,11 @@ class Metrics:
                                ["sli", "model"], registry=r)
         self.sli_events = Counter("advmon_sli_events_total", "Eligible events of each SLI per model, per closed bucket",
                                   ["sli", "model"], registry=r)
+        self.confidence = BatchHistogram("advmon_prediction_confidence", "Confidence of predictions", ["model"],
+                                         buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99), registry=r)
+        self.score_ratio = BatchHistogram("advmon_anomaly_score_ratio", "Largest anomaly score over its threshold "
+                                          "(above 1: flagged)", ["model"],
+                                          buckets=(0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 4.0, 8.0), registry=r)
         self.outbox_pending = Gauge("advmon_outbox_pending", "Notification deliveries waiting for (re)try", registry=r)
         self.deliveries = Counter("advmon_sink_deliveries_total", "Notification deliveries", ["receiver", "outcome"],
                                   registry=r)

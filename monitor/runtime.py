@@ -18,10 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from monitor.alerter import Alerter
 from monitor.alerts import Alert
 from monitor.config import Settings
 from monitor.deadletter import DeadLetter
+from monitor.batch import EventBatch
 from monitor.engine import BatchResult, Engine
 from monitor.metrics import Metrics, hashed_client
 from monitor.parsing import parse_batch
@@ -43,9 +46,14 @@ class RunStats:
     alerts: list[Alert] = field(default_factory=list)
 
 
-def observe_batch(m: Metrics, result: BatchResult, fingerprint_memory_bytes: int) -> None:
-    """Export one engine batch's counts (shared by the in-process runtime and the ingest workers)."""
+def observe_batch(m: Metrics, result: BatchResult, fingerprint_memory_bytes: int, batch: EventBatch) -> None:
+    """Export one engine batch's counts and distributions (shared by the in-process runtime and ingest)."""
     rows = result.rows
+    for model in np.unique(batch.model):
+        mine = batch.model == model
+        m.confidence.observe_many((m.model(model),), batch.confidence[mine])
+        if len(result.score_ratio):
+            m.score_ratio.observe_many((m.model(model),), result.score_ratio[mine])
     m.late_events.inc(result.late_events)
     for model, events, dups in zip(rows.model, rows.column("events"), rows.column("duplicates")):
         m.events.labels(model=m.model(model)).inc(events)
@@ -153,7 +161,7 @@ class InProcessRuntime:
         self.alerter.ingest(result.rows, result.suspicious)
         engine_at = time.perf_counter()
         self._dead(parsed.dead)
-        self._observe(result)
+        self._observe(result, parsed.batch)
         self.on_batch(result)
         self._emit(self.alerter.advance(result.watermark), now=result.watermark)
         m = self.metrics.batch_seconds
@@ -180,11 +188,11 @@ class InProcessRuntime:
             self.metrics.dead_letters.labels(reason=letter.category).inc()
         self.on_dead(dead)
 
-    def _observe(self, result: BatchResult) -> None:
+    def _observe(self, result: BatchResult, batch: EventBatch) -> None:
         self.stats.events += int(result.rows.column("events").sum())
         self.stats.late += result.late_events
         self.stats.suspicious += len(result.suspicious)
-        observe_batch(self.metrics, result, self.engine.fingerprint_memory_bytes)
+        observe_batch(self.metrics, result, self.engine.fingerprint_memory_bytes, batch)
 
     def _emit(self, alerts: list[Alert], now: float) -> None:
         count_alerts(self.metrics, alerts)

@@ -52,7 +52,7 @@ class IngestWorker(TransactionalWorker):
         late = int((parsed.batch.ts < self.watermark - self.settings.grace_seconds).sum())
         self.watermark = await self.advance_watermark(consumer, _max_ts_per_partition(batches, parsed))
         self.dead += len(parsed.dead)
-        observe_batch(self.metrics, result, self.engine.fingerprint_memory_bytes)
+        observe_batch(self.metrics, result, self.engine.fingerprint_memory_bytes, parsed.batch)
         for letter in parsed.dead:
             self.metrics.dead_letters.labels(reason=letter.category).inc()
         self.metrics.batch_seconds.labels(stage="parse").observe(parsed_at - started)

@@ -54,6 +54,18 @@ def test_prometheus_scrapes_services_that_exist():
     assert targets and all(t.split(":")[0] in services for t in targets)
 
 
+def test_dashboards_are_the_generators_output():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_dashboards", ROOT / "deploy/grafana/build_dashboards.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rendered = module.render()
+    assert set(rendered) == {"executive.json", "oncall.json", "debug.json"}
+    for name, text in rendered.items():
+        assert (ROOT / "deploy/grafana/dashboards" / name).read_text() == text, "run deploy/grafana/build_dashboards.py"
+
+
 def test_dashboards_query_only_metrics_the_code_exports():
     exported = {m.name for m in Metrics().registry.collect()}
     exported |= {f"{m}_total" for m in exported} | {f"{m}_{s}" for m in exported for s in ("bucket", "sum", "count")}
