@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -115,7 +114,6 @@ def cmd_rules_render(args: argparse.Namespace) -> int:
 
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
-    from monitor.config import Settings
     from streams.topics import Topics, create_topics
 
     settings = _settings(args)

@@ -148,6 +148,7 @@ class AlerterService:
                     self.rules, self.state, self.settings.bucket_seconds, self.settings.grace_seconds,
                     self.settings.idle_source_seconds)
             alerts = self.durable.apply(offset, batch, now=time.time())
+            self.metrics.late_events.inc(batch.late)
             for alert in alerts:
                 await self.alerts_topic.send(key=alert.dedup_key.encode(), value=alert.to_json())
             await self._make_durable()

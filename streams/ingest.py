@@ -23,7 +23,7 @@ from monitor.scoring import Profile
 from monitor.wire import Evidence, SliBatch
 from streams.http import Health
 from streams.topics import Topics
-from streams.transactional import Output, TransactionalWorker, partition_name
+from streams.transactional import Output, TransactionalWorker, offset_spans, partition_name
 
 log = logging.getLogger("advmon.ingest")
 
@@ -64,7 +64,7 @@ class IngestWorker(TransactionalWorker):
         s = result.suspicious
         message = SliBatch(
             instance=instance, watermark=self.watermark, late=late,
-            offsets={partition_name(tp): (m[0].offset, m[-1].offset + 1) for tp, m in batches.items()},
+            offsets=offset_spans(batches),
             rows=result.rows, evidence=Evidence(s.event_id, s.model, s.client_id, s.fingerprint),
             remote_scoring=self.settings.remote_scoring)
         outputs = [Output(t.sli_buckets, message.encode(), instance.encode())]

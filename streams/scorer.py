@@ -22,7 +22,7 @@ from monitor.sli import SliRows
 from monitor.wire import Evidence, SliBatch, WireError
 from streams.http import Health
 from streams.topics import Topics
-from streams.transactional import Output, TransactionalWorker, partition_name
+from streams.transactional import Output, TransactionalWorker, offset_spans, partition_name
 
 
 class ScorerWorker(TransactionalWorker):
@@ -64,6 +64,6 @@ class ScorerWorker(TransactionalWorker):
     def _sli_message(self, batches, tables, evidence, watermark: float) -> Output:
         message = SliBatch(
             instance=self.name, watermark=watermark, late=0,
-            offsets={partition_name(tp): (m[0].offset, m[-1].offset + 1) for tp, m in batches.items()},
+            offsets=offset_spans(batches),
             rows=SliRows.concat(tables).combined(), evidence=Evidence.concat(evidence), role="scorer")
         return Output(self.topics.sli_buckets, message.encode(), self.name.encode())

@@ -118,6 +118,11 @@ def partition_name(tp: TopicPartition) -> str:
     return f"{tp.topic}/{tp.partition}"
 
 
+def offset_spans(batches: dict) -> dict[str, tuple[int, int]]:
+    """``topic/partition -> [first, end)`` offsets a batch covered: the provenance of an sli-buckets message."""
+    return {partition_name(tp): (messages[0].offset, messages[-1].offset + 1) for tp, messages in batches.items()}
+
+
 async def _start_with_retry(producer, consumer, bootstrap: str, attempts: int = 30) -> None:
     """Kafka may come up after us (compose, Kubernetes): retry for about a minute, then fail clearly."""
     for attempt in range(1, attempts + 1):
