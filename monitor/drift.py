@@ -60,6 +60,9 @@ class DriftEvaluator:
     def _new_detector(self):
         if self.rule.detector == "adwin":
             return drift.ADWIN(delta=self.rule.delta)
+        if self.rule.detector == "kswin":
+            return drift.KSWIN(alpha=self.rule.alpha, window_size=self.rule.window_size, stat_size=self.rule.stat_size,
+                               seed=0)
         return drift.PageHinkley(min_instances=self.rule.grace_points, delta=self.rule.delta,
                                  threshold=self.rule.threshold, mode="both")
 
@@ -102,6 +105,8 @@ class DriftEvaluator:
             return None
         if self.rule.detector == "adwin":
             change_at = now - (getattr(detector, "width", 1) or 1) * self.bucket_s
+        elif self.rule.detector == "kswin":
+            change_at = now - self.rule.stat_size * self.bucket_s  # the recent sample that differs
         else:
             change_at = float(self._onset.get(model, bucket) * self.bucket_s)
         alert = Alert.firing(
@@ -119,6 +124,9 @@ class DriftEvaluator:
         """The detector's state beside its boolean, for the debug dashboard."""
         if self.rule.detector == "adwin":
             return {"value": value, "estimation": float(detector.estimation), "width": float(detector.width)}
+        if self.rule.detector == "kswin":
+            p_value = getattr(detector, "p_value", None)
+            return {"value": value, "p_value": 1.0 if p_value is None else float(p_value), "alpha": self.rule.alpha}
         increase = detector._sum_increase - detector._min_increase  # river keeps the Page-Hinkley sums private
         decrease = detector._max_decrease - detector._sum_decrease
         return {"value": value, "mean": float(detector._x_mean.get()), "statistic": float(max(increase, decrease)),

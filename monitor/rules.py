@@ -127,9 +127,12 @@ class DriftRule(_Rule):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     series: Literal["clean_confidence_mean", "input_anomaly_rate", "error_rate"] = "clean_confidence_mean"
-    detector: Literal["adwin", "page_hinkley"] = "adwin"
+    detector: Literal["adwin", "page_hinkley", "kswin"] = "adwin"
     delta: float = Field(default=0.002, gt=0, lt=1)
     threshold: float = Field(default=0.5, gt=0)
+    alpha: float = Field(default=0.001, gt=0, lt=0.5)  # KSWIN: Kolmogorov-Smirnov significance level
+    window_size: int = Field(default=100, ge=20)  # KSWIN: points kept
+    stat_size: int = Field(default=30, ge=5)  # KSWIN: most recent points compared with the rest
     min_events: int = Field(default=20, ge=1)
     grace_points: int = Field(default=30, ge=1)
     severity: Severity = "ticket"
