@@ -40,4 +40,5 @@ def test_daemons_run_real_commands_with_probes_and_stable_instance_ids():
 
 def test_rules_config_map_is_the_shipped_rules():
     [config_map] = [d for d in documents() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "advmon-rules"]
-    assert config_map["data"]["slos.yaml"] == (ROOT / "rules/slos.yaml").read_text()
+    assert config_map["data"]["slos.yaml"] == (ROOT / "rules/slos.yaml").read_text(), \
+        "run: python3 deploy/kubernetes/build_rules_configmap.py"
