@@ -8,8 +8,9 @@ start by evaluating the stored buckets again in event time with notifications su
 evaluation is deterministic, so the rebuilt lifecycle (open alerts, hysteresis, drift detectors)
 is the one that was lost.
 
-Idempotent under redelivery: every entry remembers the offset of the input message that last
-changed it, and a message is applied to an entry only once. Writes go in message order, with the
+Idempotent under redelivery: every entry remembers, per input topic (``sli-buckets`` from ingest,
+``scores`` from the scorer), the offset of the message that last changed it, and a message is
+applied to an entry only once. Writes go in message order, with the
 progress entry last, so a crash between any two writes leaves a state that re-applying the
 message completes.
 
@@ -60,6 +61,15 @@ def _nullable(values: np.ndarray) -> list[float | None]:
     return [None if not np.isfinite(v) else float(v) for v in values.tolist()]
 
 
+def _reached(entry: dict | None, topic: str, offset: int) -> bool:
+    """Whether the message at ``offset`` of ``topic`` already changed this entry."""
+    return entry is not None and entry["o"].get(topic, -1) >= offset
+
+
+def _stamped(entry: dict | None, topic: str, offset: int) -> dict[str, int]:
+    return {**(entry["o"] if entry else {}), topic: offset}
+
+
 def _finite_or_inf(values: list[float | None]) -> list[float]:
     return [np.inf if v is None else v for v in values]
 
@@ -84,19 +94,22 @@ class DurableAlerter:
 
     @property
     def progress(self) -> dict:
-        return self.store.get(PROGRESS) or {"offset": -1, "evaluated_until": None}
+        return self.store.get(PROGRESS) or {"offsets": {}, "evaluated_until": None}
 
-    def apply(self, offset: int, batch: SliBatch, now: float) -> list[Alert]:
-        """Apply one ``sli-buckets`` message at ``offset``; returns the alerts its watermark released."""
-        if offset <= self.progress["offset"]:
+    def apply(self, offset: int, batch: SliBatch, now: float, topic: str = "sli-buckets") -> list[Alert]:
+        """Apply one message at ``offset`` of an input ``topic`` (``sli-buckets`` from ingest, ``scores``
+        from the scorer); returns the alerts its watermark released."""
+        progress = self.progress
+        if offset <= progress["offsets"].get(topic, -1):
             self.skipped_messages += 1
             return []
-        fresh = self._merge_rows(offset, batch.rows)
-        self._merge_evidence(offset, batch)
+        fresh = self._merge_rows(topic, offset, batch.rows)
+        self._merge_evidence(topic, offset, batch)
         self.alerter.ingest(fresh)
-        self._note_source(offset, batch, now)
+        self._note_source(batch, now)
         alerts = self.alerter.advance(self.watermark(now))
-        self.store[PROGRESS] = {"offset": offset, "evaluated_until": self.alerter.evaluated_until}
+        self.store[PROGRESS] = {"offsets": {**progress["offsets"], topic: offset},
+                                "evaluated_until": self.alerter.evaluated_until}
         self.applied_messages += 1
         if self.applied_messages % 500 == 0:  # not by offset: transaction markers take offsets too
             self._expire()
@@ -112,45 +125,47 @@ class DurableAlerter:
         marks = [s["watermark"] for s in active]
         return float("-inf") if not marks or None in marks else min(marks)
 
-    def _merge_rows(self, offset: int, rows: SliRows) -> SliRows:
+    def _merge_rows(self, topic: str, offset: int, rows: SliRows) -> SliRows:
         keep = np.zeros(len(rows), bool)
         for i, (bucket, model, client) in enumerate(zip(rows.bucket.tolist(), rows.model, rows.client)):
             key = SEP.join(("b", model, client, str(bucket)))
             entry = self.store.get(key)
-            if entry is not None and entry["o"] >= offset:
+            if _reached(entry, topic, offset):
                 continue  # this message already reached this entry before a restart
             values, first = rows.values[i], rows.first[i]
             if entry is not None:
                 values = values + np.asarray(entry["v"])
                 first = np.minimum(first, _finite_or_inf(entry["f"]))
-            self.store[key] = {"o": offset, "v": values.tolist(), "f": _nullable(np.asarray(first))}
+            self.store[key] = {"o": _stamped(entry, topic, offset), "v": values.tolist(),
+                               "f": _nullable(np.asarray(first))}
             keep[i] = True
         return SliRows(rows.bucket[keep], rows.model[keep], rows.client[keep], rows.values[keep], rows.first[keep])
 
-    def _merge_evidence(self, offset: int, batch: SliBatch) -> None:
+    def _merge_evidence(self, topic: str, offset: int, batch: SliBatch) -> None:
         e, per_key = batch.evidence, self.alerter.evidence.per_key
         if not len(e.event_id):
             return
         fresh = []
         for model, client in dict.fromkeys(zip(e.model, e.client_id)):
             key = SEP.join(("e", model, client))
-            entry = self.store.get(key) or {"o": -1, "samples": []}
-            if entry["o"] >= offset:
+            entry = self.store.get(key)
+            if _reached(entry, topic, offset):
                 continue
             mine = (e.model == model) & (e.client_id == client)
-            samples = entry["samples"] + [[i, f] for i, f in zip(e.event_id[mine], e.fingerprint[mine])]
-            self.store[key] = {"o": offset, "samples": samples[-per_key:]}
+            samples = (entry["samples"] if entry else []) + [[i, f] for i, f in zip(e.event_id[mine], e.fingerprint[mine])]
+            self.store[key] = {"o": _stamped(entry, topic, offset), "samples": samples[-per_key:]}
             fresh.append(mine)
         if fresh:
             m = np.logical_or.reduce(fresh)
             self.alerter.evidence.add(e.event_id[m], e.model[m], e.client_id[m], e.fingerprint[m])
 
-    def _note_source(self, offset: int, batch: SliBatch, now: float) -> None:
+    def _note_source(self, batch: SliBatch, now: float) -> None:
+        """A source's watermark only grows, so re-applying a message cannot move it back."""
         key = "s" + SEP + batch.instance
         entry = self.store.get(key) or {"watermark": None}
         previous = entry["watermark"] if entry["watermark"] is not None else float("-inf")
         watermark = max(previous, batch.watermark)
-        self.store[key] = {"o": offset, "seen": now, "watermark": watermark if np.isfinite(watermark) else None,
+        self.store[key] = {"seen": now, "watermark": watermark if np.isfinite(watermark) else None,
                            "role": batch.role, "remote": batch.remote_scoring}
 
     def _rebuild(self) -> Alerter:

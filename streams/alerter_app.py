@@ -2,7 +2,8 @@
 
 Two agents, each ``concurrency=1`` (faust's offset commits can skip messages otherwise):
 
-* ``evaluate`` reads ``sli-buckets`` (``read_committed``: only what ingest transactions committed),
+* ``evaluate`` reads ``sli-buckets`` and the scorer's ``scores`` (``read_committed``: only what the
+  ingest and scorer transactions committed),
   keeps windows, sources and progress in the table ``state`` (changelog-backed; see
   :mod:`monitor.durable` for why redelivery and restarts neither lose nor repeat anything) and
   writes alert transitions to the ``alerts`` topic.
@@ -95,6 +96,8 @@ class AlerterService:
         )
         sli_topic = app.topic(self.topics.sli_buckets, key_type=bytes, value_type=bytes, value_serializer="raw",
                               key_serializer="raw")
+        scores_topic = app.topic(self.topics.scores, key_type=bytes, value_type=bytes, value_serializer="raw",
+                                 key_serializer="raw")
         self.alerts_topic = app.topic(self.topics.alerts, key_type=bytes, value_type=bytes, value_serializer="raw",
                                       key_serializer="raw")
         json_schema = faust.Schema(key_serializer="json", value_serializer="json")
@@ -102,6 +105,7 @@ class AlerterService:
         self.delivered = app.Table("delivered", partitions=1, schema=json_schema)
         self.open_alerts = app.Table("open-alerts", partitions=1, schema=json_schema)
         app.agent(sli_topic, name="evaluate", concurrency=1)(self._evaluate)
+        app.agent(scores_topic, name="evaluate-scores", concurrency=1)(self._evaluate)
         app.agent(self.alerts_topic, name="deliver", concurrency=1)(self._deliver)
         app.timer(interval=5.0, on_leader=False)(self._heartbeat)  # liveness without traffic
         app.timer(interval=30.0, on_leader=False)(self._remind)
@@ -136,18 +140,18 @@ class AlerterService:
         self.health.ready = True
         async for event in stream.events():
             self.health.beat()
-            offset = event.message.offset
+            offset, topic = event.message.offset, event.message.topic
             try:
                 batch = SliBatch.decode(event.value)
             except WireError as exc:  # a foreign or corrupt message: skip it loudly, never crash-loop on it
-                log.error("sli-buckets offset %d skipped: %s", offset, exc)
+                log.error("%s offset %d skipped: %s", topic, offset, exc)
                 self.metrics.dead_letters.labels(reason="other").inc()
                 continue
             if self.durable is None:
                 self.durable = DurableAlerter(
                     self.rules, self.state, self.settings.bucket_seconds, self.settings.grace_seconds,
                     self.settings.idle_source_seconds)
-            alerts = self.durable.apply(offset, batch, now=time.time())
+            alerts = self.durable.apply(offset, batch, now=time.time(), topic=topic.removeprefix(self.settings.topic_prefix))
             self.metrics.late_events.inc(batch.late)
             for alert in alerts:
                 await self.alerts_topic.send(key=alert.dedup_key.encode(), value=alert.to_json())

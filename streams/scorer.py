@@ -1,8 +1,8 @@
 """``advmon scorer``: embeddings from ``score-requests`` scored against the reference profile.
 
-It publishes, on ``sli-buckets`` beside the ingest workers, the counter changes its flags make
-(see :mod:`monitor.score_requests`), under its own instance name, so the alerter waits for it
-before closing a window. Suspicious inputs it finds go to ``suspicious-inputs``. One transaction
+It publishes, on ``scores``, the counter changes its flags make (see :mod:`monitor.score_requests`)
+as sli-buckets messages under its own instance name; the alerter reads them beside ``sli-buckets``
+and waits for the scorer before closing a window. Suspicious inputs it finds go to ``suspicious-inputs``. One transaction
 per batch, like ingest. Backend: numpy on CPU (the torch/CUDA backend is issue 4's).
 """
 
@@ -66,4 +66,4 @@ class ScorerWorker(TransactionalWorker):
             instance=self.name, watermark=watermark, late=0,
             offsets=offset_spans(batches),
             rows=SliRows.concat(tables).combined(), evidence=Evidence.concat(evidence), role="scorer")
-        return Output(self.topics.sli_buckets, message.encode(), self.name.encode())
+        return Output(self.topics.scores, message.encode(), self.name.encode())

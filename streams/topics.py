@@ -48,7 +48,7 @@ class Topics:
             TopicSpec(self.sli_buckets, 1, keep, "per-batch SLI aggregates, ingest -> alerter"),
             TopicSpec(self.score_requests, input_partitions, {"retention.ms": str(24 * 3600 * 1000)},
                       "embeddings to score, ingest -> scorer"),
-            TopicSpec(self.scores, 1, keep, "embedding scores as SLI aggregates, scorer -> alerter"),
+            TopicSpec(self.scores, 1, keep, "the scorer's counter changes (sli-buckets messages), scorer -> alerter"),
             TopicSpec(self.suspicious_inputs, 3, {"cleanup.policy": "compact"}, "flagged inputs, keyed by event_id"),
             TopicSpec(self.alerts, 1, {"retention.ms": str(4 * WEEK_MS)}, "the alert contract, keyed by dedup_key"),
         ]

@@ -118,5 +118,6 @@ def test_windows_wait_for_the_scorer_while_ingest_leaves_embeddings_to_it():
     alerter.apply(0, replace(batches[0], remote_scoring=True), now=0.0)
     assert alerter.watermark(now=0.0) == float("-inf")  # no scorer has reported yet
     scorer = replace(batches[1], instance="scorer-0", role="scorer", watermark=batches[0].watermark - 30)
-    alerter.apply(1, scorer, now=0.0)
+    alerter.apply(0, scorer, now=0.0, topic="scores")  # its own topic: offsets count apart from sli-buckets
     assert alerter.watermark(now=0.0) == batches[0].watermark - 30  # the scorer is the slowest source
+    assert alerter.apply(0, scorer, now=0.0, topic="scores") == [] and alerter.skipped_messages == 1
