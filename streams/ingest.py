@@ -72,7 +72,9 @@ class IngestWorker(TransactionalWorker):
             request = ScoreRequestBatch(instance, self.watermark, result.score_groups)
             outputs.append(Output(t.score_requests, request.encode(), instance.encode()))
         outputs += [Output(t.dead_letters, letter.to_json(), letter.source.encode()) for letter in parsed.dead]
-        outputs += [Output(t.suspicious_inputs, orjson.dumps(doc), doc["event_id"].encode()) for doc in _docs(s)]
+        # keyed by fingerprint: compaction keeps one record per near-identical suspicious input
+        outputs += [Output(t.suspicious_inputs, orjson.dumps(doc), (doc["fingerprint"] or doc["event_id"]).encode())
+                    for doc in _docs(s)]
         return outputs
 
 

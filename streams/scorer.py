@@ -56,8 +56,8 @@ class ScorerWorker(TransactionalWorker):
         watermark = await self.advance_watermark(consumer, watermarks)
         outputs.append(self._sli_message(batches, tables, evidence, watermark))
         outputs += [Output(self.topics.suspicious_inputs, orjson.dumps(
-            {"event_id": e, "model": m, "client_id": c, "reason": "anomalous-embedding", "fingerprint": ""}), e.encode())
-            for ev in evidence for e, m, c in zip(ev.event_id, ev.model, ev.client_id)]
+            {"event_id": e, "model": m, "client_id": c, "reason": "anomalous-embedding", "fingerprint": f}),
+            (f or e).encode()) for ev in evidence for e, m, c, f in zip(ev.event_id, ev.model, ev.client_id, ev.fingerprint)]
         self.metrics.batch_seconds.labels(stage="score").observe(time.perf_counter() - started)
         return outputs
 

@@ -2,7 +2,7 @@
 
 Partitioning follows the design: inference records are keyed by client_id and spread over
 ``input_partitions``; the alerter's inputs (small aggregates) sit in one partition so one faust
-worker sees them in order; suspicious inputs are compacted by event id.
+worker sees them in order; suspicious inputs are compacted by fingerprint.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ class Topics:
             TopicSpec(self.score_requests, input_partitions, {"retention.ms": str(24 * 3600 * 1000)},
                       "embeddings to score, ingest -> scorer"),
             TopicSpec(self.scores, 1, keep, "the scorer's counter changes (sli-buckets messages), scorer -> alerter"),
-            TopicSpec(self.suspicious_inputs, 3, {"cleanup.policy": "compact"}, "flagged inputs, keyed by event_id"),
+            TopicSpec(self.suspicious_inputs, 3, {"cleanup.policy": "compact"},
+                      "flagged inputs, keyed by fingerprint (compaction dedupes near-identical ones)"),
             TopicSpec(self.alerts, 1, {"retention.ms": str(4 * WEEK_MS)}, "the alert contract, keyed by dedup_key"),
         ]
 
