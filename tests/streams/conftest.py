@@ -10,6 +10,7 @@ import uuid
 import orjson
 import pytest
 
+from monitor.alerts import Alert
 from streams.broker import LocalBroker
 
 
@@ -58,7 +59,7 @@ class Daemon:
 @pytest.fixture
 def daemons(kafka, prefix, tmp_path):
     env = {**os.environ, "ADVMON_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"), "ADVMON_KAFKA_BOOTSTRAP": kafka.bootstrap, "ADVMON_TOPIC_PREFIX": prefix,
-           "ADVMON_IDLE_SOURCE_SECONDS": "3", "ADVMON_MAX_RECORD_BYTES": "65536", "ADVMON_FINGERPRINT_SECRET": "advmon-development-secret-change-me"}
+           "ADVMON_IDLE_SOURCE_SECONDS": "3", "ADVMON_MAX_RECORD_BYTES": str(MAX_RECORD_BYTES), "ADVMON_FINGERPRINT_SECRET": "advmon-development-secret-change-me"}
     started = []
 
     def make(name, *args):
@@ -93,3 +94,52 @@ def read_topic(bootstrap, topic, until=lambda records: False, timeout_s=5.0):
 
 def alerts_on(records):
     return [orjson.loads(r.value) for r in records]
+
+
+GRACE_S, BUCKET_S = 60.0, 60
+
+
+MAX_RECORD_BYTES = 65536  # below Kafka's 1 MB message limit, so an oversized record can travel to ingest
+
+
+def advmon(*args, cwd):
+    env = {**os.environ, "ADVMON_MAX_RECORD_BYTES": str(MAX_RECORD_BYTES)}
+    return subprocess.run([sys.executable, "-m", "monitor", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def _ts(line):
+    try:
+        ts = orjson.loads(line).get("ts")
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0.0
+    return ts if isinstance(ts, (int, float)) else 0.0
+
+
+
+@pytest.fixture(scope="session")
+def traffic(tmp_path_factory):
+    """One hour of the demo's traffic, poison records, a closing record; and the replay oracle."""
+    work = tmp_path_factory.mktemp("traffic")
+    made = advmon("demo", "--duration", "1h", "--metrics-port", "0", "--no-progress", "--events-out", "events.jsonl",
+                  "--profile-out", "profile.npz", cwd=work)
+    assert made.returncode == 0, made.stderr
+    lines = (work / "events.jsonl").read_bytes().splitlines()
+    last_ts = max(_ts(line) for line in lines)
+    poison = [b"\xff\xfe not even utf-8", b'{"event_id": "huge", "pad": "' + b"x" * (2 * MAX_RECORD_BYTES) + b'"}',
+              b'{"event_id": "nan", "ts": 1, "client_id": "c", "prediction": {"label": "1", "confidence": NaN}}']
+    closing = orjson.dumps({"event_id": "closing", "ts": last_ts + 600, "client_id": "closer", "model": "digits-mlp",
+                            "prediction": {"label": "1", "confidence": 0.9}})
+    (work / "events.jsonl").write_bytes(b"\n".join(lines[:100] + poison + lines[100:] + [closing]) + b"\n")
+    oracle = advmon("replay", "events.jsonl", "--profile", "profile.npz", "--alerts-out", "oracle.jsonl",
+                    "--dlq-out", "oracle-dlq.jsonl", cwd=work)
+    assert oracle.returncode == 0, oracle.stderr
+    settle = last_ts + 600 - GRACE_S - BUCKET_S  # transitions the daemons' watermark has certainly passed
+    expected = [Alert.model_validate_json(line) for line in (work / "oracle.jsonl").read_bytes().splitlines()]
+    expected = {a.alert_id: a for a in expected if (a.resolved_at or a.fired_at) < settle}
+    dead = len((work / "oracle-dlq.jsonl").read_bytes().splitlines())
+    valid = sum(1 for line in (work / "events.jsonl").read_bytes().splitlines()) - dead
+    assert len(expected) >= 4 and dead >= len(poison)
+    return work, expected, dead, valid
+
+

@@ -5,7 +5,6 @@ the same alert transitions, dead-letter the same records, count every event exac
 keep that true when the ingest worker and the alerter are SIGKILLed mid-stream and restarted.
 """
 
-import os
 import subprocess
 import sys
 import time
@@ -16,7 +15,6 @@ import orjson
 import pytest
 import yaml
 
-from monitor.alerts import Alert
 from streams.broker import free_port
 from streams.topics import Topics, create_topics
 from monitor.config import Settings
@@ -24,52 +22,6 @@ from monitor.rules import default_rules_dir
 from tests.streams.conftest import alerts_on, read_topic
 
 pytestmark = pytest.mark.integration
-GRACE_S, BUCKET_S = 60.0, 60
-
-
-MAX_RECORD_BYTES = 65536  # below Kafka's 1 MB message limit, so an oversized record can travel to ingest
-
-
-def advmon(*args, cwd):
-    env = {**os.environ, "ADVMON_MAX_RECORD_BYTES": str(MAX_RECORD_BYTES)}
-    return subprocess.run([sys.executable, "-m", "monitor", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env=env)
-
-
-@pytest.fixture(scope="module")
-def traffic(tmp_path_factory):
-    """One hour of the demo's traffic, poison records, a closing record; and the replay oracle."""
-    work = tmp_path_factory.mktemp("traffic")
-    made = advmon("demo", "--duration", "1h", "--metrics-port", "0", "--no-progress", "--events-out", "events.jsonl",
-                  "--profile-out", "profile.npz", cwd=work)
-    assert made.returncode == 0, made.stderr
-    lines = (work / "events.jsonl").read_bytes().splitlines()
-    last_ts = max(_ts(line) for line in lines)
-    poison = [b"\xff\xfe not even utf-8", b'{"event_id": "huge", "pad": "' + b"x" * (2 * MAX_RECORD_BYTES) + b'"}',
-              b'{"event_id": "nan", "ts": 1, "client_id": "c", "prediction": {"label": "1", "confidence": NaN}}']
-    closing = orjson.dumps({"event_id": "closing", "ts": last_ts + 600, "client_id": "closer", "model": "digits-mlp",
-                            "prediction": {"label": "1", "confidence": 0.9}})
-    (work / "events.jsonl").write_bytes(b"\n".join(lines[:100] + poison + lines[100:] + [closing]) + b"\n")
-    oracle = advmon("replay", "events.jsonl", "--profile", "profile.npz", "--alerts-out", "oracle.jsonl",
-                    "--dlq-out", "oracle-dlq.jsonl", cwd=work)
-    assert oracle.returncode == 0, oracle.stderr
-    settle = last_ts + 600 - GRACE_S - BUCKET_S  # transitions the daemons' watermark has certainly passed
-    expected = [Alert.model_validate_json(line) for line in (work / "oracle.jsonl").read_bytes().splitlines()]
-    expected = {a.alert_id: a for a in expected if (a.resolved_at or a.fired_at) < settle}
-    dead = len((work / "oracle-dlq.jsonl").read_bytes().splitlines())
-    valid = sum(1 for line in (work / "events.jsonl").read_bytes().splitlines()) - dead
-    assert len(expected) >= 4 and dead >= len(poison)
-    return work, expected, dead, valid
-
-
-def _ts(line):
-    try:
-        ts = orjson.loads(line).get("ts")
-    except (orjson.JSONDecodeError, AttributeError):
-        return 0.0
-    return ts if isinstance(ts, (int, float)) else 0.0
-
-
 class Producer:
     def __init__(self, work, env, rate=0.0):
         args = ["produce", "events.jsonl"] + (["--rate", str(rate)] if rate else [])
