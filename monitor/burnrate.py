@@ -23,8 +23,9 @@ class BurnRateWindows:
 
     def __init__(self, horizon_buckets: int, initial_keys: int = 16) -> None:
         self.length = int(horizon_buckets)
-        self.keys: list[Hashable] = []
+        self.keys: list[Hashable | None] = []  # None: a released row, free for the next new key
         self._row_of: dict[Hashable, int] = {}
+        self._free: list[int] = []
         self._bad = np.zeros((initial_keys, self.length), np.float32)
         self._total = np.zeros((initial_keys, self.length), np.float32)
         self._first = np.full((initial_keys, self.length), np.inf)
@@ -32,6 +33,10 @@ class BurnRateWindows:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    @property
+    def live_keys(self) -> int:
+        return len(self._row_of)
 
     @property
     def memory_bytes(self) -> int:
@@ -42,13 +47,32 @@ class BurnRateWindows:
         out = np.empty(len(keys), np.int64)
         for i, key in enumerate(keys):
             row = self._row_of.get(key)
-            if row is None:
+            if row is None and self._free:
+                row = self._row_of[key] = self._free.pop()
+                self.keys[row] = key
+            elif row is None:
                 row = self._row_of[key] = len(self.keys)
                 self.keys.append(key)
             out[i] = row
         if len(self.keys) > len(self._bad):
             self._grow(len(self.keys))
         return out
+
+    def idle_rows(self) -> np.ndarray:
+        """Rows of keys with no events anywhere in the horizon."""
+        n = len(self.keys)
+        live = np.fromiter((k is not None for k in self.keys), bool, count=n)
+        return np.flatnonzero(live & (self._total[:n].sum(axis=1) == 0) & (self._bad[:n].sum(axis=1) == 0))
+
+    def release(self, rows: Sequence[int]) -> None:
+        """Forget keys (their windows are empty): memory follows the keys seen within the horizon."""
+        for row in rows:
+            del self._row_of[self.keys[row]]
+            self.keys[row] = None
+            self._free.append(int(row))
+        self._bad[rows] = 0.0
+        self._total[rows] = 0.0
+        self._first[rows] = np.inf
 
     def _grow(self, needed: int) -> None:
         size = max(needed, 2 * len(self._bad))

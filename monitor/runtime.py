@@ -99,11 +99,14 @@ def export_alert_state(m: Metrics, alerter: Alerter) -> None:
 def _export_burn(m: Metrics, evaluator, window: str, burn) -> None:
     keys = evaluator.windows.keys
     if evaluator.slo.scope == "model":
-        for (model, _), value in zip(keys, burn):
+        for key, value in zip(keys, burn):
+            if key is None:  # a released row
+                continue
+            model = key[0]
             m.burn_rate.labels(slo=evaluator.slo.name, model=m.model(model), window=window).set(value)
         return
     for row in burn.argsort()[::-1][:5]:  # top-5 clients, hashed, through a capped label set
-        if burn[row] > 0:
+        if burn[row] > 0 and keys[row] is not None:
             label = m.client_label(hashed_client(keys[row][1]))
             m.top_client_burn_rate.labels(slo=evaluator.slo.name, client_hash=label, window=window).set(burn[row])
 

@@ -51,6 +51,7 @@ class SloEvaluator:
         self._floor: dict[int, int] = {}  # row -> first bucket of its current incident window
         self.late_dropped = 0
         self.last_burn: dict[str, np.ndarray] = {}
+        self._evaluations = 0
 
     def ingest(self, rows: SliRows) -> int:
         """Add aggregate rows; returns how many were older than the horizon (counted in ``late_dropped``)."""
@@ -96,7 +97,22 @@ class SloEvaluator:
                 if (row, severity) not in self._open:
                     alerts.append(self._fire(row, severity, burn[severity][row], end_bucket, now, evidence))
             alerts.extend(self._resolve_cooled(severity, hot[severity], end_bucket, now))
+        self._evaluations += 1
+        if self._evaluations % 60 == 0:
+            self._release_idle()
         return alerts
+
+    def _release_idle(self) -> None:
+        """Keys without events in the whole horizon and without an open alert give their row back."""
+        busy = {row for row, _ in self._open}
+        idle = [int(r) for r in self.windows.idle_rows() if int(r) not in busy]
+        if not idle:
+            return
+        self.windows.release(idle)
+        for row in idle:
+            self._floor.pop(row, None)
+            for severity in self.severities:
+                self._last_hot.pop((row, severity), None)
 
     def _fire(self, row: int, severity: str, burn, end_bucket: int, now: float, evidence: Evidence | None) -> Alert:
         tier, long_burn, short_burn = burn

@@ -164,3 +164,21 @@ def test_drift_detectors_find_a_confidence_drop_and_stay_quiet_before_it(detecto
     assert fired and fired[0].fired_at >= 240 * 60, [a.fired_at / 60 for a in fired]  # nothing before the drop
     assert fired[0].fired_at <= (240 + within_minutes) * 60
     assert evaluator.statistics["m"]["value"] < 0.9
+
+
+def test_per_client_windows_release_keys_idle_for_the_whole_horizon():
+    from monitor.slo_eval import SloEvaluator
+
+    slo = load_rules_text("slos: [{name: a, sli: input_anomaly_rate, scope: client, objective: 0.99, "
+                          "min_events: 10, severities: [page]}]").slos[0]
+    evaluator = SloEvaluator(slo, bucket_s=60)
+    horizon = evaluator.windows.length
+    attacker_alerts = []
+    for b in range(3 * horizon):
+        clients = [f"k{b}-{i}" for i in range(5)] + ["attacker"]  # five new keys a minute, one that stays
+        rows = SliRows.concat([minute(b, 20 if c == "attacker" else 0, total=20, client=c) for c in clients])
+        evaluator.ingest(rows)
+        attacker_alerts += [a for a in evaluator.evaluate(end_bucket=b + 1) if a.client_id == "attacker"]
+    assert evaluator.windows.live_keys <= 5 * (horizon + 61) + 1  # not 5 x 3 x horizon
+    assert len(evaluator.windows) <= 5 * (horizon + 61) + 1  # released rows are reused: the arrays stop growing
+    assert [a.status for a in attacker_alerts] == ["firing"]  # the busy key keeps its row and its open alert
