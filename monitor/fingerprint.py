@@ -257,8 +257,16 @@ class QueryIndex:
         best = np.zeros(len(ids), dtype=np.int32)
         if len(new):
             span = np.int64(ids[-1] + 1)
-            keys, counts = np.unique((new - ids[0]) * span + old, return_counts=True)
-            np.maximum.at(best, keys // span, counts.astype(np.int32))
+            keys = (new - ids[0]) * span + old  # (new query, earlier query) pairs, counted by runs once sorted:
+            keys.sort()  # in place: np.unique's work without its copies
+            change = np.empty(len(keys), bool)
+            change[0] = True
+            np.not_equal(keys[1:], keys[:-1], out=change[1:])
+            starts = np.flatnonzero(change)
+            counts = np.empty(len(starts), np.int32)
+            counts[:-1] = starts[1:] - starts[:-1]
+            counts[-1] = len(keys) - starts[-1]
+            np.maximum.at(best, keys[starts] // span, counts)
         return best
 
     def _pairs_in_run(self, run: _Run, flat: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
