@@ -73,13 +73,13 @@ class Alerter:
         return alerts
 
     def _add_totals(self, rows: SliRows) -> None:
-        for model, bucket, values in zip(rows.model, (rows.bucket // self.bucket_s).tolist(), rows.values):
+        for (model, bucket), values in rows.by_model_bucket(self.bucket_s):
             if self.evaluated_until is not None and bucket < self.evaluated_until:
                 self._closed_totals.append((model, values))  # late: straight to the closed totals
             elif (model, bucket) in self._open_totals:
                 self._open_totals[(model, bucket)] = self._open_totals[(model, bucket)] + values
             else:
-                self._open_totals[(model, bucket)] = values.copy()
+                self._open_totals[(model, bucket)] = values
 
     def take_closed_totals(self) -> list[tuple[str, np.ndarray]]:
         """Per-model counter sums of the buckets closed since the last call (values as ``SliRows.values``):

@@ -67,9 +67,8 @@ class DriftEvaluator:
                                  threshold=self.rule.threshold, mode="both")
 
     def ingest(self, rows: SliRows) -> None:
-        buckets = rows.bucket // self.bucket_s
-        for model, bucket, values in zip(rows.model, buckets, rows.values):
-            self._pending[(model, int(bucket))] = self._pending[(model, int(bucket))] + values
+        for key, values in rows.by_model_bucket(self.bucket_s):
+            self._pending[key] = self._pending[key] + values
 
     def evaluate(self, end_bucket: int) -> list[Alert]:
         """Feed every pending bucket before ``end_bucket`` to its model's detector, in time order."""
