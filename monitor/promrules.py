@@ -17,8 +17,6 @@ river drift detectors stay with the daemon. ``keep_firing_for`` mirrors the daem
 
 from __future__ import annotations
 
-import yaml
-
 from monitor.durations import format_duration
 from monitor.rules import Rules, Slo
 from monitor.sli import SLI_DEFINITIONS
@@ -91,14 +89,3 @@ def render_inhibit_rules() -> list[dict]:
              "target_matchers": ['severity="ticket"', 'alertname=~"Advmon.+"'],
              "equal": ["slo", "model"]}]
 
-
-class _Dumper(yaml.SafeDumper):
-    """Multi-line PromQL as literal blocks, so the rendered file reads like hand-written rules."""
-
-
-_Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
-    "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
-
-
-def dump_yaml(document) -> str:
-    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=120)

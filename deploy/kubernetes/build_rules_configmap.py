@@ -1,19 +1,13 @@
 """Rewrite rules.yaml (the ConfigMap advmon-rules) from the shipped rules/slos.yaml:
 ``python3 deploy/kubernetes/build_rules_configmap.py``. A test keeps the two equal."""
 
+import sys
 from pathlib import Path
 
-import yaml
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))
 
-
-class _Dumper(yaml.SafeDumper):
-    pass
-
-
-_Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
-    "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
+from monitor.yamldump import dump_yaml  # noqa: E402
 
 
 def render() -> str:
@@ -22,7 +16,7 @@ def render() -> str:
                 "metadata": {"name": "advmon-rules", "labels": {"app.kubernetes.io/name": "advmon"}},
                 "data": {"slos.yaml": rules}}
     return ("# The alert rules: rules/slos.yaml, copied by build_rules_configmap.py (edit there, then run it).\n"
-            + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=200))
+            + dump_yaml(document, width=200))
 
 
 if __name__ == "__main__":

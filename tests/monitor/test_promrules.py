@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from monitor.promrules import alert_name, dump_yaml, render_prometheus_rules
+from monitor.promrules import alert_name, render_prometheus_rules
 from monitor.rules import default_rules_dir, load_rules, load_rules_text
 from monitor.sli import SliRows
 from monitor.slo_eval import SloEvaluator
+from monitor.yamldump import dump_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYED = ROOT / "deploy/prometheus/rules/advmon-slos.yml"

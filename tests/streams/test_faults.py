@@ -1,5 +1,6 @@
 """Faults on the real broker: the broker itself stops mid-stream and comes back."""
 
+import os
 import time
 
 import pytest
@@ -20,8 +21,6 @@ def own_broker(tmp_path):
 
 
 def test_broker_restart_mid_stream_loses_nothing_and_repeats_nothing(own_broker, prefix, traffic, tmp_path):
-    import os
-
     work, expected, dead, valid = traffic
     topics = topics_for(own_broker, prefix)
     env = {**os.environ, "ADVMON_KAFKA_BOOTSTRAP": own_broker.bootstrap, "ADVMON_TOPIC_PREFIX": prefix,
