@@ -92,9 +92,13 @@ class Engine:
         exact = np.zeros(n, np.uint64)  # content hash of the raw input; 0 where none was fingerprinted
         features = batch.feature_groups()
         self._fingerprint(batch, features, flags, exact)
+        remote = self.settings.remote_embedding_scoring
+        logit_groups = batch.logit_groups() if self.profile is not None or remote else {}
+        logits_by_row = {row: vector for _, (rows, matrix) in logit_groups.items()
+                         for row, vector in zip(rows.tolist(), matrix)}
         score_ratio = np.full(n, np.nan)
-        self._score(batch, features, flags, score_ratio)
-        score_groups = self._score_groups(batch, flags) if self.settings.remote_embedding_scoring else []
+        self._score(batch, features, flags, score_ratio, logits_by_row)
+        score_groups = self._score_groups(batch, flags, logit_groups, logits_by_row) if remote else []
         self._outcomes(batch, flags)
         rows = SliRows.from_columns(
             bucket=(batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s,
@@ -121,12 +125,10 @@ class Engine:
             flags["query_flagged"][rows] = matches.flagged
             exact[rows] = matches.exact_hash
 
-    def _score(self, batch: EventBatch, features: Groups, flags: dict, score_ratio: np.ndarray) -> None:
+    def _score(self, batch: EventBatch, features: Groups, flags: dict, score_ratio: np.ndarray,
+               logits_by_row: dict) -> None:
         if self.profile is None:
             return
-        logits_by_row = {}
-        for _, (rows, matrix) in batch.logit_groups().items():
-            logits_by_row.update(zip(rows.tolist(), matrix))
         spaces = [("features", features)]
         if not self.settings.remote_embedding_scoring:
             spaces.append(("embedding", batch.embedding_groups()))
@@ -153,14 +155,13 @@ class Engine:
         return scores.flagged, np.nanmax(np.where(np.isfinite(ratios), ratios, np.nan), axis=1, initial=0.0)
 
     @staticmethod
-    def _score_groups(batch: EventBatch, flags: dict) -> list[ScoreGroup]:
-        """Embeddings per (model, dimension) with what this batch already decided, for the scorer."""
+    def _score_groups(batch: EventBatch, flags: dict, logit_groups: Groups, logits_by_row: dict) -> list[ScoreGroup]:
+        """Embeddings per (model, dimension) with what this batch already decided, for the scorer; logits
+        of the most common length travel with them."""
         detected = flags["anomalous"] | flags["query_flagged"]
         kind = np.where(batch.is_adversarial_canary, ADVERSARIAL_CANARY,
                         np.where(batch.is_canary, BENIGN_CANARY, PRODUCTION)).astype(np.int8)
-        logit_groups = batch.logit_groups()
         classes = max(logit_groups, key=lambda c: len(logit_groups[c][0])) if logit_groups else None
-        logits_by_row = dict(zip(logit_groups[classes][0].tolist(), logit_groups[classes][1])) if classes else {}
         groups = []
         for _, (rows, matrix) in batch.embedding_groups().items():
             for model in np.unique(batch.model[rows]):
