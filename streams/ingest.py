@@ -11,7 +11,6 @@ import time
 from collections import Counter
 
 import numpy as np
-import orjson
 
 from monitor.config import Settings
 from monitor.engine import Engine, Suspicious
@@ -23,7 +22,8 @@ from monitor.scoring import Profile
 from monitor.wire import Evidence, SliBatch
 from streams.http import Health
 from streams.topics import Topics
-from streams.transactional import Output, TransactionalWorker, offset_spans, partition_name
+from streams.transactional import (Output, TransactionalWorker, dead_letter_output, offset_spans, partition_name,
+                                  suspicious_output)
 
 log = logging.getLogger("advmon.ingest")
 
@@ -71,10 +71,8 @@ class IngestWorker(TransactionalWorker):
         if self.settings.remote_scoring:
             request = ScoreRequestBatch(instance, self.watermark, result.score_groups)
             outputs.append(Output(t.score_requests, request.encode(), instance.encode()))
-        outputs += [Output(t.dead_letters, letter.to_json(), letter.source.encode()) for letter in parsed.dead]
-        # keyed by fingerprint: compaction keeps one record per near-identical suspicious input
-        outputs += [Output(t.suspicious_inputs, orjson.dumps(doc), (doc["fingerprint"] or doc["event_id"]).encode())
-                    for doc in _docs(s)]
+        outputs += [dead_letter_output(t.dead_letters, letter) for letter in parsed.dead]
+        outputs += [suspicious_output(t.suspicious_inputs, doc) for doc in _docs(s)]
         return outputs
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import time
 
-import orjson
-
 from monitor.config import Settings
 from monitor.deadletter import DeadLetter
 from monitor.metrics import Metrics
@@ -22,7 +20,8 @@ from monitor.sli import SliRows
 from monitor.wire import Evidence, SliBatch, WireError
 from streams.http import Health
 from streams.topics import Topics
-from streams.transactional import Output, TransactionalWorker, offset_spans, partition_name
+from streams.transactional import (Output, TransactionalWorker, dead_letter_output, offset_spans, partition_name,
+                                  suspicious_output)
 
 
 class ScorerWorker(TransactionalWorker):
@@ -43,7 +42,7 @@ class ScorerWorker(TransactionalWorker):
                     request = ScoreRequestBatch.decode(message.value or b"")
                 except WireError as exc:
                     letter = DeadLetter(str(exc), message.value or b"", f"{partition_name(tp)}@{message.offset}")
-                    outputs.append(Output(self.topics.dead_letters, letter.to_json(), letter.source.encode()))
+                    outputs.append(dead_letter_output(self.topics.dead_letters, letter))
                     self.metrics.dead_letters.labels(reason="other").inc()
                     continue
                 result = self.scorer.score(request)
@@ -55,9 +54,9 @@ class ScorerWorker(TransactionalWorker):
                                                      request.watermark)
         watermark = await self.advance_watermark(consumer, watermarks)
         outputs.append(self._sli_message(batches, tables, evidence, watermark))
-        outputs += [Output(self.topics.suspicious_inputs, orjson.dumps(
-            {"event_id": e, "model": m, "client_id": c, "reason": "anomalous-embedding", "fingerprint": f}),
-            (f or e).encode()) for ev in evidence for e, m, c, f in zip(ev.event_id, ev.model, ev.client_id, ev.fingerprint)]
+        outputs += [suspicious_output(self.topics.suspicious_inputs, {
+            "event_id": e, "model": m, "client_id": c, "reason": "anomalous-embedding", "fingerprint": f})
+            for ev in evidence for e, m, c, f in zip(ev.event_id, ev.model, ev.client_id, ev.fingerprint)]
         self.metrics.batch_seconds.labels(stage="score").observe(time.perf_counter() - started)
         return outputs
 

@@ -16,10 +16,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from monitor.config import Settings
+from monitor.deadletter import DeadLetter
 from monitor.metrics import Metrics
 from monitor.watermarks import PartitionWatermarks
 from streams.http import Health
@@ -32,6 +34,16 @@ class Output:
     topic: str
     value: bytes
     key: bytes | None = None
+
+
+def dead_letter_output(topic: str, letter: DeadLetter) -> Output:
+    return Output(topic, letter.to_json(), letter.source.encode())
+
+
+def suspicious_output(topic: str, doc: dict) -> Output:
+    """A ``suspicious-inputs`` record, keyed by fingerprint (else event id): compaction keeps one record
+    per near-identical suspicious input."""
+    return Output(topic, orjson.dumps(doc), (doc["fingerprint"] or doc["event_id"]).encode())
 
 
 class TransactionalWorker:
