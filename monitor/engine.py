@@ -23,7 +23,7 @@ import numpy as np
 
 from monitor.batch import EventBatch, Groups
 from monitor.fingerprint import Fingerprinter, QueryIndex
-from monitor.lsh import HyperplaneLSH
+from monitor.lsh import embedding_fingerprints
 from monitor.score_requests import ADVERSARIAL_CANARY, BENIGN_CANARY, PRODUCTION, ScoreGroup
 from monitor.scoring import ModelProfile, Profile
 from monitor.sli import SliRows
@@ -73,7 +73,6 @@ class Engine:
         self.profile = profile
         self._fingerprinters: dict[int, Fingerprinter] = {}
         self._indexes: dict[int, QueryIndex] = {}
-        self._lsh: dict[int, HyperplaneLSH] = {}
         self.watermark = -np.inf
 
     @property
@@ -174,11 +173,6 @@ class Engine:
                     logits=_logits_matrix(r, logits_by_row, classes) if classes else None))
         return groups
 
-    def _lsh_for(self, dim: int) -> HyperplaneLSH:
-        if dim not in self._lsh:
-            self._lsh[dim] = HyperplaneLSH(dim, seed=dim)
-        return self._lsh[dim]
-
     @staticmethod
     def _outcomes(batch: EventBatch, flags: dict) -> None:
         """Ground-truth and canary outcomes: accuracy, fooling rate, detector TPR/FPR."""
@@ -212,7 +206,7 @@ class Engine:
         for dim, (rows, matrix) in flagged.embedding_groups().items():
             unnamed = exact[rows] == 0
             if unnamed.any():
-                names[rows[unnamed]] = HyperplaneLSH.hex(self._lsh_for(dim).signatures(matrix[unnamed]))
+                names[rows[unnamed]] = embedding_fingerprints(matrix[unnamed])
         return names
 
 

@@ -13,6 +13,8 @@ inputs get the same 64-bit signature, so the forensics corpus keeps one of them.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -31,3 +33,19 @@ class HyperplaneLSH:
     @staticmethod
     def hex(signatures: np.ndarray) -> list[str]:
         return [f"{int(s):016x}" for s in signatures]
+
+
+@lru_cache(maxsize=64)
+def _planes_for(dim: int) -> HyperplaneLSH:
+    return HyperplaneLSH(dim, seed=dim)
+
+
+def embedding_fingerprints(embeddings: np.ndarray) -> list[str]:
+    """Hex signatures with the planes of the embeddings' dimension (seeded by it), so ingest and the
+    scorer name the same embedding alike.
+
+    >>> e = np.ones((1, 8), np.float32)
+    >>> embedding_fingerprints(e) == embedding_fingerprints(e * 2)
+    True
+    """
+    return HyperplaneLSH.hex(_planes_for(embeddings.shape[1]).signatures(embeddings))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.lsh import HyperplaneLSH
+from monitor.lsh import embedding_fingerprints
 from monitor.score_requests import PRODUCTION, ScoreGroup, ScoreRequestBatch, score_deltas
 from monitor.scoring import Profile
 from monitor.sli import SliRows
@@ -40,15 +40,12 @@ class EmbeddingScorer:
     def __init__(self, profile: Profile, bucket_s: int = 60) -> None:
         self.profile = profile
         self.bucket_s = bucket_s
-        self._lsh: dict[int, HyperplaneLSH] = {}
 
     def _named(self, group: ScoreGroup, flagged: np.ndarray, evidence: Evidence) -> Evidence:
         """The newly flagged production events' fingerprints: LSH signatures of their embeddings (as
         ingest names embedding-only events), so near-identical suspicious inputs share a key."""
         rows = np.flatnonzero(flagged & ~group.anomalous & (group.kind == PRODUCTION))
-        dim = group.embedding.shape[1]
-        lsh = self._lsh.setdefault(dim, HyperplaneLSH(dim, seed=dim))
-        names = HyperplaneLSH.hex(lsh.signatures(group.embedding[rows])) if len(rows) else np.empty(0, object)
+        names = embedding_fingerprints(group.embedding[rows]) if len(rows) else []
         return Evidence(evidence.event_id, evidence.model, evidence.client_id, np.asarray(names, object))
 
     def score(self, request: ScoreRequestBatch) -> ScorerResult:
