@@ -84,6 +84,7 @@ class DurableAlerter:
         self.idle_source_s = idle_source_s
         horizon = max([slo.horizon_s for slo in rules.slos] + [24 * 3600])
         self.retention_s = retention_s or horizon + 2 * bucket_s + grace_s
+        self._sources: dict[str, dict] = {}  # the store's source entries, kept at hand: read on every message
         self.alerter = self._rebuild()
         self.skipped_messages = 0
         self.applied_messages = 0
@@ -119,7 +120,7 @@ class DurableAlerter:
         """The slowest source's watermark, among ingest and scorer instances heard from in the last
         ``idle_source_s``; while an ingest worker leaves embeddings to a scorer, no window closes
         before a scorer has reported."""
-        active = [v for k, v in self.store.items() if k.startswith("s" + SEP) and now - v["seen"] <= self.idle_source_s]
+        active = [v for v in self._sources.values() if now - v["seen"] <= self.idle_source_s]
         if any(s.get("remote") for s in active) and not any(s.get("role") == "scorer" for s in active):
             return float("-inf")
         marks = [s["watermark"] for s in active]
@@ -162,11 +163,12 @@ class DurableAlerter:
     def _note_source(self, batch: SliBatch, now: float) -> None:
         """A source's watermark only grows, so re-applying a message cannot move it back."""
         key = "s" + SEP + batch.instance
-        entry = self.store.get(key) or {"watermark": None}
+        entry = self._sources.get(key) or {"watermark": None}
         previous = entry["watermark"] if entry["watermark"] is not None else float("-inf")
         watermark = max(previous, batch.watermark)
-        self.store[key] = {"seen": now, "watermark": watermark if np.isfinite(watermark) else None,
-                           "role": batch.role, "remote": batch.remote_scoring}
+        self.store[key] = self._sources[key] = {
+            "seen": now, "watermark": watermark if np.isfinite(watermark) else None, "role": batch.role,
+            "remote": batch.remote_scoring}
 
     def _rebuild(self) -> Alerter:
         alerter = Alerter(self.rules, self.bucket_s, self.grace_s)
@@ -177,6 +179,8 @@ class DurableAlerter:
             if kind == "b":
                 models.append(parts[0]); clients.append(parts[1]); buckets.append(int(parts[2]))
                 values.append(entry["v"]); firsts.append(_finite_or_inf(entry["f"]))
+            elif kind == "s":
+                self._sources[key] = entry
             elif kind == "e":
                 samples += [(i, parts[0], parts[1], f) for i, f in entry["samples"]]
         if samples:
