@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     idle_source_seconds: float = Field(default=120.0, gt=0)
     profile_path: str | None = None
     outbox_path: str = "advmon-outbox.sqlite3"  # the alerter's durable notification outbox (SQLite)
+    alerter_data_dir: str = "advmon-alerter-data"  # the alerter's local faust state (table caches)
     remote_scoring: bool = False  # ingest ships embeddings to `advmon scorer` instead of scoring them
 
     def engine_settings(self) -> EngineSettings:

@@ -58,7 +58,8 @@ class Daemon:
 
 @pytest.fixture
 def daemons(kafka, prefix, tmp_path):
-    env = {**os.environ, "ADVMON_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"), "ADVMON_KAFKA_BOOTSTRAP": kafka.bootstrap, "ADVMON_TOPIC_PREFIX": prefix,
+    env = {**os.environ, "ADVMON_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"),
+           "ADVMON_ALERTER_DATA_DIR": str(tmp_path / "alerter-data"), "ADVMON_KAFKA_BOOTSTRAP": kafka.bootstrap, "ADVMON_TOPIC_PREFIX": prefix,
            "ADVMON_IDLE_SOURCE_SECONDS": "3", "ADVMON_MAX_RECORD_BYTES": str(MAX_RECORD_BYTES), "ADVMON_FINGERPRINT_SECRET": "advmon-development-secret-change-me"}
     started = []
 
