@@ -56,7 +56,8 @@ def main() -> int:
     prefix = f"lat{uuid.uuid4().hex[:6]}."
     env = {**os.environ, "ADVMON_KAFKA_BOOTSTRAP": broker.bootstrap, "ADVMON_TOPIC_PREFIX": prefix,
            "ADVMON_BUCKET_SECONDS": "10", "ADVMON_GRACE_SECONDS": "5", "ADVMON_IDLE_SOURCE_SECONDS": "3",
-           "ADVMON_OUTBOX_PATH": str(work / "outbox.sqlite3"), "ADVMON_FINGERPRINT_SECRET": "latency-bench"}
+           "ADVMON_OUTBOX_PATH": str(work / "outbox.sqlite3"), "ADVMON_ALERTER_DATA_DIR": str(work / "alerter-data"),
+           "ADVMON_FINGERPRINT_SECRET": "latency-bench"}
     topics = Topics.from_settings(Settings(topic_prefix=prefix))
     create_topics(broker.bootstrap, topics.specs(4))
     alerts_path = work / "alerts.jsonl"

@@ -25,7 +25,7 @@ def test_broker_restart_mid_stream_loses_nothing_and_repeats_nothing(own_broker,
     topics = topics_for(own_broker, prefix)
     env = {**os.environ, "ADVMON_KAFKA_BOOTSTRAP": own_broker.bootstrap, "ADVMON_TOPIC_PREFIX": prefix,
            "ADVMON_IDLE_SOURCE_SECONDS": "3", "ADVMON_MAX_RECORD_BYTES": "65536",
-           "ADVMON_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3")}
+           "ADVMON_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"), "ADVMON_ALERTER_DATA_DIR": str(tmp_path / "alerter-data")}
     ingest = Daemon(["ingest", "--instance", "ingest-0", "--profile", str(work / "profile.npz"), "--http-port", "0"],
                     env, tmp_path / "ingest.log").start()
     alerter = Daemon(["alerter", "--http-port", "0", "--alerts-out", str(tmp_path / "delivered.jsonl")], env,
