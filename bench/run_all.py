@@ -19,7 +19,7 @@ BENCHES = [
     ("Engine in-process, rules, memory", "engine.py", []),
     ("Ingest on a real broker vs. the raw clients", "ingest.py", []),
     ("End-to-end alert latency on a real broker", "latency.py", []),
-    ("Embedding scorer (numpy) vs. the memory-bandwidth bound", "scorer.py", []),
+    ("Embedding scorer by backend vs. the memory-bandwidth bound", "scorer.py", []),
     ("Black-box attacks (ART) vs. fingerprints", "blackbox.py", []),
     ("White-box attacks (ART) vs. the input profile", "whitebox.py", []),
 ]

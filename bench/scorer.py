@@ -1,9 +1,11 @@
-"""Embedding scorer throughput (numpy backend) by batch size and dimension, beside the memory-bandwidth
-bound of moving each batch (measured in the same run with a large numpy copy).
+"""Embedding scorer throughput by backend, batch size and dimension, beside the memory-bandwidth bound
+of moving each batch (host copy bandwidth, and for CUDA the device copy bandwidth, measured in the
+same run).
 
     python3 bench/scorer.py
 
-The torch/CUDA backend is not built yet (issue 4); this is the CPU baseline it has to beat.
+Backends: numpy, torch on the CPU, and torch on CUDA when a GPU is present. Each torch figure
+includes the host -> device copy of the batch and the copy of the scores back.
 """
 
 from __future__ import annotations
@@ -33,20 +35,61 @@ def copy_bandwidth(megabytes: int = 256) -> float:
     return 2 * source.nbytes / best
 
 
-def rate(profile: ModelProfile, batch: np.ndarray, logits: np.ndarray, seconds: float = 0.5) -> float:
+def device_bandwidth(torch, device: str, megabytes: int = 512) -> float:
+    source = torch.ones(megabytes * (1 << 20) // 4, device=device)
+    target = torch.empty_like(source)
+    best = float("inf")
+    for _ in range(5):
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        target.copy_(source)
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return 2 * source.numel() * 4 / best
+
+
+def rate(scorer, batch: np.ndarray, logits: np.ndarray, seconds: float = 0.5) -> float:
+    scorer.score(batch, logits)  # warm-up (CUDA kernels, caches)
     runs, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        profile.score(batch, logits)
+        scorer.score(batch, logits)  # returns numpy arrays: a torch backend has synchronized
         runs += 1
     return runs * len(batch) / (time.perf_counter() - started)
 
 
+def backends(profile: ModelProfile) -> list[tuple[str, object]]:
+    found = [("numpy", profile)]
+    try:
+        import torch
+    except ImportError:
+        return found
+    from monitor.torch_scoring import TorchProfile
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    found.append(("torch/cpu", TorchProfile(profile, "cpu")))
+    if torch.cuda.is_available():
+        found.append(("torch/cuda", TorchProfile(profile, "cuda")))
+    return found
+
+
 def main() -> int:
     rng = np.random.default_rng(0)
-    bandwidth = copy_bandwidth()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}; "
-          f"copy bandwidth {bandwidth / 1e9:.1f} GB/s")
-    print(f"{'dim':>5} {'batch':>6} {'embeddings/s':>13} {'bandwidth bound/s':>18} {'fraction of bound':>18}")
+    bandwidth = {"numpy": copy_bandwidth()}
+    bandwidth["torch/cpu"] = bandwidth["numpy"]
+    line = f"machine: {platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}; " \
+           f"host copy bandwidth {bandwidth['numpy'] / 1e9:.1f} GB/s"
+    try:
+        import torch
+
+        line += f"; torch {torch.__version__}"
+        if torch.cuda.is_available():
+            bandwidth["torch/cuda"] = device_bandwidth(torch, "cuda")
+            line += f", {torch.cuda.get_device_name()} copy bandwidth {bandwidth['torch/cuda'] / 1e9:.0f} GB/s"
+    except ImportError:
+        line += "; torch not installed"
+    print(line)
+    print(f"{'backend':>10} {'dim':>5} {'batch':>6} {'embeddings/s':>13} {'vs numpy':>9} {'bandwidth bound/s':>18} "
+          f"{'fraction of bound':>18}")
     for dim in (64, 128, 512):
         reference = rng.normal(size=(5000, dim)).astype(np.float32)
         labels = rng.integers(0, 10, len(reference)).astype(str)
@@ -55,9 +98,13 @@ def main() -> int:
         for size in (64, 256, 1024, 4096):
             batch = rng.normal(size=(size, dim)).astype(np.float32)
             logits = rng.normal(size=(size, 10)).astype(np.float32)
-            measured = rate(profile, batch, logits)
-            bound = bandwidth / (4 * (dim + 10))  # each embedding and its logits read once
-            print(f"{dim:5} {size:6} {measured:13,.0f} {bound:18,.0f} {measured / bound:18.2%}")
+            baseline = None
+            for name, scorer in backends(profile):
+                measured = rate(scorer, batch, logits)
+                baseline = baseline or measured
+                bound = bandwidth[name] / (4 * (dim + 10))  # each embedding and its logits read once
+                print(f"{name:>10} {dim:5} {size:6} {measured:13,.0f} {measured / baseline:8.2f}x {bound:18,.0f} "
+                      f"{measured / bound:18.2%}")
     return 0
 
 

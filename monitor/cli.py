@@ -130,7 +130,8 @@ def _settings(args: argparse.Namespace):
     overrides = {k: v for k, v in (("kafka_bootstrap", getattr(args, "bootstrap", None)),
                                    ("instance_id", getattr(args, "instance", None)),
                                    ("profile_path", getattr(args, "profile", None)),
-                                   ("remote_scoring", getattr(args, "remote_scoring", None))) if v}
+                                   ("remote_scoring", getattr(args, "remote_scoring", None)),
+                                   ("scorer_backend", getattr(args, "backend", None))) if v}
     return Settings(**overrides)
 
 
@@ -287,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     scorer = commands.add_parser("scorer", help="Kafka daemon: score-requests -> embedding scores -> sli-buckets")
     _daemon_options(scorer, profile="reference profile (default ADVMON_PROFILE_PATH); required")
+    scorer.add_argument("--backend", choices=("auto", "numpy", "torch"), default=None,
+                        help="auto: torch on CUDA when present, else numpy (default ADVMON_SCORER_BACKEND or auto)")
     scorer.set_defaults(func=cmd_scorer)
 
     alerter = commands.add_parser("alerter", help="Kafka daemon (faust): sli-buckets -> rules -> alerts topic and sinks")

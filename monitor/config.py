@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,7 @@ class Settings(BaseSettings):
     profile_path: str | None = None
     outbox_path: str = "advmon-outbox.sqlite3"  # the alerter's durable notification outbox (SQLite)
     alerter_data_dir: str = "advmon-alerter-data"  # the alerter's local faust state (table caches)
+    scorer_backend: Literal["auto", "numpy", "torch"] = "auto"  # auto: torch on CUDA when present, else numpy
     remote_scoring: bool = False  # ingest ships embeddings to `advmon scorer` instead of scoring them
 
     def engine_settings(self) -> EngineSettings:

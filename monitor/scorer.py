@@ -1,4 +1,6 @@
-"""The embedding scorer: score requests in, SLI deltas and evidence out (numpy backend).
+"""The embedding scorer: score requests in, SLI deltas and evidence out.
+
+Scores with numpy, or with torch on a GPU (``device="cuda"``, see ``monitor.torch_scoring``).
 
 >>> import numpy as np
 >>> from monitor.scoring import ModelProfile, Profile
@@ -23,7 +25,7 @@ import numpy as np
 
 from monitor.lsh import embedding_fingerprints
 from monitor.score_requests import PRODUCTION, ScoreGroup, ScoreRequestBatch, score_deltas
-from monitor.scoring import Profile
+from monitor.scoring import ModelProfile, Profile, Scores
 from monitor.sli import SliRows
 from monitor.wire import Evidence
 
@@ -37,9 +39,25 @@ class ScorerResult:
 
 
 class EmbeddingScorer:
-    def __init__(self, profile: Profile, bucket_s: int = 60) -> None:
+    def __init__(self, profile: Profile, bucket_s: int = 60, device: str | None = None) -> None:
         self.profile = profile
         self.bucket_s = bucket_s
+        self.device = device  # a torch device ("cuda", "cpu"), or None for numpy
+        self._on_device: dict[int, object] = {}
+
+    @property
+    def backend(self) -> str:
+        return "numpy" if self.device is None else f"torch/{self.device}"
+
+    def _scores(self, model: ModelProfile, embedding: np.ndarray, logits: np.ndarray | None) -> Scores:
+        if self.device is None:
+            return model.score(embedding, logits)
+        scorer = self._on_device.get(id(model))
+        if scorer is None:
+            from monitor.torch_scoring import TorchProfile
+
+            scorer = self._on_device[id(model)] = TorchProfile(model, self.device)
+        return scorer.score(embedding, logits)
 
     def _named(self, group: ScoreGroup, flagged: np.ndarray, evidence: Evidence) -> Evidence:
         """The newly flagged production events' fingerprints: LSH signatures of their embeddings (as
@@ -58,7 +76,7 @@ class EmbeddingScorer:
             logits = group.logits if model.thresholds[2] < np.inf else None
             if logits is not None and logits.shape[1] != model.means.shape[0]:
                 logits = None
-            flagged = model.score(group.embedding, logits).flagged
+            flagged = self._scores(model, group.embedding, logits).flagged
             rows, found = score_deltas(group, flagged, self.bucket_s)
             tables.append(rows)
             evidence.append(self._named(group, flagged, found))

@@ -3,11 +3,12 @@
 It publishes, on ``scores``, the counter changes its flags make (see :mod:`monitor.score_requests`)
 as sli-buckets messages under its own instance name; the alerter reads them beside ``sli-buckets``
 and waits for the scorer before closing a window. Suspicious inputs it finds go to ``suspicious-inputs``. One transaction
-per batch, like ingest. Backend: numpy on CPU (the torch/CUDA backend is issue 4's).
+per batch, like ingest. Backend: torch on CUDA when present (``ADVMON_SCORER_BACKEND=auto``), else numpy.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 from monitor.config import Settings
@@ -17,11 +18,14 @@ from monitor.score_requests import ScoreRequestBatch
 from monitor.scorer import EmbeddingScorer
 from monitor.scoring import Profile
 from monitor.sli import SliRows
+from monitor.torch_scoring import torch_device
 from monitor.wire import Evidence, SliBatch, WireError
 from streams.http import Health
 from streams.topics import Topics
 from streams.transactional import (Output, TransactionalWorker, dead_letter_output, offset_spans, partition_name,
                                   suspicious_output)
+
+log = logging.getLogger(__name__)
 
 
 class ScorerWorker(TransactionalWorker):
@@ -30,8 +34,13 @@ class ScorerWorker(TransactionalWorker):
     def __init__(self, settings: Settings, metrics: Metrics, health: Health, profile: Profile) -> None:
         self.topics = Topics.from_settings(settings)
         super().__init__(settings, metrics, health, self.topics.score_requests)
-        self.scorer = EmbeddingScorer(profile, settings.bucket_seconds)
+        try:
+            device = torch_device(settings.scorer_backend)
+        except ValueError as exc:
+            raise SystemExit(f"advmon scorer: {exc}") from None
+        self.scorer = EmbeddingScorer(profile, settings.bucket_seconds, device)
         self.name = f"scorer-{settings.instance_id}"
+        log.info("scoring embeddings with %s", self.scorer.backend)
 
     async def handle(self, batches, consumer) -> list[Output]:
         started = time.perf_counter()
