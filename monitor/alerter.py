@@ -38,6 +38,8 @@ class Alerter:
         self.late_rows = 0
         self._open_totals: dict[tuple[str, int], np.ndarray] = {}  # (model, bucket) -> summed values
         self._closed_totals: list[tuple[str, np.ndarray]] = []
+        self._open_rows: list[SliRows] = []  # rows of buckets still open, for per-client figures at close
+        self._closed_rows: list[SliRows] = []
 
     def ingest(self, rows: SliRows, suspicious: Suspicious | None = None) -> None:
         if suspicious is not None and len(suspicious):
@@ -46,8 +48,10 @@ class Alerter:
             return
         if self.evaluated_until is None:  # nothing before the first bucket with data needs evaluating
             self.evaluated_until = int(rows.bucket.min() // self.bucket_s)
-        self.late_rows += int((rows.bucket // self.bucket_s < self.evaluated_until).sum())
+        late = rows.bucket // self.bucket_s < self.evaluated_until
+        self.late_rows += int(late.sum())
         self._add_totals(rows)
+        self._open_rows.append(rows.take(~late) if late.any() else rows)
         for evaluator in self.slos:
             evaluator.ingest(rows)
         for evaluator in (*self.drifts, *self.no_data):
@@ -70,7 +74,17 @@ class Alerter:
         self.evaluated_until = max(end_bucket, self.evaluated_until or end_bucket)
         for key in [k for k in self._open_totals if k[1] < self.evaluated_until]:
             self._closed_totals.append((key[0], self._open_totals.pop(key)))
+        self._close_rows()
         return alerts
+
+    def _close_rows(self) -> None:
+        if not self._open_rows:
+            return
+        rows = SliRows.concat(self._open_rows)
+        closed = rows.bucket // self.bucket_s < self.evaluated_until
+        self._open_rows = [rows.take(~closed)] if not closed.all() else []
+        if closed.any():
+            self._closed_rows.append(rows.take(closed))
 
     def _add_totals(self, rows: SliRows) -> None:
         for (model, bucket), values in rows.by_model_bucket(self.bucket_s):
@@ -86,6 +100,12 @@ class Alerter:
         what the ``advmon_sli_*_total`` counters export, once every source has reported a bucket."""
         closed, self._closed_totals = self._closed_totals, []
         return closed
+
+    def take_closed_rows(self) -> SliRows:
+        """The (bucket, model, client) rows of the buckets closed since the last call, merged: the
+        per-client query entropy and rate exported at close. Late rows of closed buckets are left out."""
+        closed, self._closed_rows = self._closed_rows, []
+        return SliRows.concat(closed).combined()
 
     @property
     def firing(self) -> list[Alert]:

@@ -28,17 +28,13 @@ from river import drift
 
 from monitor.alerts import Alert
 from monitor.rules import DriftRule
-from monitor.sli import SLI_DEFINITIONS, SliRows, value_index
+from monitor.sli import SliRows, series_values
 
 
-def _series_point(rule: DriftRule, values: np.ndarray) -> tuple[float, float]:
+def _series_point(rule: DriftRule, values: np.ndarray, bucket_s: int) -> tuple[float, float]:
     """(value, weight) of one bucket's summed counters (indexed like ``SliRows.values`` columns)."""
-    if rule.series == "clean_confidence_mean":
-        numerator, denominator = "clean_conf_sum", "clean_events"
-    else:
-        numerator, denominator = SLI_DEFINITIONS[rule.series]
-    n = values[value_index(denominator)]
-    return (values[value_index(numerator)] / n if n else np.nan), n
+    value, weight = series_values(rule.series, values, bucket_s)
+    return float(value[0]), float(weight[0])
 
 
 class DriftEvaluator:
@@ -74,7 +70,7 @@ class DriftEvaluator:
         """Feed every pending bucket before ``end_bucket`` to its model's detector, in time order."""
         alerts = []
         for model, bucket in sorted((k for k in self._pending if k[1] < end_bucket), key=lambda k: k[1]):
-            value, weight = _series_point(self.rule, self._pending.pop((model, bucket)))
+            value, weight = _series_point(self.rule, self._pending.pop((model, bucket)), self.bucket_s)
             if weight < self.rule.min_events or not np.isfinite(value):
                 continue
             alert = self._update(model, bucket, float(value))

@@ -49,7 +49,7 @@ import numpy as np
 from monitor.alerter import Alerter
 from monitor.alerts import Alert
 from monitor.rules import Rules
-from monitor.sli import BAD_COUNTERS, SliRows
+from monitor.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows
 from monitor.wire import SliBatch
 
 log = logging.getLogger("advmon.durable")
@@ -135,12 +135,12 @@ class DurableAlerter:
                 continue  # this message already reached this entry before a restart
             values, first = rows.values[i], rows.first[i]
             if entry is not None:
-                values = values + np.asarray(entry["v"])
+                values = values + _full_width(entry["v"])
                 first = np.minimum(first, _finite_or_inf(entry["f"]))
             self.store[key] = {"o": _stamped(entry, topic, offset), "v": values.tolist(),
                                "f": _nullable(np.asarray(first))}
             keep[i] = True
-        return SliRows(rows.bucket[keep], rows.model[keep], rows.client[keep], rows.values[keep], rows.first[keep])
+        return rows.take(keep)
 
     def _merge_evidence(self, topic: str, offset: int, batch: SliBatch) -> None:
         e, per_key = batch.evidence, self.alerter.evidence.per_key
@@ -178,7 +178,7 @@ class DurableAlerter:
             kind, *parts = key.split(SEP)
             if kind == "b":
                 models.append(parts[0]); clients.append(parts[1]); buckets.append(int(parts[2]))
-                values.append(entry["v"]); firsts.append(_finite_or_inf(entry["f"]))
+                values.append(_full_width(entry["v"])); firsts.append(_finite_or_inf(entry["f"]))
             elif kind == "s":
                 self._sources[key] = entry
             elif kind == "e":
@@ -205,11 +205,11 @@ class DurableAlerter:
         for start, end in zip(starts, np.r_[starts[1:], len(index)]):
             if until is not None and alerter.evaluated_until is not None:
                 transitions += len(alerter.evaluate_until(min(int(index[start]) - lag, until)))
-            alerter.ingest(SliRows(rows.bucket[start:end], rows.model[start:end], rows.client[start:end],
-                                   rows.values[start:end], rows.first[start:end]))
+            alerter.ingest(rows.take(slice(start, end)))
         if until is not None:
             transitions += len(alerter.evaluate_until(until))
         alerter.take_closed_totals()  # exported before the restart; counters must not count them again
+        alerter.take_closed_rows()
         return transitions
 
     def _expire(self) -> None:
@@ -221,3 +221,10 @@ class DurableAlerter:
         stale = [k for k in list(self.store.keys()) if k.startswith("b" + SEP) and int(k.rsplit(SEP, 1)[1]) < oldest]
         for key in stale:
             del self.store[key]
+
+
+def _full_width(stored: list[float]) -> np.ndarray:
+    """Stored values as a full row: entries written before columns were appended get zeros for them."""
+    values = np.zeros(len(VALUE_COLUMNS))
+    values[:len(stored)] = stored
+    return values

@@ -17,16 +17,17 @@ ingest workers. It keeps only bounded state (fingerprint indexes, the watermark)
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from monitor.batch import EventBatch, Groups
 from monitor.fingerprint import Fingerprinter, QueryIndex
-from monitor.lsh import embedding_fingerprints
+from monitor.lsh import embedding_fingerprints, planes_for
 from monitor.score_requests import ADVERSARIAL_CANARY, BENIGN_CANARY, PRODUCTION, ScoreGroup
 from monitor.scoring import ModelProfile, Profile
-from monitor.sli import SliRows
+from monitor.sli import ENTROPY_BINS, SliRows
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,10 @@ class Engine:
             "query_flagged": np.zeros(n, bool), "anomalous": np.zeros(n, bool),
         }
         exact = np.zeros(n, np.uint64)  # content hash of the raw input; 0 where none was fingerprinted
+        input_bin = np.full(n, -1, np.int64)  # coarse input fingerprint for query entropy; -1: no input
         features = batch.feature_groups()
-        self._fingerprint(batch, features, flags, exact)
+        self._fingerprint(batch, features, flags, exact, input_bin)
+        _embedding_bins(batch, input_bin)
         remote = self.settings.remote_embedding_scoring
         logit_groups = batch.logit_groups() if self.profile is not None or remote else {}
         logits_by_row = {row: vector for _, (rows, matrix) in logit_groups.items()
@@ -102,11 +105,14 @@ class Engine:
         rows = SliRows.from_columns(
             bucket=(batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s,
             model=batch.model, client=batch.client_id, ts=batch.ts, flags=flags, confidence=batch.confidence,
+            label_bin=np.where(flags["traffic_events"], label_bins(batch.label), -1),
+            input_bin=np.where(flags["traffic_events"], input_bin, -1),
         )
         return BatchResult(rows, self._suspicious(batch, flags, exact), self.watermark, late, score_groups,
                            score_ratio)
 
-    def _fingerprint(self, batch: EventBatch, features: Groups, flags: dict, exact: np.ndarray) -> None:
+    def _fingerprint(self, batch: EventBatch, features: Groups, flags: dict, exact: np.ndarray,
+                     input_bin: np.ndarray) -> None:
         for dim, (rows, matrix) in features.items():
             fingerprinter = self._fingerprinters.get(dim)
             if fingerprinter is None:
@@ -118,7 +124,9 @@ class Engine:
                 self._indexes[dim] = QueryIndex(
                     fingerprinter.threshold, self.settings.fingerprint_postings_cap,
                     self.settings.fingerprint_generation_queries, self.settings.fingerprint_generation_s)
-            matches = self._indexes[dim].update(fingerprinter.hashes(matrix), matrix, now=float(batch.ts[rows].max()))
+            hashes = fingerprinter.hashes(matrix)
+            input_bin[rows] = (hashes[:, 0] % np.uint64(ENTROPY_BINS)).astype(np.int64)  # the largest hash: a MinHash
+            matches = self._indexes[dim].update(hashes, matrix, now=float(batch.ts[rows].max()))
             flags["queries"][rows] = ~matches.duplicate
             flags["duplicates"][rows] = matches.duplicate
             flags["query_flagged"][rows] = matches.flagged
@@ -217,3 +225,27 @@ def _logits_matrix(rows: np.ndarray, logits_by_row: dict, classes: int) -> np.nd
         if vector is not None and len(vector) == classes:
             out[i] = vector
     return out
+
+
+def label_bins(labels: np.ndarray) -> np.ndarray:
+    """Each predicted label's entropy bin: a CRC-32 of the label, hashed once per distinct label.
+
+    >>> bins = label_bins(np.array(["7", "3", "7"], dtype=object))
+    >>> bool(bins[0] == bins[2]), bool(((0 <= bins) & (bins < ENTROPY_BINS)).all())
+    (True, True)
+    """
+    if not len(labels):
+        return np.empty(0, np.int64)
+    distinct, inverse = np.unique(labels.astype(str), return_inverse=True)
+    bins = np.array([zlib.crc32(label.encode()) % ENTROPY_BINS for label in distinct.tolist()], np.int64)
+    return bins[inverse]
+
+
+def _embedding_bins(batch: EventBatch, input_bin: np.ndarray) -> None:
+    """Events with an embedding but no raw input: the sides of the first hyperplanes of their LSH
+    (``ENTROPY_BINS`` is a power of two)."""
+    for dim, (rows, matrix) in batch.embedding_groups().items():
+        unbinned = input_bin[rows] < 0
+        if unbinned.any():
+            signatures = planes_for(dim).signatures(matrix[unbinned])
+            input_bin[rows[unbinned]] = (signatures & np.uint64(ENTROPY_BINS - 1)).astype(np.int64)

@@ -36,7 +36,8 @@ class HyperplaneLSH:
 
 
 @lru_cache(maxsize=64)
-def _planes_for(dim: int) -> HyperplaneLSH:
+def planes_for(dim: int) -> HyperplaneLSH:
+    """The shared hyperplanes of one embedding dimension (seeded by it)."""
     return HyperplaneLSH(dim, seed=dim)
 
 
@@ -48,4 +49,4 @@ def embedding_fingerprints(embeddings: np.ndarray) -> list[str]:
     >>> embedding_fingerprints(e) == embedding_fingerprints(e * 2)
     True
     """
-    return HyperplaneLSH.hex(_planes_for(embeddings.shape[1]).signatures(embeddings))
+    return HyperplaneLSH.hex(planes_for(embeddings.shape[1]).signatures(embeddings))

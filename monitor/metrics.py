@@ -17,7 +17,12 @@ from __future__ import annotations
 import hashlib
 
 from monitor.histograms import BatchHistogram
+from monitor.sli import ENTROPY_BINS
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+#: Per-client entropy is exported only for client-buckets with at least this many production queries.
+MIN_CLIENT_QUERIES = 10
 
 
 class LabelCap:
@@ -86,6 +91,13 @@ class Metrics:
         self.score_ratio = BatchHistogram("advmon_anomaly_score_ratio", "Largest anomaly score over its threshold "
                                           "(above 1: flagged)", ["model"],
                                           buckets=(0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 4.0, 8.0), registry=r)
+        self.client_query_entropy = BatchHistogram(
+            "advmon_client_query_entropy_bits", f"Entropy of each client's predicted labels or coarse input "
+            f"fingerprints per closed bucket ({ENTROPY_BINS} bins; clients with at least {MIN_CLIENT_QUERIES} "
+            "queries)", ["model", "kind"], buckets=(0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 2.75), registry=r)
+        self.client_query_rate = BatchHistogram(
+            "advmon_client_query_rate", "Queries per second of each client per closed bucket", ["model"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 50, 100, 1000), registry=r)
         self.outbox_pending = Gauge("advmon_outbox_pending", "Notification deliveries waiting for (re)try", registry=r)
         self.deliveries = Counter("advmon_sink_deliveries_total", "Notification deliveries", ["receiver", "outcome"],
                                   registry=r)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from monitor.durations import Duration, format_duration, parse_duration
 from monitor.silences import MaintenanceWindow, Silence
-from monitor.sli import SLI_DEFINITIONS
+from monitor.sli import SERIES, SLI_DEFINITIONS
 
 __all__ = ["Duration", "format_duration", "parse_duration"]  # re-exported: the CLI and tests import them here
 
@@ -126,7 +126,7 @@ class DriftRule(_Rule):
     """An online drift detector on a per-model series of clean (non-anomalous) traffic."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    series: Literal["clean_confidence_mean", "input_anomaly_rate", "error_rate"] = "clean_confidence_mean"
+    series: str = "clean_confidence_mean"  # one of monitor.sli.SERIES
     detector: Literal["adwin", "page_hinkley", "kswin"] = "adwin"
     delta: float = Field(default=0.002, gt=0, lt=1)
     threshold: float = Field(default=0.5, gt=0)
@@ -139,6 +139,12 @@ class DriftRule(_Rule):
     resolve_after: Duration = 3600
     summary: str = ""
     runbook: str = ""
+
+    @model_validator(mode="after")
+    def _series_known(self) -> DriftRule:
+        if self.series not in SERIES:
+            raise ValueError(f"unknown series {self.series!r}; known: {', '.join(SERIES)}")
+        return self
 
 
 class NoDataRule(_Rule):

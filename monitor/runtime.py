@@ -26,13 +26,13 @@ from monitor.config import Settings
 from monitor.deadletter import DeadLetter
 from monitor.batch import EventBatch
 from monitor.engine import BatchResult, Engine
-from monitor.metrics import Metrics, hashed_client
+from monitor.metrics import MIN_CLIENT_QUERIES, Metrics, hashed_client
 from monitor.parsing import parse_batch
 from monitor.pipeline import Notification, Pipeline
 from monitor.rules import Rules
 from monitor.scoring import Profile
 from monitor.sinks import Sink
-from monitor.sli import SLI_DEFINITIONS, value_index
+from monitor.sli import SLI_DEFINITIONS, SliRows, series_values, value_index
 
 log = logging.getLogger("advmon.runtime")
 
@@ -81,6 +81,7 @@ def export_alert_state(m: Metrics, alerter: Alerter) -> None:
             label = m.model(model)
             m.sli_bad.labels(sli=sli, model=label).inc(max(0.0, values[value_index(bad)]))
             m.sli_events.labels(sli=sli, model=label).inc(max(0.0, values[value_index(total)]))
+    _export_client_queries(m, alerter.take_closed_rows(), alerter.bucket_s)
     counts: dict[tuple[str, str], int] = {}
     for alert in alerter.firing:
         counts[(alert.slo, alert.severity)] = counts.get((alert.slo, alert.severity), 0) + 1
@@ -94,6 +95,20 @@ def export_alert_state(m: Metrics, alerter: Alerter) -> None:
         for model, stats in evaluator.statistics.items():
             for stat, value in stats.items():
                 m.drift_statistic.labels(rule=evaluator.rule.name, model=m.model(model), stat=stat).set(value)
+
+
+def _export_client_queries(m: Metrics, rows: SliRows, bucket_s: int) -> None:
+    """Distributions over clients, per model: query rate, and label / input entropy of busy clients."""
+    if not len(rows):
+        return
+    for model in np.unique(rows.model.astype(str)).tolist():
+        mine = rows.values[rows.model.astype(str) == model]
+        label = m.model(model)
+        rate, queries = series_values("query_rate", mine, bucket_s)
+        m.client_query_rate.observe_many((label,), rate[queries > 0])
+        for kind in ("label", "input"):
+            entropy, counted = series_values(f"{kind}_entropy", mine, bucket_s)
+            m.client_query_entropy.observe_many((label, kind), entropy[counted >= MIN_CLIENT_QUERIES])
 
 
 def _export_burn(m: Metrics, evaluator, window: str, burn) -> None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from monitor.sli import BAD_COUNTERS, COUNTERS, SUMS, SliRows, value_index
+from monitor.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows, value_index
 from monitor.wire import Evidence, WireError
 
 PRODUCTION, ADVERSARIAL_CANARY, BENIGN_CANARY = 0, 1, 2
@@ -124,7 +124,7 @@ def score_deltas(group: ScoreGroup, flagged: np.ndarray, bucket_s: int) -> tuple
     production = kind == PRODUCTION
     unseen_production = production & newly_detected
     benign = (kind == BENIGN_CANARY) & newly_detected
-    values = np.zeros((len(changed), len(COUNTERS) + len(SUMS)))
+    values = np.zeros((len(changed), len(VALUE_COLUMNS)))
     values[:, value_index("anomalous")] = production
     values[:, value_index("clean_events")] = -unseen_production.astype(float)
     values[:, value_index("clean_conf_sum")] = np.where(unseen_production, -group.confidence[changed], 0.0)

@@ -40,7 +40,16 @@ SLI_DEFINITIONS: Mapping[str, tuple[str, str]] = {
     "detector_false_positive_rate": ("benign_flagged", "benign_canary"),
 }
 
-_VALUES = COUNTERS + SUMS
+#: Query entropy: per-row histograms of hashed predicted labels and of coarse input fingerprints
+#: (the largest Blacklight hash of a raw input, or 3 hyperplane bits of an embedding: near-identical
+#: queries fall in one bin). Counts add like the counters, so entropy stays mergeable.
+ENTROPY_BINS = 8
+LABEL_BINS = tuple(f"label_bin_{i}" for i in range(ENTROPY_BINS))
+INPUT_BINS = tuple(f"input_bin_{i}" for i in range(ENTROPY_BINS))
+
+#: Every column of ``SliRows.values``, in order (also the ``sli-buckets`` wire columns).
+VALUE_COLUMNS = COUNTERS + SUMS + LABEL_BINS + INPUT_BINS
+_VALUES = VALUE_COLUMNS
 _INDEX = {name: i for i, name in enumerate(_VALUES)}
 _BAD_INDEX = {name: i for i, name in enumerate(BAD_COUNTERS)}
 
@@ -83,12 +92,19 @@ class SliRows:
         ts: np.ndarray,
         flags: Mapping[str, np.ndarray],
         confidence: np.ndarray,
+        label_bin: np.ndarray | None = None,
+        input_bin: np.ndarray | None = None,
     ) -> SliRows:
-        """Aggregate per-event flags (names from ``COUNTERS``) into one row per key."""
+        """Aggregate per-event flags (names from ``COUNTERS``) into one row per key; ``label_bin`` and
+        ``input_bin`` give each event's entropy bin (-1: not counted)."""
         n = len(bucket)
         values = np.zeros((n, len(_VALUES)))
         for name, flag in flags.items():
             values[:, _INDEX[name]] = flag
+        for first_column, bins in ((_INDEX[LABEL_BINS[0]], label_bin), (_INDEX[INPUT_BINS[0]], input_bin)):
+            if bins is not None:
+                counted = np.flatnonzero(bins >= 0)
+                values[counted, first_column + bins[counted]] = 1.0
         clean = values[:, _INDEX["clean_events"]] > 0
         values[:, _INDEX["conf_sum"]] = confidence
         values[:, _INDEX["conf_sumsq"]] = confidence * confidence
@@ -121,6 +137,10 @@ class SliRows:
         np.minimum.at(first, inverse, self.first)
         return SliRows(self.bucket[first_row], self.model[first_row], self.client[first_row], values, first)
 
+    def take(self, mask: np.ndarray) -> SliRows:
+        """The rows selected by a boolean mask or index array."""
+        return SliRows(self.bucket[mask], self.model[mask], self.client[mask], self.values[mask], self.first[mask])
+
     def by_model_bucket(self, bucket_s: int) -> list[tuple[tuple[str, int], np.ndarray]]:
         """Values summed per (model, bucket number), vectorized; one Python step per group, not per row."""
         if not len(self):
@@ -133,6 +153,10 @@ class SliRows:
         return [((str(models[g // len(buckets)]), int(buckets[g % len(buckets)])), values)
                 for g, values in zip(groups.tolist(), sums)]
 
+    def entropy_bits(self, kind: str) -> np.ndarray:
+        """Per-row Shannon entropy (bits) of the ``"label"`` or ``"input"`` histogram; NaN where empty."""
+        return entropy_bits(self.values[:, histogram_columns(kind)])
+
     def to_records(self) -> list[dict]:
         """Plain dicts for the ``sli-buckets`` topic (inf first times become null)."""
         return [
@@ -143,3 +167,56 @@ class SliRows:
             }
             for b, m, c, v, f in zip(self.bucket, self.model, self.client, self.values, self.first)
         ]
+
+
+def histogram_columns(kind: str) -> slice:
+    """The columns of one entropy histogram (``"label"`` or ``"input"``) in ``SliRows.values``."""
+    first = _INDEX[{"label": LABEL_BINS, "input": INPUT_BINS}[kind][0]]
+    return slice(first, first + ENTROPY_BINS)
+
+
+def entropy_bits(histograms: np.ndarray) -> np.ndarray:
+    """Shannon entropy in bits of each row of counts; NaN for an all-zero row.
+
+    >>> entropy_bits(np.array([[4, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]])).tolist()
+    [0.0, 2.0, nan]
+    """
+    histograms = np.atleast_2d(np.asarray(histograms, np.float64))
+    totals = histograms.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = histograms / totals
+        terms = np.where(p > 0, -p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
+    out = terms.sum(axis=1)
+    out[totals[:, 0] <= 0] = np.nan
+    return out
+
+
+#: Per-model series the drift detectors can watch (besides every ratio SLI of ``SLI_DEFINITIONS``).
+DERIVED_SERIES = ("clean_confidence_mean", "label_entropy", "input_entropy", "query_rate")
+SERIES = DERIVED_SERIES + tuple(SLI_DEFINITIONS)
+
+
+def series_values(name: str, values: np.ndarray, bucket_s: int) -> tuple[np.ndarray, np.ndarray]:
+    """(value, weight) per row of summed counters (columns as ``SliRows.values``) for a named series.
+
+    ``query_rate`` is production queries per second over the bucket; the entropies are in bits.
+
+    >>> rows = SliRows.from_columns(bucket=np.zeros(4, np.int64), model=np.array(["m"] * 4, dtype=object),
+    ...     client=np.array(["c"] * 4, dtype=object), ts=np.zeros(4),
+    ...     flags={"events": np.ones(4, bool), "traffic_events": np.ones(4, bool)}, confidence=np.ones(4),
+    ...     label_bin=np.array([0, 1, 0, 1]))
+    >>> [series_values(s, rows.values, 60)[0].tolist() for s in ("label_entropy", "input_entropy", "query_rate")]
+    [[1.0], [nan], [0.06666666666666667]]
+    """
+    values = np.atleast_2d(values)
+    if name in ("label_entropy", "input_entropy"):
+        histogram = values[:, histogram_columns(name.split("_")[0])]
+        return entropy_bits(histogram), histogram.sum(axis=1)
+    if name == "query_rate":
+        events = values[:, _INDEX["traffic_events"]]
+        return events / bucket_s, events
+    numerator, denominator = ("clean_conf_sum", "clean_events") if name == "clean_confidence_mean" \
+        else SLI_DEFINITIONS[name]
+    weight = values[:, _INDEX[denominator]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weight > 0, values[:, _INDEX[numerator]] / np.where(weight > 0, weight, 1.0), np.nan), weight

@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from monitor.sli import BAD_COUNTERS, COUNTERS, SUMS, SliRows
+from monitor.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows
 
 WIRE_VERSION = 1
 
@@ -103,7 +103,7 @@ class SliBatch:
             "v": WIRE_VERSION, "instance": self.instance, "role": self.role, "remote_scoring": self.remote_scoring,
             "watermark": self.watermark if np.isfinite(self.watermark) else None,
             "late": self.late, "offsets": self.offsets,
-            "rows": {"columns": list(COUNTERS + SUMS), "bad_columns": list(BAD_COUNTERS),
+            "rows": {"columns": list(VALUE_COLUMNS), "bad_columns": list(BAD_COUNTERS),
                      "bucket": r.bucket.tolist(), "model": r.model.tolist(), "client_id": r.client.tolist(),
                      "values": r.values.tolist(),
                      "first_bad_ts": np.where(np.isfinite(r.first), r.first, np.nan).tolist()},
@@ -120,7 +120,7 @@ class SliBatch:
         if msg.v != WIRE_VERSION:
             raise WireError(f"sli-buckets message version {msg.v}; this build reads {WIRE_VERSION}")
         r = msg.rows
-        if r.columns != list(COUNTERS + SUMS) or r.bad_columns != list(BAD_COUNTERS):
+        if r.columns != list(VALUE_COLUMNS) or r.bad_columns != list(BAD_COUNTERS):
             raise WireError("sli-buckets columns differ from this build's counters; upgrade ingest and alerter together")
         n = len(r.bucket)
         if not (len(r.model) == len(r.client_id) == len(r.values) == len(r.first_bad_ts) == n):

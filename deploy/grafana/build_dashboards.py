@@ -80,6 +80,14 @@ def oncall():
         panel("Notification deliveries", [("sum by (receiver, outcome) (rate(advmon_sink_deliveries_total[5m]))",
                                            "{{receiver}} {{outcome}}")], 0, 30, unit="ops"),
         panel("Outbox: deliveries waiting", [("advmon_outbox_pending", "pending")], 12, 30),
+        panel("Clean accuracy: last hour vs. the 7 days before",
+              [(f"1 - {ratio('error_rate', '1h')}", "{{model}} last hour"),
+               (f"1 - {ratio('error_rate', '7d')} offset 1h", "{{model}} 7 days before")], 0, 38, unit="percentunit",
+              description="Accuracy on labelled production traffic; the clean-accuracy-change rule watches it"),
+        panel("Busy clients with low query entropy (under 1 bit), per minute",
+              [("sum by (model, kind) (rate(advmon_client_query_entropy_bits_bucket{le=\"1.0\"}[15m])) * 60",
+                "{{model}} {{kind}}")], 12, 38,
+              description="Client-minutes whose predicted labels or inputs concentrate in few bins: probing"),
     ])
 
 
@@ -104,6 +112,12 @@ def debug():
         panel("Late events/s and watermark lag",
               [("rate(advmon_late_events_total[5m])", "late events/s"), ("time() - advmon_watermark_seconds",
                                                                          "watermark lag (s)")], 12, 24),
+        panel("Client query entropy (bits) per closed minute", [(
+            "sum by (le, model, kind) (increase(advmon_client_query_entropy_bits_bucket[15m]))",
+            "{{model}} {{kind}} {{le}}")], 0, 32, 12, 8, "heatmap"),
+        panel("Client query rate (queries/s) per closed minute", [(
+            "sum by (le, model) (increase(advmon_client_query_rate_bucket[15m]))", "{{model}} {{le}}")],
+            12, 32, 12, 8, "heatmap"),
     ])
 
 
