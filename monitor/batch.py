@@ -80,20 +80,32 @@ class EventBatch:
     def is_adversarial_canary(self) -> np.ndarray:
         return self.traffic == "canary-adversarial"
 
-    def feature_groups(self) -> Groups:
-        """Raw numeric inputs grouped by length: ``{length: (rows, matrix float32)}``."""
+    @cached_property
+    def _feature_groups(self) -> Groups:
         return _group_vectors(self.events, lambda e: e.input.features_array() if e.input else None)
 
-    def embedding_groups(self) -> Groups:
-        """Embeddings grouped by dimension: ``{dim: (rows, matrix float32)}``."""
+    @cached_property
+    def _embedding_groups(self) -> Groups:
         return _group_vectors(self.events, lambda e: e.input.embedding_array() if e.input else None)
 
-    def logit_groups(self) -> Groups:
-        """Logits grouped by number of classes: ``{classes: (rows, matrix float32)}``."""
+    @cached_property
+    def _logit_groups(self) -> Groups:
         return _group_vectors(
             self.events,
             lambda e: None if e.prediction.logits is None else np.asarray(e.prediction.logits, np.float32),
         )
+
+    def feature_groups(self) -> Groups:
+        """Raw numeric inputs grouped by length: ``{length: (rows, matrix float32)}`` (built once; read-only)."""
+        return self._feature_groups
+
+    def embedding_groups(self) -> Groups:
+        """Embeddings grouped by dimension: ``{dim: (rows, matrix float32)}`` (built once; read-only)."""
+        return self._embedding_groups
+
+    def logit_groups(self) -> Groups:
+        """Logits grouped by number of classes: ``{classes: (rows, matrix float32)}`` (built once; read-only)."""
+        return self._logit_groups
 
 
 _COLUMNS = ("ts", "confidence", "event_id", "model", "client_id", "label", "ground_truth", "traffic")

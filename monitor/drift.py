@@ -31,12 +31,6 @@ from monitor.rules import DriftRule
 from monitor.sli import SliRows, series_values
 
 
-def _series_point(rule: DriftRule, values: np.ndarray, bucket_s: int) -> tuple[float, float]:
-    """(value, weight) of one bucket's summed counters (indexed like ``SliRows.values`` columns)."""
-    value, weight = series_values(rule.series, values, bucket_s)
-    return float(value[0]), float(weight[0])
-
-
 class DriftEvaluator:
     def __init__(self, rule: DriftRule, bucket_s: int) -> None:
         self.rule = rule
@@ -69,13 +63,16 @@ class DriftEvaluator:
     def evaluate(self, end_bucket: int) -> list[Alert]:
         """Feed every pending bucket before ``end_bucket`` to its model's detector, in time order."""
         alerts = []
-        for model, bucket in sorted((k for k in self._pending if k[1] < end_bucket), key=lambda k: k[1]):
-            value, weight = _series_point(self.rule, self._pending.pop((model, bucket)), self.bucket_s)
-            if weight < self.rule.min_events or not np.isfinite(value):
-                continue
-            alert = self._update(model, bucket, float(value))
-            if alert:
-                alerts.append(alert)
+        due = sorted((k for k in self._pending if k[1] < end_bucket), key=lambda k: k[1])
+        if due:
+            points, weights = series_values(self.rule.series, np.vstack([self._pending.pop(k) for k in due]),
+                                            self.bucket_s)
+            for (model, bucket), value, weight in zip(due, points.tolist(), weights.tolist()):
+                if weight < self.rule.min_events or not np.isfinite(value):
+                    continue
+                alert = self._update(model, bucket, value)
+                if alert:
+                    alerts.append(alert)
         now = float(end_bucket * self.bucket_s)
         for model, alert in list(self._open.items()):
             if now - self._last_drift[model] >= self.rule.resolve_after:

@@ -130,11 +130,10 @@ class SliRows:
         _, client_code = np.unique(self.client.astype(str), return_inverse=True)
         _, bucket_code = np.unique(self.bucket, return_inverse=True)
         key = (bucket_code * (model_code.max() + 1) + model_code) * (client_code.max() + 1) + client_code
-        unique, first_row, inverse = np.unique(key, return_index=True, return_inverse=True)
-        values = np.zeros((len(unique), self.values.shape[1]))
-        np.add.at(values, inverse, self.values)
-        first = np.full((len(unique), self.first.shape[1]), np.inf)
-        np.minimum.at(first, inverse, self.first)
+        _, first_row, inverse = np.unique(key, return_index=True, return_inverse=True)
+        order, starts = _grouping(inverse)
+        values = np.add.reduceat(self.values[order], starts, axis=0)
+        first = np.minimum.reduceat(self.first[order], starts, axis=0)
         return SliRows(self.bucket[first_row], self.model[first_row], self.client[first_row], values, first)
 
     def take(self, mask: np.ndarray) -> SliRows:
@@ -148,8 +147,8 @@ class SliRows:
         models, model_code = np.unique(self.model.astype(str), return_inverse=True)
         buckets, bucket_code = np.unique(self.bucket // bucket_s, return_inverse=True)
         groups, inverse = np.unique(model_code * len(buckets) + bucket_code, return_inverse=True)
-        sums = np.zeros((len(groups), self.values.shape[1]))
-        np.add.at(sums, inverse, self.values)
+        order, starts = _grouping(inverse)
+        sums = np.add.reduceat(self.values[order], starts, axis=0)
         return [((str(models[g // len(buckets)]), int(buckets[g % len(buckets)])), values)
                 for g, values in zip(groups.tolist(), sums)]
 
@@ -167,6 +166,13 @@ class SliRows:
             }
             for b, m, c, v, f in zip(self.bucket, self.model, self.client, self.values, self.first)
         ]
+
+
+def _grouping(inverse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row order that makes each group (codes 0..k-1, all present) contiguous, and where each starts:
+    sums by ``reduceat``, much faster than ``np.add.at`` on wide rows."""
+    order = np.argsort(inverse, kind="stable")
+    return order, np.flatnonzero(np.r_[True, inverse[order][1:] != inverse[order][:-1]])
 
 
 def histogram_columns(kind: str) -> slice:
