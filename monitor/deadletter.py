@@ -34,4 +34,4 @@ class DeadLetter:
     def category(self) -> str:
         """A bounded label for metrics: the text before the first colon of the reason."""
         head = self.reason.split(":", 1)[0]
-        return head if head in {"invalid JSON", "invalid event", "record too large"} else "other"
+        return head if head in {"invalid JSON", "invalid event", "record too large", "ts in the future"} else "other"

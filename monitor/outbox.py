@@ -21,6 +21,9 @@ False
 ['d1']
 >>> box.record("d1", Outcome.sent(), now=10.0), box.pending_count
 ('sent', 0)
+
+When a receiver accepts a delivery it is back: its other pending deliveries are due at once
+instead of waiting out their backoff (after a long outage that can be minutes).
 """
 
 from __future__ import annotations
@@ -87,6 +90,14 @@ class Outbox:
         self.max_delay_s = max_delay_s
         self.max_age_s = max_age_s
         self.keep_done = keep_done
+        # In-memory indexes over the store (read once): what is pending, and finished ids oldest first.
+        self._pending: dict[str, tuple[float, str]] = {}  # id -> (next try, receiver)
+        self._done: dict[str, float] = {}
+        for key, entry in sorted(store.items(), key=lambda item: item[1]["created"]):
+            if entry["status"] == "pending":
+                self._pending[key] = (entry["next"], entry["delivery"]["receiver"])
+            else:
+                self._done[key] = entry["created"]
 
     def enqueue(self, delivery: Delivery, now: float) -> bool:
         """Store a delivery to try now; False if the same delivery id is already known."""
@@ -94,11 +105,14 @@ class Outbox:
             return False
         self.store[delivery.delivery_id] = {"delivery": delivery.to_dict(), "status": "pending", "attempts": 0,
                                             "created": now, "next": now, "reason": ""}
+        self._pending[delivery.delivery_id] = (now, delivery.receiver)
         return True
 
-    def due(self, now: float, limit: int = 100) -> list[Delivery]:
-        entries = [(e["next"], k) for k, e in list(self.store.items()) if e["status"] == "pending" and e["next"] <= now]
-        return [Delivery.from_dict(self.store[k]["delivery"]) for _, k in sorted(entries)[:limit]]
+    def due(self, now: float, limit: int = 100, receiver: str | None = None) -> list[Delivery]:
+        """Pending deliveries whose time has come (of one receiver, or all), earliest first."""
+        entries = sorted((at, k) for k, (at, to) in self._pending.items()
+                         if at <= now and (receiver is None or to == receiver))
+        return [Delivery.from_dict(self.store[k]["delivery"]) for _, k in entries[:limit]]
 
     def record(self, delivery_id: str, outcome: Outcome, now: float) -> str:
         """Apply an attempt's outcome; returns the new status (pending, sent or failed)."""
@@ -114,9 +128,24 @@ class Outbox:
         else:
             entry["next"] = now + self._delay(delivery_id, entry["attempts"], outcome.retry_after_s)
         self.store[delivery_id] = entry
-        if entry["status"] != "pending":
+        receiver = entry["delivery"]["receiver"]
+        if entry["status"] == "pending":
+            self._pending[delivery_id] = (entry["next"], receiver)
+        else:
+            self._pending.pop(delivery_id, None)
+            self._done[delivery_id] = entry["created"]
             self._forget_old_done()
+        if entry["status"] == "sent":
+            self._receiver_is_back(receiver, now)
         return entry["status"]
+
+    def _receiver_is_back(self, receiver: str, now: float) -> None:
+        for key, (at, to) in list(self._pending.items()):
+            if to == receiver and at > now:
+                entry = dict(self.store[key])
+                entry["next"] = now
+                self.store[key] = entry
+                self._pending[key] = (now, to)
 
     def status(self, delivery_id: str) -> str | None:
         entry = self.store.get(delivery_id)
@@ -127,7 +156,7 @@ class Outbox:
 
     @property
     def pending_count(self) -> int:
-        return sum(1 for e in self.store.values() if e["status"] == "pending")
+        return len(self._pending)
 
     def _delay(self, delivery_id: str, attempts: int, retry_after_s: float | None) -> float:
         """Exponential backoff with a per-delivery jitter (stable, so retries of many deliveries spread)."""
@@ -137,6 +166,7 @@ class Outbox:
 
     def _forget_old_done(self) -> None:
         """Finished deliveries are kept (to refuse duplicates) up to ``keep_done``, oldest dropped first."""
-        done = [(e["created"], k) for k, e in list(self.store.items()) if e["status"] != "pending"]
-        for _, key in sorted(done)[: max(0, len(done) - self.keep_done)]:
-            del self.store[key]
+        while len(self._done) > self.keep_done:
+            key = next(iter(self._done))
+            del self._done[key]
+            self.store.pop(key, None)

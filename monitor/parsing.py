@@ -49,8 +49,11 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def validate_record(raw: bytes, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> InferenceEvent | str:
-    """Return the event, or the reason it was rejected."""
+def validate_record(raw: bytes, max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                    not_after: float | None = None) -> InferenceEvent | str:
+    """Return the event, or the reason it was rejected. ``not_after`` (epoch seconds: the adapter's
+    clock plus the tolerated skew) refuses event times in the future, which would otherwise move the
+    watermark ahead and close every window early."""
     if len(raw) > max_bytes:
         return f"record too large: {len(raw)} bytes > limit {max_bytes}"
     try:
@@ -60,23 +63,32 @@ def validate_record(raw: bytes, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> In
     if not isinstance(document, dict):
         return f"invalid event: record must be a JSON object, got {type(document).__name__}"
     try:
-        return InferenceEvent.model_validate(document)
+        event = InferenceEvent.model_validate(document)
     except ValidationError as exc:
         return f"invalid event: {describe_validation_error(exc)}"
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # defensive: never fatal
         return f"invalid event: {exc}"
+    if not_after is not None and event.ts > not_after:
+        return f"ts in the future: {event.ts:.3f} is {event.ts - not_after:.0f} s past the tolerated clock skew"
+    return event
 
 
 def parse_batch(
     records: Sequence[bytes],
     sources: Sequence[str] | None = None,
     max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    not_after: float | None = None,
 ) -> ParsedBatch:
-    """Validate raw records; ``sources`` names each (file:line, topic/partition@offset)."""
+    """Validate raw records; ``sources`` names each (file:line, topic/partition@offset).
+
+    >>> future = b'{"event_id":"a","ts":9e9,"client_id":"c","prediction":{"label":"1","confidence":0.5}}'
+    >>> parse_batch([future], not_after=2e9).dead[0].reason.split(":")[0]
+    'ts in the future'
+    """
     events: list[InferenceEvent] = []
     dead: list[DeadLetter] = []
     for index, raw in enumerate(records):
-        result = validate_record(raw, max_bytes)
+        result = validate_record(raw, max_bytes, not_after)
         if isinstance(result, str):
             source = sources[index] if sources is not None else f"#{index}"
             dead.append(DeadLetter(reason=result, raw=bytes(raw), source=source))

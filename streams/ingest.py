@@ -45,7 +45,8 @@ class IngestWorker(TransactionalWorker):
             for message in messages:
                 records.append(message.value if message.value is not None else b"")
                 sources.append(f"{partition_name(tp)}@{message.offset}")
-        parsed = parse_batch(records, sources, self.settings.max_record_bytes)
+        parsed = parse_batch(records, sources, self.settings.max_record_bytes,
+                             not_after=time.time() + self.settings.max_future_skew_seconds)
         parsed_at = time.perf_counter()
         result = self.engine.process(parsed.batch)
         engine_at = time.perf_counter()

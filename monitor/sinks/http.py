@@ -1,9 +1,11 @@
 """HTTP delivery: receivers' sinks put requests in the durable outbox; a dispatcher sends what is due.
 
-``HttpSink.send`` only builds and stores the requests (then tries them at once); the
-:class:`Dispatcher` sends due deliveries, records each outcome in the outbox (retry with backoff on
-429/5xx/network errors, give up on other 4xx) and runs a background thread for the retries. Logs
-name the receiver and the reason, never a URL, header or body (they may carry secrets).
+``HttpSink.send`` only builds and stores the requests; the :class:`Dispatcher` sends due deliveries
+and records each outcome in the outbox (retry with backoff on 429/5xx/network errors, give up on
+other 4xx). Started, it runs one sender thread per receiver, woken by each submit: ``send`` returns
+at once, and a slow or dead receiver delays nobody else's notifications. Not started (tests, tools),
+``send`` delivers synchronously. Logs name the receiver and the reason, never a URL, header or body
+(they may carry secrets).
 """
 
 from __future__ import annotations
@@ -52,29 +54,35 @@ class Dispatcher:
                  sender: Callable[[Delivery, float], Outcome] = send_http, clock: Callable[[], float] = time.time) -> None:
         self.outbox = outbox
         self.metrics = metrics
-        self.timeouts = dict(timeouts)
+        self.timeouts = dict(timeouts)  # receiver name -> request timeout
         self.sender = sender
         self.clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the outbox; never held while a request is in flight
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._wake = {receiver: threading.Event() for receiver in self.timeouts}
+        self._threads: list[threading.Thread] = []
 
     def submit(self, deliveries: Sequence[Delivery]) -> None:
         now = self.clock()
         with self._lock:
             for delivery in deliveries:
                 self.outbox.enqueue(delivery, now)
-        self.drain()
+        if not self._threads:
+            self.drain()
+            return
+        for receiver in {d.receiver for d in deliveries}:
+            self._wake[receiver].set()
 
-    def drain(self) -> int:
-        """Send every due delivery once; returns how many were tried."""
+    def drain(self, receiver: str | None = None) -> int:
+        """Send every due delivery (of one receiver, or all) once; returns how many were tried."""
         with self._lock:
-            due = self.outbox.due(self.clock())
-            for delivery in due:
-                outcome = self.sender(delivery, self.timeouts.get(delivery.receiver, 10.0))
+            due = self.outbox.due(self.clock(), receiver=receiver)
+        for delivery in due:
+            outcome = self.sender(delivery, self.timeouts.get(delivery.receiver, 10.0))
+            with self._lock:
                 status = self.outbox.record(delivery.delivery_id, outcome, self.clock())
-                self._report(delivery, outcome, status)
-            self.metrics.outbox_pending.set(self.outbox.pending_count)
+                self.metrics.outbox_pending.set(self.outbox.pending_count)
+            self._report(delivery, outcome, status)
         return len(due)
 
     def _report(self, delivery: Delivery, outcome: Outcome, status: str) -> None:
@@ -88,22 +96,30 @@ class Dispatcher:
                         outcome.reason)
 
     def start(self, interval_s: float = 2.0) -> Dispatcher:
-        """Retry in the background until :meth:`stop`."""
-        def loop() -> None:
-            while not self._stop.wait(interval_s):
+        """Send and retry in the background, one thread per receiver, until :meth:`stop`."""
+        def loop(receiver: str) -> None:
+            wake = self._wake[receiver]
+            while not self._stop.is_set():
+                wake.wait(interval_s)
+                wake.clear()
                 try:
-                    self.drain()
+                    while self.drain(receiver) and not self._stop.is_set():
+                        pass  # more may have come due while sending
                 except Exception:  # the retry loop must outlive any one failure
-                    log.exception("outbox drain failed")
+                    log.exception("outbox drain for %s failed", receiver)
 
-        self._thread = threading.Thread(target=loop, name="advmon-outbox", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=loop, args=(receiver,), name=f"advmon-outbox-{receiver}", daemon=True)
+                         for receiver in self._wake]
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        for wake in self._wake.values():
+            wake.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
 
 
 class HttpSink:

@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
@@ -21,15 +22,20 @@ from streams.broker import free_port
 class Receiver:
     """A loopback HTTP server answering from a script of status codes (then 200), recording requests."""
 
-    def __init__(self, script=(), headers=None, port=None):
+    def __init__(self, script=(), headers=None, port=None, delay_s=0.0):
         self.script, self.extra_headers, self.requests = list(script), headers or {}, []
+        self.delay_s, self.down = delay_s, False  # slow answers; 503 to everything while down
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.requests.append((self.path, dict(self.headers), body))
-                status = outer.script.pop(0) if outer.script else 202
+                time.sleep(outer.delay_s)
+                if outer.down:
+                    status = 503
+                else:
+                    outer.requests.append((self.path, dict(self.headers), body))
+                    status = outer.script.pop(0) if outer.script else 202
                 self.send_response(status)
                 for k, v in outer.extra_headers.items():
                     self.send_header(k, v)
@@ -170,3 +176,46 @@ def test_missing_receiver_in_routes_is_a_rules_error():
 
     with pytest.raises(RulesError, match="not declared: pager"):
         load_rules_text("routes: [{receivers: [pager]}]")
+
+
+def test_a_slow_receiver_delays_no_other_receiver():
+    slow, fast = Receiver(delay_s=2.0), Receiver()
+    yaml_text = (f"receivers: [{{name: slow, type: webhook, url: '{slow.url}'}}, {{name: fast, type: webhook, "
+                 f"url: '{fast.url}'}}]\nroutes: [{{receivers: [slow, fast]}}]")
+    sinks, dispatcher = build_sinks(load_rules_text(yaml_text), Metrics(), outbox_store={}, environ={})
+    sinks = {s.name: s for s in sinks}
+    dispatcher.start(interval_s=0.5)
+    try:
+        started = time.monotonic()
+        for receiver in ("slow", "fast"):
+            sinks[receiver].send(Notification(receiver, "g", {}, (alert(),)))
+        assert time.monotonic() - started < 0.5  # send only stores and wakes the receiver's thread
+        while not fast.requests and time.monotonic() - started < 5:
+            time.sleep(0.02)
+        assert fast.requests and time.monotonic() - started < 1.5 and not slow.requests
+        while dispatcher.outbox.pending_count and time.monotonic() - started < 10:
+            time.sleep(0.05)
+        assert len(slow.requests) == 1 and dispatcher.outbox.pending_count == 0
+    finally:
+        dispatcher.stop()
+        slow.close(), fast.close()
+
+
+def test_a_receiver_that_is_back_gets_its_backlog_at_once():
+    server, clock = Receiver(), Clock()
+    sinks, dispatcher = sinks_for(f"receivers: [{{name: hook, type: webhook, url: '{server.url}'}}]\n"
+                                  "routes: [{receivers: [hook]}]", {}, clock=clock)
+    try:
+        server.down = True
+        for minute in range(3):  # an outage of minutes: each retry waits longer (up to 10 min)
+            sinks["hook"].send(Notification("hook", f"g{minute}", {}, (alert(),)))
+            for _ in range(4):
+                clock.now += 60
+                dispatcher.drain()
+        assert dispatcher.outbox.pending_count == 3 and not server.requests
+        server.down = False
+        sinks["hook"].send(Notification("hook", "new", {}, (alert("resolved"),)))  # accepted: the receiver is back
+        assert dispatcher.drain() == 3  # the backlog is due now, not after its backoff
+        assert dispatcher.outbox.pending_count == 0 and len(server.requests) == 4
+    finally:
+        server.close()
