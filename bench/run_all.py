@@ -1,6 +1,6 @@
 """Every benchmark in one command; writes BENCHMARKS.md with the machine and the commit.
 
-    python3 bench/run_all.py            # about 6 minutes on 2 cores; starts throwaway brokers on 127.0.0.1
+    python3 bench/run_all.py            # about 16 minutes on 2 cores; starts throwaway brokers on 127.0.0.1
 
 Each figure comes with the baseline it is compared with, measured in the same run.
 """
@@ -22,6 +22,7 @@ BENCHES = [
     ("Embedding scorer by backend vs. the memory-bandwidth bound", "scorer.py", []),
     ("Black-box attacks (ART) vs. fingerprints", "blackbox.py", []),
     ("White-box attacks (ART) vs. the input profile", "whitebox.py", []),
+    ("Faults on a real broker: lost, duplicated, recovery", "faults.py", []),
 ]
 
 
@@ -46,7 +47,7 @@ def main() -> int:
         print(f"== {title} ({script})", file=sys.stderr, flush=True)
         started = time.perf_counter()
         result = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT, capture_output=True,
-                                text=True, timeout=900)
+                                text=True, timeout=1800)
         lines = [line for line in result.stdout.splitlines() if line.strip()]
         if result.returncode != 0:
             failed += 1

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     outbox_path: str = "advmon-outbox.sqlite3"  # the alerter's durable notification outbox (SQLite)
     alerter_data_dir: str = "advmon-alerter-data"  # the alerter's local faust state (table caches)
     scorer_backend: Literal["auto", "numpy", "torch"] = "auto"  # auto: torch on CUDA when present, else numpy
+    store_raw_inputs: bool = False  # suspicious-inputs records carry the raw input (else fingerprints only)
     remote_scoring: bool = False  # ingest ships embeddings to `advmon scorer` instead of scoring them
 
     def engine_settings(self) -> EngineSettings:

@@ -46,15 +46,18 @@ class RunStats:
     alerts: list[Alert] = field(default_factory=list)
 
 
-def observe_batch(m: Metrics, result: BatchResult, fingerprint_memory_bytes: int, batch: EventBatch) -> None:
-    """Export one engine batch's counts and distributions (shared by the in-process runtime and ingest)."""
+def observe_batch(m: Metrics, result: BatchResult, fingerprint_memory_bytes: int, batch: EventBatch,
+                  late_events: int | None = None) -> None:
+    """Export one engine batch's counts and distributions (shared by the in-process runtime and ingest).
+    ``late_events`` overrides the engine's count (ingest measures lateness against its per-partition
+    watermark; the engine only knows the largest event time it has seen)."""
     rows = result.rows
     for model in np.unique(batch.model):
         mine = batch.model == model
         m.confidence.observe_many((m.model(model),), batch.confidence[mine])
         if len(result.score_ratio):
             m.score_ratio.observe_many((m.model(model),), result.score_ratio[mine])
-    m.late_events.inc(result.late_events)
+    m.late_events.inc(result.late_events if late_events is None else late_events)
     for model, events, dups in zip(rows.model, rows.column("events"), rows.column("duplicates")):
         m.events.labels(model=m.model(model)).inc(events)
         if dups:

@@ -53,7 +53,7 @@ class IngestWorker(TransactionalWorker):
         late = int((parsed.batch.ts < self.watermark - self.settings.grace_seconds).sum())
         self.watermark = await self.advance_watermark(consumer, _max_ts_per_partition(batches, parsed))
         self.dead += len(parsed.dead)
-        observe_batch(self.metrics, result, self.engine.fingerprint_memory_bytes, parsed.batch)
+        observe_batch(self.metrics, result, self.engine.fingerprint_memory_bytes, parsed.batch, late)
         for letter in parsed.dead:
             self.metrics.dead_letters.labels(reason=letter.category).inc()
         self.metrics.batch_seconds.labels(stage="parse").observe(parsed_at - started)
@@ -73,7 +73,10 @@ class IngestWorker(TransactionalWorker):
             request = ScoreRequestBatch(instance, self.watermark, result.score_groups)
             outputs.append(Output(t.score_requests, request.encode(), instance.encode()))
         outputs += [dead_letter_output(t.dead_letters, letter) for letter in parsed.dead]
-        outputs += [suspicious_output(t.suspicious_inputs, doc) for doc in _docs(s)]
+        docs = _docs(s)
+        if self.settings.store_raw_inputs:
+            docs = _with_raw_inputs(docs, parsed.batch)
+        outputs += [suspicious_output(t.suspicious_inputs, doc) for doc in docs]
         return outputs
 
 
@@ -89,3 +92,15 @@ def _max_ts_per_partition(batches: dict, parsed: ParsedBatch) -> dict[str, float
 def _docs(s: Suspicious) -> list[dict]:
     return [{"event_id": e, "model": m, "client_id": c, "ts": float(ts), "reason": r, "fingerprint": f}
             for e, m, c, ts, r, f in zip(s.event_id, s.model, s.client_id, s.ts, s.reason, s.fingerprint)]
+
+
+def _with_raw_inputs(docs: list[dict], batch) -> list[dict]:
+    """The forensics corpus with the flagged events' raw inputs (``ADVMON_STORE_RAW_INPUTS=true`` only;
+    otherwise a suspicious input is known by its fingerprint alone)."""
+    if not docs:
+        return docs
+    row = {event_id: i for i, event_id in enumerate(batch.event_id.tolist())}
+    for doc in docs:
+        event = batch.events[row[doc["event_id"]]]
+        doc["input"] = event.input.model_dump(mode="json", exclude_none=True) if event.input else None
+    return docs

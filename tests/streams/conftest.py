@@ -14,6 +14,35 @@ from monitor.alerts import Alert
 from streams.broker import LocalBroker
 
 
+#: One row per fault test: printed as a table at the end of the run, and written as Markdown to
+#: $ADVMON_FAULT_REPORT when set (the table in BENCHMARKS.md comes from there).
+FAULT_RESULTS: list[dict] = []
+
+
+@pytest.fixture
+def fault_report():
+    def record(fault, lost, duplicated, recovery, note=""):
+        FAULT_RESULTS.append({"fault": fault, "lost": lost, "duplicated": duplicated, "recovery": recovery,
+                              "note": note})
+    return record
+
+
+def fault_table() -> str:
+    lines = ["| fault | lost | duplicated | recovery | note |", "|---|---|---|---|---|"]
+    lines += [f"| {r['fault']} | {r['lost']} | {r['duplicated']} | {r['recovery']} | {r['note']} |" for r in FAULT_RESULTS]
+    return "\n".join(lines) + "\n"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not FAULT_RESULTS:
+        return
+    terminalreporter.write_sep("-", "fault tests")
+    terminalreporter.write(fault_table())
+    if os.environ.get("ADVMON_FAULT_REPORT"):
+        with open(os.environ["ADVMON_FAULT_REPORT"], "w") as out:
+            out.write(fault_table())
+
+
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory):
     broker = LocalBroker(tmp_path_factory.mktemp("kafka"))

@@ -23,8 +23,8 @@ from tests.streams.conftest import alerts_on, read_topic
 
 pytestmark = pytest.mark.integration
 class Producer:
-    def __init__(self, work, env, rate=0.0):
-        args = ["produce", "events.jsonl"] + (["--rate", str(rate)] if rate else [])
+    def __init__(self, work, env, rate=0.0, path="events.jsonl"):
+        args = ["produce", str(path)] + (["--rate", str(rate)] if rate else [])
         self.log = work / f"produce-{time.monotonic_ns()}.log"
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen([sys.executable, "-m", "monitor", *args], cwd=work, env=env, stdout=out,

@@ -24,7 +24,7 @@ class Receiver:
 
     def __init__(self, script=(), headers=None, port=None, delay_s=0.0):
         self.script, self.extra_headers, self.requests = list(script), headers or {}, []
-        self.delay_s, self.down = delay_s, False  # slow answers; 503 to everything while down
+        self.delay_s, self.down, self.refused = delay_s, False, 0  # slow answers; 503 to everything while down
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,6 +32,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 time.sleep(outer.delay_s)
                 if outer.down:
+                    outer.refused += 1
                     status = 503
                 else:
                     outer.requests.append((self.path, dict(self.headers), body))
