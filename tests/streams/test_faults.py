@@ -281,8 +281,10 @@ def test_one_client_flood_loses_nothing_and_masks_no_other_client(kafka, prefix,
                          until=lambda rs: set(wanted) <= {(a["dedup_key"], a["status"]) for a in alerts_on(rs)})
     got = {(a["dedup_key"], a["status"]): a for a in alerts_on(records)}
     assert set(wanted) <= set(got), alerter.log()
-    delays = [(got[k]["resolved_at"] or got[k]["fired_at"]) - (a.resolved_at or a.fired_at) for k, a in wanted.items()]
-    assert all(0 <= d <= 300 for d in delays), delays
+    delays = {f"{a.rule} {a.status}": (got[k]["resolved_at"] or got[k]["fired_at"]) - (a.resolved_at or a.fired_at)
+              for k, a in wanted.items()}
+    assert all(0 <= d <= 600 for d in delays.values()), delays
+    slowest = max(delays, key=delays.get)
     counted = committed_events(kafka, topics.sli_buckets, valid + flood)
     elapsed_s = time.monotonic() - started
     assert counted == valid + flood
@@ -295,6 +297,7 @@ def test_one_client_flood_loses_nothing_and_masks_no_other_client(kafka, prefix,
     fault_report(f"one client floods {flood:,} queries ({flood / (valid + flood):.0%} of the traffic)",
                  f"{valid + flood - counted} events", "0 alerts",
                  f"all counted {elapsed_s:.0f} s after the start; ingest RSS {memory:.0f} MB",
-                 f"every other client's incident found, {sum(d > 0 for d in delays)} of {len(delays)} later in event "
-                 f"time (up to {max(delays):.0f} s: the flood fills the shared fingerprint index); "
+                 f"every other client's incident found, {sum(d > 0 for d in delays.values())} of {len(delays)} later "
+                 f"in event time (most: {slowest}, {delays[slowest]:.0f} s; the flood fills the shared fingerprint "
+                 "index); "
                  f"the flooder {'was' if flooder_paged else 'was not'} paged for its repeated queries")
