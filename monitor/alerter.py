@@ -39,6 +39,7 @@ class Alerter:
         self._open_totals: dict[tuple[str, int], np.ndarray] = {}  # (model, bucket) -> summed values
         self._closed_totals: list[tuple[str, np.ndarray]] = []
         self._open_rows: list[SliRows] = []  # rows of buckets still open, for per-client figures at close
+        self._open_oldest: int | None = None  # the oldest bucket number among them
         self._closed_rows: list[SliRows] = []
 
     def ingest(self, rows: SliRows, suspicious: Suspicious | None = None) -> None:
@@ -51,7 +52,7 @@ class Alerter:
         late = rows.bucket // self.bucket_s < self.evaluated_until
         self.late_rows += int(late.sum())
         self._add_totals(rows)
-        self._open_rows.append(rows.take(~late) if late.any() else rows)
+        self._keep_open(rows.take(~late) if late.any() else rows)
         for evaluator in self.slos:
             evaluator.ingest(rows)
         for evaluator in (*self.drifts, *self.no_data):
@@ -77,14 +78,21 @@ class Alerter:
         self._close_rows()
         return alerts
 
+    def _keep_open(self, rows: SliRows) -> None:
+        if len(rows):
+            self._open_rows.append(rows)
+            oldest = int(rows.bucket.min()) // self.bucket_s
+            self._open_oldest = oldest if self._open_oldest is None else min(self._open_oldest, oldest)
+
     def _close_rows(self) -> None:
-        if not self._open_rows:
+        """Move the rows of buckets that just closed aside: once per bucket boundary, not per batch."""
+        if self._open_oldest is None or self._open_oldest >= self.evaluated_until:
             return
-        rows = SliRows.concat(self._open_rows)
+        rows = SliRows.concat(self._open_rows).combined()
         closed = rows.bucket // self.bucket_s < self.evaluated_until
-        self._open_rows = [rows.take(~closed)] if not closed.all() else []
-        if closed.any():
-            self._closed_rows.append(rows.take(closed))
+        self._closed_rows.append(rows.take(closed))
+        self._open_rows, self._open_oldest = [], None
+        self._keep_open(rows.take(~closed))
 
     def _add_totals(self, rows: SliRows) -> None:
         for (model, bucket), values in rows.by_model_bucket(self.bucket_s):

@@ -86,7 +86,8 @@ class AlerterService:
         s = self.settings
         app = faust.App(
             f"{s.topic_prefix}{APP_ID}", broker=f"kafka://{s.kafka_bootstrap}", store="memory://",
-            datadir=s.alerter_data_dir, autodiscover=False, web_enabled=False, topic_partitions=1, topic_replication_factor=1,
+            datadir=s.alerter_data_dir, autodiscover=False, web_enabled=False, topic_partitions=1,
+            topic_replication_factor=1,
             processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest",
             broker_commit_every=100, broker_commit_interval=1.0, table_standby_replicas=0,
             producer_acks=-1, producer_max_request_size=8 << 20,

@@ -25,7 +25,7 @@ from streams.topics import Topics
 from streams.transactional import (Output, TransactionalWorker, dead_letter_output, offset_spans, partition_name,
                                   suspicious_output)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("advmon.scorer")
 
 
 class ScorerWorker(TransactionalWorker):
