@@ -134,7 +134,7 @@ def test_random_sigkills_lose_nothing_and_deliver_nothing_twice(kafka, prefix, d
                  f"{valid - counted} events", f"{duplicates(delivered)} alerts",
                  f"every alert out {recovered_s:.0f} s after the last restart",
                  f"{sum(d > 0 for d in delays)} of {len(delays)} transitions later in event time than without "
-                 f"faults (up to {max(delays):.0f} s): the fingerprint index is re-learned after an ingest restart")
+                 f"faults (up to {max(delays):.0f} s; the fingerprint index is re-learned after an ingest restart)")
 
 
 def test_receiver_outage_then_recovery_delivers_everything_once(kafka, prefix, daemons, traffic, tmp_path,
@@ -298,6 +298,6 @@ def test_one_client_flood_loses_nothing_and_masks_no_other_client(kafka, prefix,
                  f"{valid + flood - counted} events", "0 alerts",
                  f"all counted {elapsed_s:.0f} s after the start; ingest RSS {memory:.0f} MB",
                  f"every other client's incident found, {sum(d > 0 for d in delays.values())} of {len(delays)} later "
-                 f"in event time (most: {slowest}, {delays[slowest]:.0f} s; the flood fills the shared fingerprint "
-                 "index); "
+                 f"in event time than without the flood (up to {delays[slowest]:.0f} s, {slowest}: the flood fills "
+                 "the shared fingerprint index); "
                  f"the flooder {'was' if flooder_paged else 'was not'} paged for its repeated queries")
