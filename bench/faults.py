@@ -28,7 +28,8 @@ def main() -> int:
         if report.exists():
             print(report.read_text(), end="")
         if result.returncode != 0:
-            print("\n".join(line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))))
+            print("\n".join(line[:300] for line in result.stdout.splitlines()
+                            if line.startswith(("FAILED", "ERROR", "E  "))))
         return result.returncode
 
 
