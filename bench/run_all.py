@@ -39,6 +39,13 @@ def machine() -> str:
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
+def section(title: str, script: str, seconds: float, lines: list[str]) -> str:
+    """A BENCHMARKS.md section: the script's output as a code block, Markdown tables (lines starting
+    with ``|``) as tables."""
+    body = "\n".join(line if line.startswith("|") else f"    {line}" for line in lines)
+    return f"## {title}\n\n`python3 bench/{script}` ({seconds:.0f} s)\n\n{body}\n"
+
+
 def main() -> int:
     sections = [f"# advmon benchmarks\n\nMachine: {machine()}.\n\nProduced by `python3 bench/run_all.py`; "
                 "each script can be run alone. Timings on shared VMs vary by a third from run to run.\n"]
@@ -53,8 +60,7 @@ def main() -> int:
             failed += 1
             lines.append(f"FAILED (exit {result.returncode}): {result.stderr.strip().splitlines()[-1:]}")
         print("\n".join(lines), file=sys.stderr)
-        sections.append(f"## {title}\n\n`python3 bench/{script}` ({time.perf_counter() - started:.0f} s)\n\n"
-                        + "\n".join(f"    {line}" for line in lines) + "\n")
+        sections.append(section(title, script, time.perf_counter() - started, lines))
     (ROOT / "BENCHMARKS.md").write_text("\n".join(sections))
     print(f"wrote {ROOT / 'BENCHMARKS.md'}", file=sys.stderr)
     return 1 if failed else 0
