@@ -39,6 +39,13 @@ class Scores:
     energy: np.ndarray
     flagged: np.ndarray
 
+    @classmethod
+    def decided(cls, thresholds: np.ndarray, mahalanobis: np.ndarray, knn: np.ndarray, energy: np.ndarray) -> Scores:
+        """Flag a row when any score is above its threshold (thresholds in ``SCORE_NAMES`` order)."""
+        with np.errstate(invalid="ignore"):
+            flagged = (mahalanobis > thresholds[0]) | (knn > thresholds[1]) | (energy > thresholds[2])
+        return cls(mahalanobis, knn, energy, flagged)
+
 
 def _normalize(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -114,9 +121,7 @@ class ModelProfile:
         kth = np.partition(similarity, similarity.shape[1] - self.k, axis=1)[:, similarity.shape[1] - self.k]
         knn = (1.0 - kth).astype(np.float64)
         energy = np.full(len(f), np.nan) if logits is None else energy_score(logits)
-        with np.errstate(invalid="ignore"):
-            flagged = (mahalanobis > self.thresholds[0]) | (knn > self.thresholds[1]) | (energy > self.thresholds[2])
-        return Scores(mahalanobis, knn, energy, flagged)
+        return Scores.decided(self.thresholds, mahalanobis, knn, energy)
 
 
 #: The spaces a profile can describe: the raw input, or the model's logged embedding.

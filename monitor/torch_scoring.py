@@ -85,6 +85,4 @@ class TorchProfile:
             mahalanobis = mahalanobis.double().cpu().numpy()
             knn = knn.double().cpu().numpy()
             energy = np.full(len(f), np.nan) if energy is None else energy.cpu().numpy()
-        with np.errstate(invalid="ignore"):
-            flagged = (mahalanobis > self.thresholds[0]) | (knn > self.thresholds[1]) | (energy > self.thresholds[2])
-        return Scores(mahalanobis, knn, energy, flagged)
+        return Scores.decided(self.thresholds, mahalanobis, knn, energy)
