@@ -92,6 +92,18 @@ def duplicates(items):
     return len(items) - len(set(items))
 
 
+def incidents(kafka, topic, wanted, timeout_s):
+    """The alert transitions on ``topic`` that match ``wanted`` ((dedup key, status) -> oracle alert), found
+    by incident rather than by alert id, and each one's event-time delay against the oracle (by rule and
+    status). Faults that shift detection in event time show up as delays instead of missing ids."""
+    records = read_topic(kafka.bootstrap, topic, timeout_s=timeout_s,
+                         until=lambda rs: set(wanted) <= {(a["dedup_key"], a["status"]) for a in alerts_on(rs)})
+    got = {(a["dedup_key"], a["status"]): a for a in alerts_on(records)}
+    delays = {f"{a.rule} {a.status}": (got[k]["resolved_at"] or got[k]["fired_at"]) - (a.resolved_at or a.fired_at)
+              for k, a in wanted.items() if k in got}
+    return got, delays
+
+
 def test_random_sigkills_lose_nothing_and_deliver_nothing_twice(kafka, prefix, daemons, traffic, tmp_path,
                                                                  fault_report):
     work, expected, dead, valid = traffic
@@ -116,13 +128,10 @@ def test_random_sigkills_lose_nothing_and_deliver_nothing_twice(kafka, prefix, d
     # index is re-learned (soft state), so a fingerprint-based alert may come a bucket or so later than the
     # oracle's: incidents are matched by dedup key and status, and the event-time delay is bounded.
     wanted = {(a.dedup_key, a.status): a for a in expected.values()}
-    records = read_topic(kafka.bootstrap, topics.alerts, timeout_s=240,
-                         until=lambda rs: set(wanted) <= {(a["dedup_key"], a["status"]) for a in alerts_on(rs)})
+    got, delays = incidents(kafka, topics.alerts, wanted, timeout_s=240)
     recovered_s = time.monotonic() - last_restart
-    got = {(a["dedup_key"], a["status"]): a for a in alerts_on(records)}
     assert set(wanted) <= set(got), (ingest.log(), alerter.log())
-    delays = [(got[k]["resolved_at"] or got[k]["fired_at"]) - (a.resolved_at or a.fired_at) for k, a in wanted.items()]
-    assert all(0 <= d <= 300 for d in delays), delays
+    assert all(0 <= d <= 300 for d in delays.values()), delays
     counted = committed_events(kafka, topics.sli_buckets, valid)
     path = tmp_path / "delivered.jsonl"
     wanted_ids = {got[k]["alert_id"] for k in wanted}
@@ -133,8 +142,9 @@ def test_random_sigkills_lose_nothing_and_deliver_nothing_twice(kafka, prefix, d
     fault_report(f"SIGKILL x{len(kills)} at random points ({', '.join(kills)}), restarted 0.2-2 s later",
                  f"{valid - counted} events", f"{duplicates(delivered)} alerts",
                  f"every alert out {recovered_s:.0f} s after the last restart",
-                 f"{sum(d > 0 for d in delays)} of {len(delays)} transitions later in event time than without "
-                 f"faults (up to {max(delays):.0f} s; the fingerprint index is re-learned after an ingest restart)")
+                 f"{sum(d > 0 for d in delays.values())} of {len(delays)} transitions later in event time than "
+                 f"without faults (up to {max(delays.values()):.0f} s; the fingerprint index is re-learned after an "
+                 "ingest restart)")
 
 
 def test_receiver_outage_then_recovery_delivers_everything_once(kafka, prefix, daemons, traffic, tmp_path,
@@ -286,12 +296,8 @@ def test_one_client_flood_loses_nothing_and_masks_no_other_client(kafka, prefix,
     # Every other client's incident is still found, each fired and resolved once; the flood puts pressure on
     # the shared fingerprint index, which may cost a bucket or so of event time (the delay is reported).
     wanted = {(a.dedup_key, a.status): a for a in expected.values() if a.client_id is not None}
-    records = read_topic(kafka.bootstrap, topics.alerts, timeout_s=180,
-                         until=lambda rs: set(wanted) <= {(a["dedup_key"], a["status"]) for a in alerts_on(rs)})
-    got = {(a["dedup_key"], a["status"]): a for a in alerts_on(records)}
+    got, delays = incidents(kafka, topics.alerts, wanted, timeout_s=180)
     assert set(wanted) <= set(got), alerter.log()
-    delays = {f"{a.rule} {a.status}": (got[k]["resolved_at"] or got[k]["fired_at"]) - (a.resolved_at or a.fired_at)
-              for k, a in wanted.items()}
     assert all(0 <= d <= 600 for d in delays.values()), delays
     slowest = max(delays, key=delays.get)
     counted = committed_events(kafka, topics.sli_buckets, valid + flood)
@@ -302,7 +308,7 @@ def test_one_client_flood_loses_nothing_and_masks_no_other_client(kafka, prefix,
     metrics = http_get(ports[1], "/metrics")[1]
     client_series = [line for line in metrics.splitlines() if line.startswith("advmon_client_burn_rate{")]
     assert len({line.split('client_hash="')[1].split('"')[0] for line in client_series}) <= 21  # 20 + "other"
-    flooder_paged = any(a["client_id"] == "key_flood" for a in alerts_on(records))
+    flooder_paged = any(a["client_id"] == "key_flood" for a in got.values())
     fault_report(f"one client floods {flood:,} queries ({flood / (valid + flood):.0%} of the traffic)",
                  f"{valid + flood - counted} events", "0 alerts",
                  f"all counted {elapsed_s:.0f} s after the start; ingest RSS {memory:.0f} MB",
