@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.attacks import ATTACKS, queries_until_detection  # noqa: E402
-from monitor.toymodel import DigitsModel  # noqa: E402
+from monitor.sim.attacks import ATTACKS, queries_until_detection  # noqa: E402
+from monitor.sim.toymodel import DigitsModel  # noqa: E402
 
 
 def main() -> int:
@@ -36,9 +36,12 @@ def main() -> int:
         firsts = sorted(r.first_flagged for r in mine if r.first_flagged is not None)
         missed = sum(r.first_flagged is None for r in mine)
         first = f"{firsts[len(firsts) // 2]}, {firsts[-1]}" if firsts else "never"
-        print(f"{attack:12} {len(mine):4} {sum(r.succeeded for r in mine):9} "
-              f"{sorted(r.queries for r in mine)[len(mine) // 2]:16} {first + (f' ({missed} missed)' if missed else ''):>25} "
-              f"{sum(r.flagged_share for r in mine) / len(mine):13.0%}")
+        print(
+            f"{attack:12} {len(mine):4} {sum(r.succeeded for r in mine):9} "
+            f"{sorted(r.queries for r in mine)[len(mine) // 2]:16} "
+            f"{first + (f' ({missed} missed)' if missed else ''):>25} "
+            f"{sum(r.flagged_share for r in mine) / len(mine):13.0%}"
+        )
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -17,12 +17,12 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.alerter import Alerter  # noqa: E402
-from monitor.config import Settings  # noqa: E402
-from monitor.engine import Engine  # noqa: E402
-from monitor.parsing import parse_batch  # noqa: E402
-from monitor.rules import default_rules_dir, load_rules, parse_duration  # noqa: E402
-from monitor.synth import Scenario  # noqa: E402
+from monitor.alerting.alerter import Alerter  # noqa: E402
+from monitor.detect.engine import Engine  # noqa: E402
+from monitor.detect.parsing import parse_batch  # noqa: E402
+from monitor.settings import Settings  # noqa: E402
+from monitor.sim.synth import Scenario  # noqa: E402
+from monitor.spec.rules import default_rules_dir, load_rules, parse_duration  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -55,7 +55,7 @@ def run(duration: str, batch_size: int = 4096) -> dict:
 
     def evaluate():
         for result in results:
-            alerter.ingest(result.rows, result.suspicious)
+            alerter.ingest(result.rows, result.flagged)
             alerter.advance(result.watermark)
 
     alert_s = timed(evaluate)
@@ -100,7 +100,8 @@ def report(r: dict) -> str:
         f"{'one drift rule (river on minute aggregates)':44} {r['drift_s'] / n * 1e6:12.3f} us/event  "
         f"(river PageHinkley.update on every event: {r['river_s'] / n * 1e6:.3f} us/event, "
         f"{r['river_s'] / max(r['drift_s'], 1e-9):.1f}x ours)",
-        f"{'all rules (' + str(r['slos']) + ' SLOs, burn rates, drift, no-data)':44} {r['alert_s'] / n * 1e6:12.3f} us/event",
+        f"{'all rules (' + str(r['slos']) + ' SLOs, burn rates, drift, no-data)':44} "
+        f"{r['alert_s'] / n * 1e6:12.3f} us/event",
         f"{'memory per tracked client (per-client SLOs)':44} {r['client_bytes'] / r['clients']:12,.0f} bytes "
         f"({r['clients']} clients)",
         f"{'memory per stored fingerprint':44} {r['fingerprint_bytes'] / r['fingerprints']:12,.0f} bytes "

@@ -24,10 +24,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.config import Settings  # noqa: E402
-from monitor.metrics import Metrics  # noqa: E402
-from monitor.rules import parse_duration  # noqa: E402
-from monitor.synth import Scenario  # noqa: E402
+from monitor.settings import Settings  # noqa: E402
+from monitor.sim.synth import Scenario  # noqa: E402
+from monitor.spec.rules import parse_duration  # noqa: E402
+from monitor.telemetry.metrics import Metrics  # noqa: E402
 from streams.broker import LocalBroker  # noqa: E402
 from streams.http import Health  # noqa: E402
 from streams.ingest import IngestWorker  # noqa: E402

@@ -23,8 +23,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.config import Settings  # noqa: E402
-from monitor.toymodel import augment, load_digits_scaled  # noqa: E402
+from monitor.settings import Settings  # noqa: E402
+from monitor.sim.toymodel import augment, load_digits_scaled  # noqa: E402
 from streams.broker import LocalBroker  # noqa: E402
 from streams.topics import Topics, create_topics  # noqa: E402
 
@@ -61,10 +61,18 @@ def main() -> int:
     topics = Topics.from_settings(Settings(topic_prefix=prefix))
     create_topics(broker.bootstrap, topics.specs(4))
     alerts_path = work / "alerts.jsonl"
-    daemons = [subprocess.Popen([sys.executable, "-m", "monitor", *a], env=env, stdout=subprocess.DEVNULL,
-                                stderr=open(work / f"{a[0]}.log", "wb"))
-               for a in (["ingest", "--http-port", "0"],
-                         ["alerter", "--http-port", "0", "--rules", str(work / "rules"), "--alerts-out", str(alerts_path)])]
+    daemons = [
+        subprocess.Popen(
+            [sys.executable, "-m", "monitor", *a],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(work / f"{a[0]}.log", "wb"),
+        )
+        for a in (
+            ["ingest", "--http-port", "0"],
+            ["alerter", "--http-port", "0", "--rules", str(work / "rules"), "--alerts-out", str(alerts_path)],
+        )
+    ]
     try:
         from kafka import KafkaProducer
 
@@ -115,8 +123,10 @@ def main() -> int:
           f"{args.attackers} attackers at {args.attack_rate:.0f} queries/s); buckets 10 s, grace 5 s")
     if delays:
         p = lambda q: delays[min(len(delays) - 1, int(round(q * (len(delays) - 1))))]  # noqa: E731
-        print(f"first attacker query -> page at the sink: p50 {p(0.5):.1f} s, p99 {p(0.99):.1f} s, "
-              f"max {delays[-1]:.1f} s ({len(delays)} attackers; {missed} not paged; {benign_pages} benign clients paged)")
+        print(
+            f"first attacker query -> page at the sink: p50 {p(0.5):.1f} s, p99 {p(0.99):.1f} s, "
+            f"max {delays[-1]:.1f} s ({len(delays)} attackers; {missed} not paged; {benign_pages} benign clients paged)"
+        )
     else:
         print(f"no attacker was paged ({missed} missed); see {work}")
     return 0

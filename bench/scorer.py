@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.scoring import ModelProfile  # noqa: E402
+from monitor.detect.profiles import ModelProfile  # noqa: E402
 
 
 def copy_bandwidth(megabytes: int = 256) -> float:
@@ -63,7 +63,7 @@ def backends(profile: ModelProfile) -> list[tuple[str, object]]:
         import torch
     except ImportError:
         return found
-    from monitor.torch_scoring import TorchProfile
+    from monitor.detect.torch_profiles import TorchProfile
 
     torch.set_num_threads(os.cpu_count() or 1)
     found.append(("torch/cpu", TorchProfile(profile, "cpu")))

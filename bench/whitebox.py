@@ -15,9 +15,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.attacks import white_box_detection  # noqa: E402
-from monitor.scoring import ModelProfile  # noqa: E402
-from monitor.toymodel import DigitsModel, augment, load_digits_scaled  # noqa: E402
+from monitor.detect.profiles import ModelProfile  # noqa: E402
+from monitor.sim.attacks import white_box_detection  # noqa: E402
+from monitor.sim.toymodel import DigitsModel, augment, load_digits_scaled  # noqa: E402
 
 
 def main() -> int:

@@ -45,7 +45,9 @@ def resolve_kafka(kafka_dir: Path = KAFKA_DIR) -> Path:
     lib = kafka_dir / "lib"
     if not any(lib.glob("kafka_2.13-*.jar")):
         if shutil.which("mvn") is None:
-            raise RuntimeError("Maven (mvn) is needed to resolve Apache Kafka; install it (Debian: apt-get install maven)")
+            raise RuntimeError(
+                "Maven (mvn) is needed to resolve Apache Kafka; install it (Debian: apt-get install maven)"
+            )
         subprocess.run(["mvn", "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime",
                         f"-DoutputDirectory={lib}"], cwd=kafka_dir, check=True)
     return lib
@@ -113,7 +115,9 @@ class LocalBroker:
 
     def start(self, timeout_s: float = 60.0) -> LocalBroker:
         if shutil.which("java") is None:
-            raise RuntimeError("Java 17+ is needed to run the Kafka broker (Debian: apt-get install openjdk-17-jre-headless)")
+            raise RuntimeError(
+                "Java 17+ is needed to run the Kafka broker (Debian: apt-get install openjdk-17-jre-headless)"
+            )
         config = self._write_config()
         self._format(config)
         stdout = open(self.directory / "broker.out", "ab")

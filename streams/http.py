@@ -1,4 +1,4 @@
-"""Each daemon's HTTP endpoint on 127.0.0.1 (or ADVMON_HTTP_HOST): ``/metrics``, ``/healthz``, ``/readyz``.
+"""Each daemon's HTTP endpoint on ``ADVMON_HTTP_HOST`` (127.0.0.1 by default): ``/metrics``, ``/healthz``, ``/readyz``.
 
 ``/healthz`` answers 200 while the main loop made progress recently (a wedged loop turns it 503,
 so a supervisor restarts the process); ``/readyz`` answers 200 once the worker is consuming.
@@ -6,13 +6,14 @@ so a supervisor restarts the process); ``/readyz`` answers 200 once the worker i
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from monitor.errors import ServiceUnavailable
 
 
 class Health:
@@ -32,11 +33,12 @@ class Health:
         return time.monotonic() - self._beat < self.stall_after_s
 
 
-def serve(port: int, registry: CollectorRegistry, health: Health, host: str | None = None) -> ThreadingHTTPServer | None:
+def serve(
+    port: int, registry: CollectorRegistry, health: Health, host: str = "127.0.0.1"
+) -> ThreadingHTTPServer | None:
     """Start the endpoint in a daemon thread; port 0 disables it."""
     if not port:
         return None
-    host = host or os.environ.get("ADVMON_HTTP_HOST", "127.0.0.1")
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
@@ -64,6 +66,6 @@ def serve(port: int, registry: CollectorRegistry, health: Health, host: str | No
     try:
         server = ThreadingHTTPServer((host, port), Handler)
     except OSError as exc:
-        raise SystemExit(f"advmon: cannot serve HTTP on {host}:{port}: {exc} (set --http-port 0 to disable)") from None
+        raise ServiceUnavailable(f"cannot serve HTTP on {host}:{port}: {exc} (set --http-port 0 to disable)") from None
     threading.Thread(target=server.serve_forever, name="advmon-http", daemon=True).start()
     return server

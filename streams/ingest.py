@@ -12,18 +12,25 @@ from collections import Counter
 
 import numpy as np
 
-from monitor.config import Settings
-from monitor.engine import Engine, Suspicious
-from monitor.metrics import Metrics
-from monitor.parsing import ParsedBatch, parse_batch
-from monitor.runtime import observe_batch
-from monitor.score_requests import ScoreRequestBatch
-from monitor.scoring import Profile
-from monitor.wire import Evidence, SliBatch
+from monitor.contracts.score_requests import ScoreRequestBatch
+from monitor.contracts.sli_buckets import SliBatch
+from monitor.detect.batch import EventBatch
+from monitor.detect.engine import BatchResult, Engine
+from monitor.detect.parsing import ParsedBatch, parse_batch
+from monitor.detect.profiles import Profile
+from monitor.settings import Settings
+from monitor.telemetry.export import observe_batch
+from monitor.telemetry.metrics import Metrics
 from streams.http import Health
 from streams.topics import Topics
-from streams.transactional import (Output, TransactionalWorker, dead_letter_output, offset_spans, partition_name,
-                                  suspicious_output)
+from streams.transactional import (
+    Output,
+    TransactionalWorker,
+    dead_letter_output,
+    offset_spans,
+    partition_name,
+    suspicious_output,
+)
 
 log = logging.getLogger("advmon.ingest")
 
@@ -60,22 +67,19 @@ class IngestWorker(TransactionalWorker):
         self.metrics.batch_seconds.labels(stage="engine").observe(engine_at - parsed_at)
         return self._outputs(batches, parsed, result, late)
 
-    def _outputs(self, batches, parsed: ParsedBatch, result, late: int) -> list[Output]:
+    def _outputs(self, batches, parsed: ParsedBatch, result: BatchResult, late: int) -> list[Output]:
         t, instance = self.topics, self.settings.instance_id
-        s = result.suspicious
         message = SliBatch(
-            instance=instance, watermark=self.watermark, late=late,
-            offsets=offset_spans(batches),
-            rows=result.rows, evidence=Evidence(s.event_id, s.model, s.client_id, s.fingerprint),
-            remote_scoring=self.settings.remote_scoring)
+            instance=instance, watermark=self.watermark, late=late, offsets=offset_spans(batches),
+            rows=result.rows, flagged=result.flagged, remote_scoring=self.settings.remote_scoring)
         outputs = [Output(t.sli_buckets, message.encode(), instance.encode())]
         if self.settings.remote_scoring:
             request = ScoreRequestBatch(instance, self.watermark, result.score_groups)
             outputs.append(Output(t.score_requests, request.encode(), instance.encode()))
         outputs += [dead_letter_output(t.dead_letters, letter) for letter in parsed.dead]
-        docs = _docs(s)
+        docs = result.flagged.records()
         if self.settings.store_raw_inputs:
-            docs = _with_raw_inputs(docs, parsed.batch)
+            docs = with_raw_inputs(docs, parsed.batch)
         outputs += [suspicious_output(t.suspicious_inputs, doc) for doc in docs]
         return outputs
 
@@ -84,17 +88,14 @@ def _max_ts_per_partition(batches: dict, parsed: ParsedBatch) -> dict[str, float
     """Records were parsed partition by partition, so each partition's valid events are one slice."""
     dead = Counter(letter.source.rsplit("@", 1)[0] for letter in parsed.dead)
     names = [partition_name(tp) for tp in batches]
-    valid = np.array([len(batches[tp]) - dead[name] for tp, name in zip(batches, names)])
+    valid = np.array([len(batches[tp]) - dead[name] for tp, name in zip(batches, names, strict=True)])
     ends = np.cumsum(valid)
-    return {name: float(parsed.batch.ts[end - n:end].max()) for name, n, end in zip(names, valid, ends) if n}
+    return {
+        name: float(parsed.batch.ts[end - n : end].max()) for name, n, end in zip(names, valid, ends, strict=True) if n
+    }
 
 
-def _docs(s: Suspicious) -> list[dict]:
-    return [{"event_id": e, "model": m, "client_id": c, "ts": float(ts), "reason": r, "fingerprint": f}
-            for e, m, c, ts, r, f in zip(s.event_id, s.model, s.client_id, s.ts, s.reason, s.fingerprint)]
-
-
-def _with_raw_inputs(docs: list[dict], batch) -> list[dict]:
+def with_raw_inputs(docs: list[dict], batch: EventBatch) -> list[dict]:
     """The forensics corpus with the flagged events' raw inputs (``ADVMON_STORE_RAW_INPUTS=true`` only;
     otherwise a suspicious input is known by its fingerprint alone)."""
     if not docs:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from monitor.config import Settings
+from monitor.settings import Settings
 
 log = logging.getLogger("advmon.topics")
 WEEK_MS = 7 * 24 * 3600 * 1000
@@ -73,7 +73,9 @@ def create_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float = 30.
             if spec.name not in existing:
                 outcome.append((spec, "created"))
             elif existing[spec.name] != spec.partitions:
-                outcome.append((spec, f"exists with {existing[spec.name]} partitions (wanted {spec.partitions}; left as is)"))
+                outcome.append(
+                    (spec, f"exists with {existing[spec.name]} partitions (wanted {spec.partitions}; left as is)")
+                )
             else:
                 outcome.append((spec, "exists"))
         return outcome

@@ -20,10 +20,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from monitor.config import Settings
-from monitor.deadletter import DeadLetter
-from monitor.metrics import Metrics
-from monitor.watermarks import PartitionWatermarks
+from monitor.contracts.dead_letters import DeadLetter
+from monitor.detect.watermarks import PartitionWatermarks
+from monitor.errors import ServiceUnavailable
+from monitor.settings import Settings
+from monitor.telemetry.metrics import Metrics
 from streams.http import Health
 
 log = logging.getLogger("advmon.streams")
@@ -114,7 +115,7 @@ class TransactionalWorker:
         self.metrics.batch_seconds.labels(stage="publish").observe(time.perf_counter() - started)
 
     async def advance_watermark(self, consumer: AIOKafkaConsumer, max_ts: dict[str, float]) -> float:
-        """Per-partition event time: the slowest partition with data holds the watermark (monitor.watermarks)."""
+        """Per-partition event time: the slowest partition with data holds the watermark (monitor.detect.watermarks)."""
         now = time.monotonic()
         self.watermarks.observe(max_ts, now)
         backlog = {}
@@ -146,7 +147,9 @@ async def _start_with_retry(producer, consumer, bootstrap: str, attempts: int = 
             await producer.stop()
             await consumer.stop()
             if attempt == attempts:
-                raise SystemExit(f"advmon: cannot reach Kafka at {bootstrap} after {attempts} attempts: {exc}") from None
+                raise ServiceUnavailable(
+                    f"cannot reach Kafka at {bootstrap} after {attempts} attempts: {exc}"
+                ) from None
             log.warning("Kafka at %s not reachable (%s); retrying in 2 s", bootstrap, exc)
             await asyncio.sleep(2.0)
 

@@ -60,35 +60,95 @@ def executive():
 
 
 def oncall():
-    return dashboard("advmon-oncall", "advmon / on-call", [
-        panel("Alerts firing", [("sum by (slo, severity) (advmon_alerts_firing)", "{{slo}} {{severity}}")], 0, 0, 8, 6,
-              "stat"),
-        panel("Events/s by model", [("sum by (model) (rate(advmon_events_total[5m]))", "{{model}}")], 8, 0, 16, 6,
-              unit="ops"),
-        panel("Burn rate per model SLO", [("max by (slo, model, window) (advmon_burn_rate)", "{{slo}} {{model}} {{window}}")],
-              0, 6),
-        panel("Most suspicious clients (hashed) burn rate",
-              [("topk(10, max by (slo, client_hash) (advmon_client_burn_rate))", "{{slo}} {{client_hash}}")], 12, 6),
-        panel("Suspicious events/s", [("sum by (model, reason) (rate(advmon_suspicious_events_total[5m]))",
-                                       "{{model}} {{reason}}")], 0, 14, unit="ops"),
-        panel("Dead letters/s by reason", [("sum by (reason) (rate(advmon_dead_letters_total[5m]))", "{{reason}}")],
-              12, 14, unit="ops"),
-        panel("Consumer lag (records)", [("sum by (topic) (advmon_consumer_lag_records)", "{{topic}}")], 0, 22),
-        panel("Batch latency p99 by stage",
-              [("histogram_quantile(0.99, sum by (le, stage) (rate(advmon_batch_seconds_bucket[5m])))", "{{stage}}")],
-              12, 22, unit="s"),
-        panel("Notification deliveries", [("sum by (receiver, outcome) (rate(advmon_sink_deliveries_total[5m]))",
-                                           "{{receiver}} {{outcome}}")], 0, 30, unit="ops"),
-        panel("Outbox: deliveries waiting", [("advmon_outbox_pending", "pending")], 12, 30),
-        panel("Clean accuracy: last hour vs. the 7 days before",
-              [(f"1 - {ratio('error_rate', '1h')}", "{{model}} last hour"),
-               (f"1 - {ratio('error_rate', '7d')} offset 1h", "{{model}} 7 days before")], 0, 38, unit="percentunit",
-              description="Accuracy on labelled production traffic; the clean-accuracy-change rule watches it"),
-        panel("Busy clients with low query entropy (under 1 bit), per minute",
-              [("sum by (model, kind) (rate(advmon_client_query_entropy_bits_bucket{le=\"1.0\"}[15m])) * 60",
-                "{{model}} {{kind}}")], 12, 38,
-              description="Client-minutes whose predicted labels or inputs concentrate in few bins: probing"),
-    ])
+    return dashboard(
+        "advmon-oncall",
+        "advmon / on-call",
+        [
+            panel(
+                "Alerts firing",
+                [("sum by (slo, severity) (advmon_alerts_firing)", "{{slo}} {{severity}}")],
+                0,
+                0,
+                8,
+                6,
+                "stat",
+            ),
+            panel(
+                "Events/s by model",
+                [("sum by (model) (rate(advmon_events_total[5m]))", "{{model}}")],
+                8,
+                0,
+                16,
+                6,
+                unit="ops",
+            ),
+            panel(
+                "Burn rate per model SLO",
+                [("max by (slo, model, window) (advmon_burn_rate)", "{{slo}} {{model}} {{window}}")],
+                0,
+                6,
+            ),
+            panel(
+                "Most suspicious clients (hashed) burn rate",
+                [("topk(10, max by (slo, client_hash) (advmon_client_burn_rate))", "{{slo}} {{client_hash}}")],
+                12,
+                6,
+            ),
+            panel(
+                "Suspicious events/s",
+                [("sum by (model, reason) (rate(advmon_suspicious_events_total[5m]))", "{{model}} {{reason}}")],
+                0,
+                14,
+                unit="ops",
+            ),
+            panel(
+                "Dead letters/s by reason",
+                [("sum by (reason) (rate(advmon_dead_letters_total[5m]))", "{{reason}}")],
+                12,
+                14,
+                unit="ops",
+            ),
+            panel("Consumer lag (records)", [("sum by (topic) (advmon_consumer_lag_records)", "{{topic}}")], 0, 22),
+            panel(
+                "Batch latency p99 by stage",
+                [("histogram_quantile(0.99, sum by (le, stage) (rate(advmon_batch_seconds_bucket[5m])))", "{{stage}}")],
+                12,
+                22,
+                unit="s",
+            ),
+            panel(
+                "Notification deliveries",
+                [("sum by (receiver, outcome) (rate(advmon_sink_deliveries_total[5m]))", "{{receiver}} {{outcome}}")],
+                0,
+                30,
+                unit="ops",
+            ),
+            panel("Outbox: deliveries waiting", [("advmon_outbox_pending", "pending")], 12, 30),
+            panel(
+                "Clean accuracy: last hour vs. the 7 days before",
+                [
+                    (f"1 - {ratio('error_rate', '1h')}", "{{model}} last hour"),
+                    (f"1 - {ratio('error_rate', '7d')} offset 1h", "{{model}} 7 days before"),
+                ],
+                0,
+                38,
+                unit="percentunit",
+                description="Accuracy on labelled production traffic; the clean-accuracy-change rule watches it",
+            ),
+            panel(
+                "Busy clients with low query entropy (under 1 bit), per minute",
+                [
+                    (
+                        'sum by (model, kind) (rate(advmon_client_query_entropy_bits_bucket{le="1.0"}[15m])) * 60',
+                        "{{model}} {{kind}}",
+                    )
+                ],
+                12,
+                38,
+                description="Client-minutes whose predicted labels or inputs concentrate in few bins: probing",
+            ),
+        ],
+    )
 
 
 def debug():

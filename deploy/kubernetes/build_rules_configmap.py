@@ -7,7 +7,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from monitor.yamldump import dump_yaml  # noqa: E402
+from monitor.spec.yaml_dump import dump_yaml  # noqa: E402
 
 
 def render() -> str:

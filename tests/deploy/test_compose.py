@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from monitor.cli import build_parser
-from monitor.metrics import Metrics
+from monitor.telemetry.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -27,7 +27,7 @@ def test_daemons_run_real_commands_with_probes_and_stable_instance_ids():
     parser = build_parser()
     workloads = {d["metadata"]["name"]: d for d in documents() if d["kind"] == "StatefulSet"}
     assert set(workloads) == {"advmon-ingest", "advmon-alerter", "advmon-scorer"}
-    for name, workload in workloads.items():
+    for workload in workloads.values():
         [container] = workload["spec"]["template"]["spec"]["containers"]
         parser.parse_args(container["args"])
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"

@@ -10,12 +10,11 @@ import uuid
 import orjson
 import pytest
 
-from monitor.alerts import Alert
+from monitor.contracts.alerts import Alert
 from streams.broker import LocalBroker
 
-
 #: One row per fault test: printed as a table at the end of the run, and written as Markdown to
-#: $ADVMON_FAULT_REPORT when set (the table in BENCHMARKS.md comes from there).
+#: $FAULTS_REPORT when set (the table in BENCHMARKS.md comes from there).
 FAULT_RESULTS: list[dict] = []
 
 
@@ -29,7 +28,9 @@ def fault_report():
 
 def fault_table() -> str:
     lines = ["| fault | lost | duplicated | recovery | note |", "|---|---|---|---|---|"]
-    lines += [f"| {r['fault']} | {r['lost']} | {r['duplicated']} | {r['recovery']} | {r['note']} |" for r in FAULT_RESULTS]
+    lines += [
+        f"| {r['fault']} | {r['lost']} | {r['duplicated']} | {r['recovery']} | {r['note']} |" for r in FAULT_RESULTS
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -38,8 +39,8 @@ def pytest_terminal_summary(terminalreporter):
         return
     terminalreporter.write_sep("-", "fault tests")
     terminalreporter.write(fault_table())
-    if os.environ.get("ADVMON_FAULT_REPORT"):
-        with open(os.environ["ADVMON_FAULT_REPORT"], "w") as out:
+    if os.environ.get("FAULTS_REPORT"):
+        with open(os.environ["FAULTS_REPORT"], "w") as out:
             out.write(fault_table())
 
 
@@ -87,9 +88,16 @@ class Daemon:
 
 @pytest.fixture
 def daemons(kafka, prefix, tmp_path):
-    env = {**os.environ, "ADVMON_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"),
-           "ADVMON_ALERTER_DATA_DIR": str(tmp_path / "alerter-data"), "ADVMON_KAFKA_BOOTSTRAP": kafka.bootstrap, "ADVMON_TOPIC_PREFIX": prefix,
-           "ADVMON_IDLE_SOURCE_SECONDS": "3", "ADVMON_MAX_RECORD_BYTES": str(MAX_RECORD_BYTES), "ADVMON_FINGERPRINT_SECRET": "advmon-development-secret-change-me"}
+    env = {
+        **os.environ,
+        "ADVMON_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"),
+        "ADVMON_ALERTER_DATA_DIR": str(tmp_path / "alerter-data"),
+        "ADVMON_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "ADVMON_TOPIC_PREFIX": prefix,
+        "ADVMON_IDLE_SOURCE_SECONDS": "3",
+        "ADVMON_MAX_RECORD_BYTES": str(MAX_RECORD_BYTES),
+        "ADVMON_FINGERPRINT_SECRET": "advmon-development-secret-change-me",
+    }
     started = []
 
     def make(name, *args):

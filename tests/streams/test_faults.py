@@ -3,7 +3,7 @@ random points, a receiver is down for a while or slow, clocks are skewed, one cl
 For each: what was lost (must be nothing), what was duplicated (no alert may be), and how long
 recovery took; the rows are printed as a table at the end of the run (``fault_report``).
 
-``ADVMON_FAULT_OUTAGE_S`` (default 45) sets the receiver outage, ``ADVMON_FAULT_SEED`` the kill schedule.
+``FAULTS_OUTAGE_S`` (default 45) sets the receiver outage, ``FAULTS_SEED`` the kill schedule.
 """
 
 import os
@@ -15,8 +15,16 @@ import pytest
 
 from streams.broker import LocalBroker, free_port
 from tests.streams.conftest import Daemon, alerts_on, read_topic
-from tests.streams.test_kafka_e2e import (Producer, WebhookServer, committed_events, http_get, rules_with_webhook,
-                                          start_pair, topics_for, wait_for_alerts)
+from tests.streams.test_kafka_e2e import (
+    Producer,
+    WebhookServer,
+    committed_events,
+    http_get,
+    rules_with_webhook,
+    start_pair,
+    topics_for,
+    wait_for_alerts,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +41,15 @@ def test_broker_restart_mid_stream_loses_nothing_and_repeats_nothing(own_broker,
                                                                      fault_report):
     work, expected, dead, valid = traffic
     topics = topics_for(own_broker, prefix)
-    env = {**os.environ, "ADVMON_KAFKA_BOOTSTRAP": own_broker.bootstrap, "ADVMON_TOPIC_PREFIX": prefix,
-           "ADVMON_IDLE_SOURCE_SECONDS": "3", "ADVMON_MAX_RECORD_BYTES": "65536",
-           "ADVMON_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"), "ADVMON_ALERTER_DATA_DIR": str(tmp_path / "alerter-data")}
+    env = {
+        **os.environ,
+        "ADVMON_KAFKA_BOOTSTRAP": own_broker.bootstrap,
+        "ADVMON_TOPIC_PREFIX": prefix,
+        "ADVMON_IDLE_SOURCE_SECONDS": "3",
+        "ADVMON_MAX_RECORD_BYTES": "65536",
+        "ADVMON_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"),
+        "ADVMON_ALERTER_DATA_DIR": str(tmp_path / "alerter-data"),
+    }
     ingest = Daemon(["ingest", "--instance", "ingest-0", "--profile", str(work / "profile.npz"), "--http-port", "0"],
                     env, tmp_path / "ingest.log").start()
     alerter = Daemon(["alerter", "--http-port", "0", "--alerts-out", str(tmp_path / "delivered.jsonl")], env,
@@ -56,14 +70,20 @@ def test_broker_restart_mid_stream_loses_nothing_and_repeats_nothing(own_broker,
         assert committed_events(own_broker, topics.sli_buckets, valid) == valid  # nothing lost, nothing twice
         letters = read_topic(own_broker.bootstrap, topics.dead_letters, until=lambda rs: len(rs) >= dead, timeout_s=60)
         assert len(letters) == dead
-        alerts = read_topic(own_broker.bootstrap, topics.alerts, timeout_s=180,
-                            until=lambda rs: set(expected) <= {a["alert_id"] for a in alerts_on(rs)})
+        alerts = read_topic(
+            own_broker.bootstrap,
+            topics.alerts,
+            timeout_s=180,
+            until=lambda rs: set(expected) <= {a["alert_id"] for a in alerts_on(rs)},
+        )
         assert set(expected) <= {a["alert_id"] for a in alerts_on(alerts)}, alerter.log()
         recovered_s = time.monotonic() - stopped
 
         path = tmp_path / "delivered.jsonl"
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(path.read_bytes().splitlines() if path.exists() else []) < len(expected):
+        while time.monotonic() < deadline and len(path.read_bytes().splitlines() if path.exists() else []) < len(
+            expected
+        ):
             time.sleep(1)
         delivered = [line for line in path.read_bytes().splitlines()]
         assert len(delivered) == len(set(delivered)) and len(delivered) >= len(expected)
@@ -109,7 +129,7 @@ def test_random_sigkills_lose_nothing_and_deliver_nothing_twice(kafka, prefix, d
     work, expected, dead, valid = traffic
     topics = topics_for(kafka, prefix)
     ingest, alerter = start_pair(daemons, work, tmp_path)
-    rng = random.Random(int(os.environ.get("ADVMON_FAULT_SEED", "7")))
+    rng = random.Random(int(os.environ.get("FAULTS_SEED", "7")))
     producer = Producer(work, ingest.env, rate=800)
     kills, victims = [], rng.sample([("ingest", ingest), ("alerter", alerter)] * 2, 4)  # each twice, random order
     for name, victim in victims:
@@ -150,7 +170,7 @@ def test_random_sigkills_lose_nothing_and_deliver_nothing_twice(kafka, prefix, d
 def test_receiver_outage_then_recovery_delivers_everything_once(kafka, prefix, daemons, traffic, tmp_path,
                                                                 fault_report):
     work, expected, dead, valid = traffic
-    outage_s = float(os.environ.get("ADVMON_FAULT_OUTAGE_S", "45"))
+    outage_s = float(os.environ.get("FAULTS_OUTAGE_S", "45"))
     topics = topics_for(kafka, prefix)
     hook = WebhookServer()
     hook.receiver.down = True  # HTTP 503 to everything

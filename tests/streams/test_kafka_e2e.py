@@ -15,10 +15,10 @@ import orjson
 import pytest
 import yaml
 
+from monitor.settings import Settings
+from monitor.spec.rules import default_rules_dir
 from streams.broker import free_port
 from streams.topics import Topics, create_topics
-from monitor.config import Settings
-from monitor.rules import default_rules_dir
 from tests.streams.conftest import alerts_on, read_topic
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ def topics_for(kafka, prefix):
 
 def committed_events(kafka, topic, expected):
     """Sum of ``events`` over every committed sli-buckets message (each valid event counted once)."""
-    from monitor.wire import SliBatch
+    from monitor.contracts.sli_buckets import SliBatch
 
     def total(records):
         return sum(SliBatch.decode(r.value).rows.column("events").sum() for r in records)
@@ -88,7 +88,7 @@ class WebhookServer:
     """An Alertmanager-style webhook receiver on loopback, recording alert fingerprints and statuses."""
 
     def __init__(self):
-        from tests.monitor.sinks.test_http_delivery import Receiver
+        from tests.notify.sinks.test_http import Receiver
 
         self.receiver = Receiver()
         self.url = self.receiver.url

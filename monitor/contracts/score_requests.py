@@ -1,0 +1,146 @@
+"""Embedding scoring out of process: the ``score-requests`` message and the scorer's SLI deltas.
+
+With remote scoring on, an ingest worker scores raw inputs itself but ships each batch's
+embeddings (float32, binary) to the scorer, with what it already decided about each event. The
+scorer flags embeddings against the reference profile and publishes, on ``sli-buckets`` like any
+ingest worker, the *change* those flags make to the counters: +1 anomalous and -1 clean for a
+production event ingest had not flagged, -1 detector miss for a caught adversarial canary, +1
+false positive for a flagged benign canary. Counters are sums, so the alerter adds them as usual.
+
+Every ingest batch sends a request, even without embeddings: its watermark tells the scorer (and
+through it the alerter) how far event time has got.
+
+>>> import numpy as np
+>>> req = ScoreRequestBatch("ingest-0", 120.0, [ScoreGroup(
+...     model="m", event_id=np.array(["e1", "e2"], dtype=object), client_id=np.array(["c", "c"], dtype=object),
+...     ts=np.array([61.0, 62.0]), confidence=np.array([0.9, 0.8]), kind=np.array([PRODUCTION, BENIGN_CANARY], np.int8),
+...     anomalous=np.array([False, False]), detected=np.array([False, False]), embedding=np.ones((2, 3), np.float32),
+...     logits=None)])
+>>> back = ScoreRequestBatch.decode(req.encode())
+>>> back.instance, back.watermark, back.groups[0].embedding.shape, back.groups[0].kind.tolist()
+('ingest-0', 120.0, (2, 3), [0, 2])
+>>> rows, _ = score_deltas(back.groups[0], flagged=np.array([True, True]), bucket_s=60)
+>>> [rows.column(n).tolist() for n in ("anomalous", "clean_events", "benign_flagged", "clean_conf_sum")]
+[[1.0], [-1.0], [1.0], [-0.9]]
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from monitor.contracts.flagged import FlaggedEvents
+from monitor.contracts.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows, value_index
+from monitor.errors import WireError
+
+PRODUCTION, ADVERSARIAL_CANARY, BENIGN_CANARY = 0, 1, 2
+VERSION = 1
+_HEADER = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class ScoreGroup:
+    """The events of one model whose embeddings share a dimension."""
+
+    model: str
+    event_id: np.ndarray
+    client_id: np.ndarray
+    ts: np.ndarray
+    confidence: np.ndarray
+    kind: np.ndarray  # PRODUCTION | ADVERSARIAL_CANARY | BENIGN_CANARY
+    anomalous: np.ndarray  # ingest's raw-input scores flagged it already
+    detected: np.ndarray  # ingest flagged it by any detector (raw-input scores or fingerprints)
+    embedding: np.ndarray  # (n, dim) float32
+    logits: np.ndarray | None  # (n, classes) float32, NaN rows where none was logged
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+
+@dataclass(frozen=True)
+class ScoreRequestBatch:
+    instance: str
+    watermark: float
+    groups: list[ScoreGroup]
+
+    def encode(self) -> bytes:
+        groups: list[dict[str, Any]] = []
+        header = {"v": VERSION, "instance": self.instance,
+                  "watermark": self.watermark if np.isfinite(self.watermark) else None, "groups": groups}
+        blobs = []
+        for g in self.groups:
+            groups.append({
+                "model": g.model, "n": len(g), "dim": int(g.embedding.shape[1]),
+                "classes": 0 if g.logits is None else int(g.logits.shape[1]),
+                "event_id": g.event_id.tolist(), "client_id": g.client_id.tolist(), "ts": g.ts.tolist(),
+                "confidence": g.confidence.tolist(), "kind": g.kind.tolist(), "anomalous": g.anomalous.tolist(),
+                "detected": g.detected.tolist()})
+            blobs.append(np.ascontiguousarray(g.embedding, np.float32).tobytes())
+            if g.logits is not None:
+                blobs.append(np.ascontiguousarray(g.logits, np.float32).tobytes())
+        head = orjson.dumps(header)
+        return _HEADER.pack(len(head)) + head + b"".join(blobs)
+
+    @classmethod
+    def decode(cls, data: bytes) -> ScoreRequestBatch:
+        try:
+            (length,) = _HEADER.unpack_from(data)
+            header = orjson.loads(data[4:4 + length])
+            if header["v"] != VERSION:
+                raise WireError(f"score-requests version {header['v']}; this build reads {VERSION}")
+            offset, groups = 4 + length, []
+            for g in header["groups"]:
+                n, dim, classes = g["n"], g["dim"], g["classes"]
+                embedding = np.frombuffer(data, np.float32, n * dim, offset).reshape(n, dim)
+                offset += 4 * n * dim
+                logits = None
+                if classes:
+                    logits = np.frombuffer(data, np.float32, n * classes, offset).reshape(n, classes)
+                    offset += 4 * n * classes
+                groups.append(ScoreGroup(
+                    g["model"], np.asarray(g["event_id"], object), np.asarray(g["client_id"], object),
+                    np.asarray(g["ts"], np.float64), np.asarray(g["confidence"], np.float64),
+                    np.asarray(g["kind"], np.int8), np.asarray(g["anomalous"], bool), np.asarray(g["detected"], bool),
+                    embedding, logits))
+            if offset != len(data):
+                raise WireError(f"score-requests message has {len(data) - offset} trailing bytes")
+        except (struct.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, WireError):
+                raise
+            raise WireError(f"invalid score-requests message: {exc}") from None
+        watermark = header["watermark"]
+        return cls(header["instance"], float("-inf") if watermark is None else watermark, groups)
+
+
+def score_deltas(group: ScoreGroup, flagged: np.ndarray, bucket_s: int) -> tuple[SliRows, FlaggedEvents]:
+    """The counter changes the scorer's flags make, and the newly anomalous events as evidence.
+
+    ``anomalous`` counts events any input score flagged; the clean, miss and false-positive counters
+    depend on whether any detector did (fingerprints included). Limitation: the first-offending time
+    of detector misses cannot be taken back, so it may be earlier than with local scoring.
+    """
+    changed = np.flatnonzero(flagged & ~group.anomalous)
+    kind, ts, newly_detected = group.kind[changed], group.ts[changed], ~group.detected[changed]
+    production = kind == PRODUCTION
+    unseen_production = production & newly_detected
+    benign = (kind == BENIGN_CANARY) & newly_detected
+    values = np.zeros((len(changed), len(VALUE_COLUMNS)))
+    values[:, value_index("anomalous")] = production
+    values[:, value_index("clean_events")] = -unseen_production.astype(float)
+    values[:, value_index("clean_conf_sum")] = np.where(unseen_production, -group.confidence[changed], 0.0)
+    values[:, value_index("adv_missed")] = -((kind == ADVERSARIAL_CANARY) & newly_detected).astype(float)
+    values[:, value_index("benign_flagged")] = benign
+    first = np.full((len(changed), len(BAD_COUNTERS)), np.inf)
+    first[:, BAD_COUNTERS.index("anomalous")] = np.where(production, ts, np.inf)
+    first[:, BAD_COUNTERS.index("benign_flagged")] = np.where(benign, ts, np.inf)
+    model = np.full(len(changed), group.model, dtype=object)
+    deltas = SliRows((ts // bucket_s).astype(np.int64) * bucket_s, model, group.client_id[changed], values, first)
+    newly = changed[production]
+    evidence = FlaggedEvents(group.event_id[newly], model[production], group.client_id[newly], group.ts[newly],
+                             np.full(len(newly), "anomalous-embedding", dtype=object),
+                             np.full(len(newly), "", dtype=object))
+    return deltas.combined(), evidence

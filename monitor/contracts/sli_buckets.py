@@ -1,0 +1,121 @@
+"""The ``sli-buckets`` message: what an ingest worker tells the alerter about one batch.
+
+Columnar JSON (orjson): SLI rows, the suspicious events' evidence, the worker's event-time
+watermark and the input offsets the batch covered. Encoded by ingest, validated once by the
+alerter at its edge.
+
+>>> import numpy as np
+>>> rows = SliRows.from_columns(bucket=np.array([60, 60]), model=np.array(["m", "m"], dtype=object),
+...     client=np.array(["a", "b"], dtype=object), ts=np.array([61.0, 62.0]),
+...     flags={"events": np.ones(2, bool), "anomalous": np.array([True, False])}, confidence=np.array([.5, .9]))
+>>> msg = SliBatch(instance="ingest-0", watermark=62.0, late=0, offsets={"inference-logs/0": (10, 12)}, rows=rows)
+>>> back = SliBatch.decode(msg.encode())
+>>> back.rows.column("anomalous").tolist(), back.rows.first_bad("anomalous").tolist(), back.offsets
+([1.0, 0.0], [61.0, inf], {'inference-logs/0': (10, 12)})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from monitor.contracts.flagged import FlaggedEvents
+from monitor.contracts.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows
+from monitor.errors import WireError
+
+WIRE_VERSION = 1
+
+
+class _Rows(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    columns: list[str]
+    bad_columns: list[str]
+    bucket: list[int]
+    model: list[str]
+    client_id: list[str]
+    values: list[list[float]]
+    first_bad_ts: list[list[float | None]]
+
+
+class _Flagged(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    event_id: list[str] = Field(default_factory=list)
+    model: list[str] = Field(default_factory=list)
+    client_id: list[str] = Field(default_factory=list)
+    fingerprint: list[str] = Field(default_factory=list)
+    ts: list[float] | None = None  # absent in messages of earlier builds
+    reason: list[str] | None = None
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    v: int
+    instance: str
+    role: Literal["ingest", "scorer"] = "ingest"
+    remote_scoring: bool = False
+    watermark: float | None
+    late: int = 0
+    offsets: dict[str, tuple[int, int]]
+    rows: _Rows
+    suspicious: _Flagged = Field(default_factory=_Flagged)
+
+
+@dataclass(frozen=True)
+class SliBatch:
+    instance: str
+    watermark: float
+    late: int
+    offsets: dict[str, tuple[int, int]]  # "topic/partition" -> [first, end) offsets covered
+    rows: SliRows
+    flagged: FlaggedEvents = field(default_factory=FlaggedEvents.empty)
+    role: str = "ingest"  # or "scorer": a scorer's rows are counter changes to events ingest counted
+    remote_scoring: bool = False  # an ingest worker that left embeddings to the scorer: wait for it
+
+    def encode(self) -> bytes:
+        r, e = self.rows, self.flagged
+        return orjson.dumps({
+            "v": WIRE_VERSION, "instance": self.instance, "role": self.role, "remote_scoring": self.remote_scoring,
+            "watermark": self.watermark if np.isfinite(self.watermark) else None,
+            "late": self.late, "offsets": self.offsets,
+            "rows": {"columns": list(VALUE_COLUMNS), "bad_columns": list(BAD_COUNTERS),
+                     "bucket": r.bucket.tolist(), "model": r.model.tolist(), "client_id": r.client.tolist(),
+                     "values": r.values.tolist(),
+                     "first_bad_ts": np.where(np.isfinite(r.first), r.first, np.nan).tolist()},
+            "suspicious": {"event_id": e.event_id.tolist(), "model": e.model.tolist(),
+                           "client_id": e.client_id.tolist(), "fingerprint": e.fingerprint.tolist(),
+                           "ts": e.ts.tolist(), "reason": e.reason.tolist()},
+        }, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    @classmethod
+    def decode(cls, data: bytes) -> SliBatch:
+        try:
+            msg = _Message.model_validate_json(data)
+        except ValueError as exc:
+            raise WireError(f"invalid sli-buckets message: {exc}") from None
+        if msg.v != WIRE_VERSION:
+            raise WireError(f"sli-buckets message version {msg.v}; this build reads {WIRE_VERSION}")
+        r = msg.rows
+        if r.columns != list(VALUE_COLUMNS) or r.bad_columns != list(BAD_COUNTERS):
+            raise WireError(
+                "sli-buckets columns differ from this build's counters; upgrade ingest and alerter together"
+            )
+        n = len(r.bucket)
+        if not (len(r.model) == len(r.client_id) == len(r.values) == len(r.first_bad_ts) == n):
+            raise WireError("sli-buckets row columns have different lengths")
+        values = np.asarray(r.values, np.float64).reshape(n, len(r.columns))
+        first = np.asarray([[np.inf if t is None or t != t else t for t in row] for row in r.first_bad_ts],
+                           np.float64).reshape(n, len(r.bad_columns))
+        rows = SliRows(np.asarray(r.bucket, np.int64), np.asarray(r.model, object), np.asarray(r.client_id, object),
+                       values, first)
+        s = msg.suspicious
+        n_flagged = len(s.event_id)
+        if not (len(s.model) == len(s.client_id) == len(s.fingerprint) == n_flagged):
+            raise WireError("sli-buckets suspicious columns have different lengths")
+        flagged = FlaggedEvents.of(s.event_id, s.model, s.client_id, s.ts or [np.nan] * n_flagged,
+                                   s.reason or [""] * n_flagged, s.fingerprint)
+        return cls(msg.instance, -np.inf if msg.watermark is None else msg.watermark, msg.late, dict(msg.offsets),
+                   rows, flagged, msg.role, msg.remote_scoring)

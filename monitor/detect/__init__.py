@@ -1,0 +1,1 @@
+"""Detection: parse and validate records, the per-batch engine, fingerprints, reference profiles, scorers."""

@@ -1,0 +1,274 @@
+"""The per-batch detection engine: one validated batch in, SLI rows and suspicious inputs out.
+
+Pure and vectorized: the same object runs inside ``advmon demo``/``replay`` and inside the Kafka
+ingest workers. It keeps only bounded state (fingerprint indexes, the watermark).
+
+>>> import numpy as np
+>>> from monitor.detect.parsing import parse_batch
+>>> engine = Engine(EngineSettings(fingerprint_secret=b"doc"))
+>>> rng = np.random.default_rng(0); base = rng.random(64)
+>>> records = [('{"event_id":"%d","ts":%d,"client_id":"c","model":"m","prediction":{"label":"1","confidence":0.9},'
+...             '"input":{"features":%s}}' % (i, i, np.clip(base + rng.normal(0, .002, 64), 0, 1).tolist())).encode()
+...            for i in range(40)]
+>>> out = engine.process(parse_batch(records).batch)
+>>> int(out.rows.column("events").sum()), int(out.rows.column("query_flagged").sum()) > 30, out.watermark
+(40, True, 39.0)
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from monitor.contracts.flagged import FlaggedEvents
+from monitor.contracts.score_requests import ADVERSARIAL_CANARY, BENIGN_CANARY, PRODUCTION, ScoreGroup
+from monitor.contracts.sli import ENTROPY_BINS, SliRows
+from monitor.detect.batch import EventBatch, Groups
+from monitor.detect.fingerprint import Fingerprinter, QueryIndex
+from monitor.detect.lsh import embedding_fingerprints, planes_for
+from monitor.detect.profiles import ModelProfile, Profile
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    fingerprint_secret: bytes
+    bucket_s: int = 60
+    grace_s: float = 60.0
+    fingerprint_generation_queries: int = 50_000
+    fingerprint_generation_s: float = 24 * 3600.0
+    fingerprint_postings_cap: int = 64
+    remote_embedding_scoring: bool = False  # embeddings go to the scorer worker instead of being scored here
+
+
+@dataclass(frozen=True)
+class EventFlags:
+    """Per-event booleans of a batch, one array per counter of ``monitor.contracts.sli.COUNTERS``."""
+
+    events: np.ndarray
+    traffic_events: np.ndarray  # production traffic (canaries are measured, not alerted on)
+    anomalous: np.ndarray
+    queries: np.ndarray  # fingerprinted, not an exact repeat
+    duplicates: np.ndarray
+    query_flagged: np.ndarray
+    labelled: np.ndarray
+    errors: np.ndarray
+    adv_canary: np.ndarray
+    adv_fooled: np.ndarray
+    adv_missed: np.ndarray
+    benign_canary: np.ndarray
+    benign_flagged: np.ndarray
+    clean_events: np.ndarray
+
+    def counters(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class QueryMarks:
+    """What the fingerprint index said about each event of a batch (False/0 where no raw input)."""
+
+    fresh: np.ndarray  # fingerprinted and not an exact repeat
+    duplicate: np.ndarray  # byte-identical to an earlier query
+    flagged: np.ndarray  # near-duplicate of an earlier query
+    exact_hash: np.ndarray  # uint64 content hash; 0 where none was fingerprinted
+    input_bin: np.ndarray  # coarse input fingerprint for query entropy; -1: no input
+
+    @classmethod
+    def none(cls, n: int) -> QueryMarks:
+        return cls(np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, np.uint64),
+                   np.full(n, -1, np.int64))
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    rows: SliRows
+    flagged: FlaggedEvents
+    watermark: float
+    late_events: int
+    score_groups: list[ScoreGroup] = field(default_factory=list)  # for the scorer, with remote scoring
+    score_ratio: np.ndarray = field(default_factory=lambda: np.empty(0))  # max score / threshold; NaN: unscored
+
+
+class Engine:
+    """Detectors over a batch: fingerprints of raw inputs, profile scores of inputs and embeddings."""
+
+    def __init__(self, settings: EngineSettings, profile: Profile | None = None) -> None:
+        self.settings = settings
+        self.profile = profile
+        self._fingerprinters: dict[int, Fingerprinter] = {}
+        self._indexes: dict[int, QueryIndex] = {}
+        self.watermark = -np.inf
+
+    @property
+    def fingerprint_memory_bytes(self) -> int:
+        return sum(index.memory_bytes for index in self._indexes.values())
+
+    def process(self, batch: EventBatch) -> BatchResult:
+        n = len(batch)
+        late = int((batch.ts < self.watermark - self.settings.grace_s).sum())
+        if n:
+            self.watermark = max(self.watermark, float(batch.ts.max()))
+        features = batch.feature_groups()
+        marks = self._fingerprint(batch, features)
+        _embedding_bins(batch, marks.input_bin)
+        remote = self.settings.remote_embedding_scoring
+        logit_groups = batch.logit_groups() if self.profile is not None or remote else {}
+        logits_by_row = {row: vector for _, (rows, matrix) in logit_groups.items()
+                         for row, vector in zip(rows.tolist(), matrix, strict=True)}
+        anomalous, score_ratio = self._score(batch, features, logits_by_row)
+        score_groups = (self._score_groups(batch, anomalous, marks.flagged, logit_groups, logits_by_row)
+                        if remote else [])
+        flags = _outcomes(batch, anomalous, marks)
+        production = flags.traffic_events
+        rows = SliRows.from_columns(
+            bucket=(batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s,
+            model=batch.model, client=batch.client_id, ts=batch.ts, flags=flags.counters(),
+            confidence=batch.confidence,
+            label_bin=np.where(production, label_bins(batch.label), -1),
+            input_bin=np.where(production, marks.input_bin, -1),
+        )
+        return BatchResult(rows, self._flagged(batch, flags, marks.exact_hash), self.watermark, late, score_groups,
+                           score_ratio)
+
+    def _fingerprint(self, batch: EventBatch, features: Groups) -> QueryMarks:
+        marks = QueryMarks.none(len(batch))
+        for dim, (rows, matrix) in features.items():
+            fingerprinter = self._fingerprinters.get(dim)
+            if fingerprinter is None:
+                try:
+                    fingerprinter = Fingerprinter.for_dimension(dim, self.settings.fingerprint_secret)
+                except ValueError:
+                    continue  # too short to fingerprint (fewer values than a window)
+                self._fingerprinters[dim] = fingerprinter
+                self._indexes[dim] = QueryIndex(
+                    fingerprinter.threshold, self.settings.fingerprint_postings_cap,
+                    self.settings.fingerprint_generation_queries, self.settings.fingerprint_generation_s)
+            hashes = fingerprinter.hashes(matrix)
+            marks.input_bin[rows] = (hashes[:, 0] % np.uint64(ENTROPY_BINS)).astype(np.int64)  # the largest: a MinHash
+            matches = self._indexes[dim].update(hashes, matrix, now=float(batch.ts[rows].max()))
+            marks.fresh[rows] = ~matches.duplicate
+            marks.duplicate[rows] = matches.duplicate
+            marks.flagged[rows] = matches.flagged
+            marks.exact_hash[rows] = matches.exact_hash
+        return marks
+
+    def _score(self, batch: EventBatch, features: Groups, logits_by_row: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Per event: flagged by a profile score, and its largest score over threshold (NaN: unscored)."""
+        anomalous, score_ratio = np.zeros(len(batch), bool), np.full(len(batch), np.nan)
+        if self.profile is None:
+            return anomalous, score_ratio
+        spaces = [("features", features)]
+        if not self.settings.remote_embedding_scoring:
+            spaces.append(("embedding", batch.embedding_groups()))
+        for space, groups in spaces:
+            for dim, (rows, matrix) in groups.items():
+                for model in np.unique(batch.model[rows]):
+                    profile = self.profile.get(model, space)
+                    if profile is not None and profile.dim == dim:
+                        mine = batch.model[rows] == model
+                        flagged, ratio = self._flag(profile, space, rows[mine], matrix[mine], logits_by_row)
+                        anomalous[rows[mine]] |= flagged
+                        score_ratio[rows[mine]] = np.fmax(score_ratio[rows[mine]], ratio)
+        return anomalous, score_ratio
+
+    @staticmethod
+    def _flag(profile: ModelProfile, space: str, rows: np.ndarray, matrix: np.ndarray,
+              logits_by_row: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Flags, and each event's largest score relative to its threshold (above 1 is flagged)."""
+        logits = None
+        if space == "embedding" and profile.thresholds[2] < np.inf:
+            logits = _logits_matrix(rows, logits_by_row, profile.means.shape[0])
+        scores = profile.score(matrix, logits)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratios = np.column_stack([scores.mahalanobis, scores.knn, scores.energy]) / profile.thresholds
+        return scores.flagged, np.nanmax(np.where(np.isfinite(ratios), ratios, np.nan), axis=1, initial=0.0)
+
+    @staticmethod
+    def _score_groups(batch: EventBatch, anomalous: np.ndarray, query_flagged: np.ndarray, logit_groups: Groups,
+                      logits_by_row: dict) -> list[ScoreGroup]:
+        """Embeddings per (model, dimension) with what this batch already decided, for the scorer; logits
+        of the most common length travel with them."""
+        detected = anomalous | query_flagged
+        kind = np.where(batch.is_adversarial_canary, ADVERSARIAL_CANARY,
+                        np.where(batch.is_canary, BENIGN_CANARY, PRODUCTION)).astype(np.int8)
+        classes = max(logit_groups, key=lambda c: len(logit_groups[c][0])) if logit_groups else None
+        groups = []
+        for _, (rows, matrix) in batch.embedding_groups().items():
+            for model in np.unique(batch.model[rows]):
+                mine = batch.model[rows] == model
+                r = rows[mine]
+                groups.append(ScoreGroup(
+                    model=model, event_id=batch.event_id[r], client_id=batch.client_id[r], ts=batch.ts[r],
+                    confidence=batch.confidence[r], kind=kind[r], anomalous=anomalous[r], detected=detected[r],
+                    embedding=matrix[mine],
+                    logits=_logits_matrix(r, logits_by_row, classes) if classes else None))
+        return groups
+
+    def _flagged(self, batch: EventBatch, flags: EventFlags, exact: np.ndarray) -> FlaggedEvents:
+        anomalous, near = flags.anomalous, flags.query_flagged
+        rows = np.flatnonzero(anomalous | near)
+        reason = np.where(anomalous[rows] & near[rows], "anomalous+near-duplicate",
+                          np.where(anomalous[rows], "anomalous", "near-duplicate")).astype(object)
+        return FlaggedEvents(batch.event_id[rows], batch.model[rows], batch.client_id[rows], batch.ts[rows], reason,
+                             self._fingerprint_names(batch.take(rows), exact[rows]))
+
+    def _fingerprint_names(self, flagged: EventBatch, exact: np.ndarray) -> np.ndarray:
+        """Flagged events only: the raw input's content hash, else the LSH signature of the embedding, else ""."""
+        names = np.array([f"{int(h):016x}" if h else "" for h in exact.tolist()], dtype=object)
+        for _dim, (rows, matrix) in flagged.embedding_groups().items():
+            unnamed = exact[rows] == 0
+            if unnamed.any():
+                names[rows[unnamed]] = embedding_fingerprints(matrix[unnamed])
+        return names
+
+
+def _outcomes(batch: EventBatch, anomalous: np.ndarray, marks: QueryMarks) -> EventFlags:
+    """Every counter of a batch: detections, ground-truth and canary outcomes (accuracy, fooling rate,
+    detector TPR/FPR). Red-team and canary traffic is measured, never alerted on as production."""
+    detected = anomalous | marks.flagged
+    adversarial = batch.is_adversarial_canary
+    wrong = batch.has_truth & ~batch.is_correct
+    production = ~batch.is_canary
+    labelled = batch.has_truth & production
+    benign_canary = batch.is_canary & ~adversarial
+    return EventFlags(
+        events=np.ones(len(batch), bool), traffic_events=production, anomalous=anomalous & production,
+        queries=marks.fresh & production, duplicates=marks.duplicate, query_flagged=marks.flagged & production,
+        labelled=labelled, errors=labelled & wrong, adv_canary=adversarial, adv_fooled=adversarial & wrong,
+        adv_missed=adversarial & ~detected, benign_canary=benign_canary, benign_flagged=benign_canary & detected,
+        clean_events=~detected & production)
+
+
+def _logits_matrix(rows: np.ndarray, logits_by_row: dict, classes: int) -> np.ndarray:
+    out = np.full((len(rows), classes), np.nan, np.float32)
+    for i, row in enumerate(rows.tolist()):
+        vector = logits_by_row.get(row)
+        if vector is not None and len(vector) == classes:
+            out[i] = vector
+    return out
+
+
+def label_bins(labels: np.ndarray) -> np.ndarray:
+    """Each predicted label's entropy bin: a CRC-32 of the label, hashed once per distinct label.
+
+    >>> bins = label_bins(np.array(["7", "3", "7"], dtype=object))
+    >>> bool(bins[0] == bins[2]), bool(((0 <= bins) & (bins < ENTROPY_BINS)).all())
+    (True, True)
+    """
+    if not len(labels):
+        return np.empty(0, np.int64)
+    distinct, inverse = np.unique(labels.astype(str), return_inverse=True)
+    bins = np.array([zlib.crc32(label.encode()) % ENTROPY_BINS for label in distinct.tolist()], np.int64)
+    return bins[inverse]
+
+
+def _embedding_bins(batch: EventBatch, input_bin: np.ndarray) -> None:
+    """Events with an embedding but no raw input: the sides of the first hyperplanes of their LSH
+    (``ENTROPY_BINS`` is a power of two)."""
+    for dim, (rows, matrix) in batch.embedding_groups().items():
+        unbinned = input_bin[rows] < 0
+        if unbinned.any():
+            signatures = planes_for(dim).signatures(matrix[unbinned])
+            input_bin[rows[unbinned]] = (signatures & np.uint64(ENTROPY_BINS - 1)).astype(np.int64)

@@ -1,0 +1,1 @@
+"""The notification path: pipeline stages, the durable outbox, payloads and receivers (sinks)."""

@@ -1,0 +1,1 @@
+"""The in-process runtime (no services): ``advmon demo`` and ``advmon replay``."""

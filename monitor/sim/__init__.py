@@ -1,0 +1,1 @@
+"""Synthetic traffic, toy models and attacks: demo and benchmark material, not the product."""

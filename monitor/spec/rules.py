@@ -1,0 +1,333 @@
+"""SLO and alert rules: YAML files validated by pydantic, with burn-rate tiers derived, never typed.
+
+A rules directory holds one or more ``*.yaml`` files whose top-level sections are merged:
+``windows`` (the burn-rate window table), ``slos``, ``drift``, ``no_data``, ``receivers``, ``routes``,
+``silences`` and ``maintenance``. Unknown keys are rejected and every error names its file and line.
+
+>>> rules = load_rules_text('''
+... slos:
+...   - {name: anomaly, sli: input_anomaly_rate, scope: model, objective: 0.99, period: 30d}
+... ''')
+>>> [(t.severity, t.long_s, t.short_s, round(t.factor, 2)) for t in rules.slos[0].tiers]
+[('page', 3600, 300, 14.4), ('page', 21600, 1800, 6.0), ('ticket', 86400, 7200, 3.0), ('ticket', 259200, 21600, 1.0)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from monitor.contracts.sli import SERIES, SLI_DEFINITIONS
+from monitor.errors import RulesError
+from monitor.spec.durations import Duration, format_duration, parse_duration
+from monitor.spec.silences import MaintenanceWindow, Silence
+
+__all__ = ["Duration", "RulesError", "format_duration", "parse_duration"]  # re-exported for the CLI and tests
+
+Severity = Literal["page", "ticket"]
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WindowSpec(_Rule):
+    """One row of the window table: alert when both windows burn faster than the derived factor."""
+
+    severity: Severity
+    long: Duration
+    short: Duration
+    budget_fraction: float = Field(gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _short_within_long(self) -> WindowSpec:
+        if self.short >= self.long:
+            raise ValueError("short window must be shorter than the long window")
+        return self
+
+
+#: Google SRE workbook, chapter 5, for a 30-day SLO period.
+DEFAULT_WINDOWS = (
+    WindowSpec(severity="page", long=3600, short=300, budget_fraction=0.02),
+    WindowSpec(severity="page", long=21600, short=1800, budget_fraction=0.05),
+    WindowSpec(severity="ticket", long=86400, short=7200, budget_fraction=0.10),
+    WindowSpec(severity="ticket", long=259200, short=21600, budget_fraction=0.10),
+)
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A burn-rate tier of one SLO: ``factor = budget_fraction * period / long``."""
+
+    severity: Severity
+    long_s: int
+    short_s: int
+    factor: float
+
+    @property
+    def names(self) -> tuple[str, str]:
+        return format_duration(self.long_s), format_duration(self.short_s)
+
+
+class Slo(_Rule):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    sli: str
+    scope: Literal["model", "client"] = "model"
+    objective: float = Field(gt=0, lt=1)
+    period: Duration = 30 * 86400
+    min_events: int = Field(default=50, ge=1)
+    severities: tuple[Severity, ...] = ("page", "ticket")
+    resolve_after: Duration = 300
+    summary: str = ""
+    runbook: str = ""
+    windows: tuple[WindowSpec, ...] = DEFAULT_WINDOWS
+
+    @model_validator(mode="after")
+    def _sli_known_and_tiers_can_fire(self) -> Slo:
+        if self.sli not in SLI_DEFINITIONS:
+            raise ValueError(f"unknown sli {self.sli!r}; known: {', '.join(SLI_DEFINITIONS)}")
+        max_burn = 1.0 / (1.0 - self.objective)
+        for tier in self.tiers:
+            if tier.factor >= max_burn:
+                raise ValueError(
+                    f"{tier.severity} tier {tier.names[0]}/{tier.names[1]} has burn-rate factor {tier.factor:.3g}, "
+                    f"at or above the largest possible burn rate 1/(1-objective) = {max_burn:.3g}: it can never "
+                    f"fire; lower the objective or drop {tier.severity!r} from severities"
+                )
+        if not self.tiers:
+            raise ValueError(f"no window in the table has a severity among {list(self.severities)}")
+        return self
+
+    @cached_property
+    def tiers(self) -> tuple[Tier, ...]:
+        """The burn-rate tiers of the SLO's severities, derived once from its window table."""
+        return tuple(
+            Tier(w.severity, w.long, w.short, w.budget_fraction * self.period / w.long)
+            for w in self.windows
+            if w.severity in self.severities
+        )
+
+    @property
+    def horizon_s(self) -> int:
+        """The longest window: how much history the evaluator keeps per key."""
+        return max(t.long_s for t in self.tiers)
+
+
+class DriftRule(_Rule):
+    """An online drift detector on a per-model series of clean (non-anomalous) traffic."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    series: str = "clean_confidence_mean"  # one of monitor.contracts.sli.SERIES
+    detector: Literal["adwin", "page_hinkley", "kswin"] = "adwin"
+    delta: float = Field(default=0.002, gt=0, lt=1)
+    threshold: float = Field(default=0.5, gt=0)
+    alpha: float = Field(default=0.001, gt=0, lt=0.5)  # KSWIN: Kolmogorov-Smirnov significance level
+    window_size: int = Field(default=100, ge=20)  # KSWIN: points kept
+    stat_size: int = Field(default=30, ge=5)  # KSWIN: most recent points compared with the rest
+    min_events: int = Field(default=20, ge=1)
+    grace_points: int = Field(default=30, ge=1)
+    severity: Severity = "ticket"
+    resolve_after: Duration = 3600
+    summary: str = ""
+    runbook: str = ""
+
+    @model_validator(mode="after")
+    def _series_known(self) -> DriftRule:
+        if self.series not in SERIES:
+            raise ValueError(f"unknown series {self.series!r}; known: {', '.join(SERIES)}")
+        return self
+
+
+class NoDataRule(_Rule):
+    """A model that had traffic and then none for ``after`` (event time, while other models go on)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    after: Duration = 900
+    severity: Severity = "ticket"
+    models: tuple[str, ...] = ()  # empty: every model seen
+    summary: str = ""
+    runbook: str = ""
+
+
+class Route(_Rule):
+    """Send alerts whose labels match every ``match`` entry to ``receivers``; first match wins unless ``continue``."""
+
+    match: dict[str, str] = Field(default_factory=dict)
+    receivers: tuple[str, ...]
+    continue_: bool = Field(default=False, alias="continue")
+    group_by: tuple[str, ...] = ("slo", "model")
+    repeat_interval: Duration = 4 * 3600
+
+
+#: Receivers every daemon has without configuration.
+BUILTIN_RECEIVERS = ("stdout",)
+_DEFAULT_URLS = {"pagerduty": "https://events.pagerduty.com/v2/enqueue", "opsgenie": "https://api.opsgenie.com",
+                 "github": "https://api.github.com"}
+_ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+
+
+class Receiver(_Rule):
+    """Where notifications go over HTTP. Secrets are never in the file: ``*_env`` name environment
+    variables that hold them (the routing/API key, a webhook URL that embeds a token, an HMAC key)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    type: Literal["pagerduty", "opsgenie", "alertmanager", "slack", "webhook", "github", "jira"]
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    url_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    key_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    hmac_secret_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    timeout: Duration = 10
+    # Ticket receivers: GitHub ``repo: owner/name``; Jira ``project`` (key) and the workflow's names.
+    repo: str | None = Field(default=None, pattern=r"^[\w.-]+/[\w.-]+$")
+    project: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]+$")
+    issue_type: str = "Task"
+    resolve_transition: str = "Done"
+    reopen_transition: str = "To Do"
+
+    @model_validator(mode="after")
+    def _complete(self) -> Receiver:
+        if self.url and self.url_env:
+            raise ValueError("give url or url_env, not both")
+        if self.type == "github" and not self.repo:
+            raise ValueError("a github receiver needs repo: owner/name")
+        if self.type == "jira" and not self.project:
+            raise ValueError("a jira receiver needs project (the project key)")
+        if self.type in ("pagerduty", "opsgenie", "github", "jira") and not self.key_env:
+            raise ValueError(f"a {self.type} receiver needs key_env (the environment variable holding its key)")
+        if self.type not in _DEFAULT_URLS and not (self.url or self.url_env):
+            raise ValueError(f"a {self.type} receiver needs url or url_env")
+        return self
+
+    @property
+    def default_url(self) -> str | None:
+        return self.url or _DEFAULT_URLS.get(self.type)
+
+
+class Rules(_Rule):
+    windows: tuple[WindowSpec, ...] = DEFAULT_WINDOWS
+    slos: tuple[Slo, ...] = ()
+    drift: tuple[DriftRule, ...] = ()
+    no_data: tuple[NoDataRule, ...] = ()
+    receivers: tuple[Receiver, ...] = ()
+    routes: tuple[Route, ...] = (Route(receivers=("stdout",)),)
+    silences: tuple[Silence, ...] = ()
+    maintenance: tuple[MaintenanceWindow, ...] = ()
+
+    @model_validator(mode="after")
+    def _receivers_exist(self) -> Rules:
+        names = [r.name for r in self.receivers]
+        clash = sorted({n for n in names if names.count(n) > 1 or n in BUILTIN_RECEIVERS})
+        if clash:
+            raise ValueError(f"receiver names must be unique and not {BUILTIN_RECEIVERS}: {', '.join(clash)}")
+        known = set(names) | set(BUILTIN_RECEIVERS)
+        missing = sorted({r for route in self.routes for r in route.receivers if r not in known})
+        if missing:
+            raise ValueError(f"routes name receivers that are not declared: {', '.join(missing)}")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Rules:
+        names = [r.name for r in self.slos] + [r.name for r in self.drift] + [r.name for r in self.no_data]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"rule names must be unique; repeated: {', '.join(repeated)}")
+        return self
+
+
+def _apply_window_table(document: dict) -> dict:
+    """SLOs without their own ``windows`` inherit the file's table."""
+    table = document.get("windows")
+    if table is None or not isinstance(document.get("slos"), list):
+        return document
+    slos = [dict(s, windows=s.get("windows", table)) if isinstance(s, dict) else s for s in document["slos"]]
+    return {**document, "slos": slos}
+
+
+def _line_of(node: yaml.Node | None, loc: Sequence[Any]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a 1-based line."""
+    line = None if node is None else node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _validate(documents: list[tuple[str, dict, yaml.Node | None]]) -> Rules:
+    merged: dict[str, list] = {}
+    origin: dict[tuple[str, int], tuple[str, yaml.Node | None, int]] = {}
+    problems: list[str] = []
+    for name, document, node in documents:
+        if not isinstance(document, dict):
+            problems.append(f"{name}: the top level must be a mapping of sections")
+            continue
+        unknown = set(document) - set(Rules.model_fields)
+        for key in sorted(unknown):
+            problems.append(f"{name}:{_line_of(node, [key])}: unknown section {key!r}")
+        document = _apply_window_table(document)
+        for section in ("slos", "drift", "no_data", "receivers", "routes", "silences", "maintenance"):
+            for offset, item in enumerate(document.get(section) or []):
+                origin[(section, len(merged.setdefault(section, [])))] = (name, node, offset)
+                merged[section].append(item)
+        if "windows" in document:
+            merged["windows"] = document["windows"]
+    if problems:
+        raise RulesError("\n".join(problems))
+    try:
+        return Rules.model_validate(merged)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors(include_url=False):
+            loc = list(error["loc"])
+            where = "rules"
+            section_item = (str(loc[0]), int(loc[1])) if len(loc) >= 2 and isinstance(loc[1], int) else None
+            if section_item in origin:
+                name, node, offset = origin[section_item]
+                where = f"{name}:{_line_of(node, [loc[0], offset, *loc[2:]])}"
+            path = ".".join(str(p) for p in loc)
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+        raise RulesError("\n".join(lines)) from None
+
+
+def load_rules_text(text: str, name: str = "<rules>") -> Rules:
+    try:
+        return _validate([(name, yaml.safe_load(text) or {}, yaml.compose(text))])
+    except yaml.YAMLError as exc:
+        raise RulesError(f"{name}: invalid YAML: {exc}") from None
+
+
+def load_rules(directory: str | Path) -> Rules:
+    """Load and merge every ``*.yaml``/``*.yml`` file of a directory, in name order."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise RulesError(f"{path}: not a directory of rules files")
+    files = sorted(p for p in path.iterdir() if p.suffix in {".yaml", ".yml"})
+    if not files:
+        raise RulesError(f"{path}: no *.yaml rules files")
+    documents = []
+    for file in files:
+        text = file.read_text(encoding="utf-8")
+        try:
+            documents.append((str(file), yaml.safe_load(text) or {}, yaml.compose(text)))
+        except yaml.YAMLError as exc:
+            raise RulesError(f"{file}: invalid YAML: {exc}") from None
+    return _validate(documents)
+
+
+def default_rules_dir() -> Path:
+    """The shipped rules: ``monitor/default_rules``, the top-level ``rules/`` of the source tree (a link
+    there; a copy in an installed wheel)."""
+    return Path(__file__).resolve().parent.parent / "default_rules"

@@ -1,0 +1,1 @@
+"""Prometheus metrics: their declarations and what each runtime exports into them."""

@@ -1,0 +1,228 @@
+"""``advmon alerter``: the faust-streaming app that turns ``sli-buckets`` into alerts.
+
+Two agents, each ``concurrency=1`` (faust's offset commits can skip messages otherwise):
+
+* ``evaluate`` reads ``sli-buckets`` and the scorer's ``scores`` (``read_committed``: only what the
+  ingest and scorer transactions committed),
+  keeps windows, sources and progress in the table ``state`` (changelog-backed; see
+  :mod:`monitor.alerting.durable` for why redelivery and restarts neither lose nor repeat anything) and
+  writes alert transitions to the ``alerts`` topic.
+* ``deliver`` reads ``alerts``, drops transitions it already delivered (table ``delivered``, by
+  ``alert_id``), runs inhibit -> route -> group -> dedupe and hands notifications to the sinks.
+
+This module is the only place faust is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer
+
+from monitor.alerting.durable import DurableAlerter
+from monitor.contracts.alerts import Alert
+from monitor.contracts.sli_buckets import SliBatch
+from monitor.errors import WireError
+from monitor.notify.delivery import deliver
+from monitor.notify.pipeline import Pipeline
+from monitor.notify.sinks.jsonl import JsonlSink
+from monitor.notify.sinks.registry import build_sinks
+from monitor.notify.store import SqliteStore
+from monitor.settings import Settings
+from monitor.spec.rules import Rules
+from monitor.telemetry.export import count_alerts, export_alert_state
+from monitor.telemetry.metrics import Metrics
+from streams.http import Health, serve
+from streams.topics import Topics
+
+log = logging.getLogger("advmon.alerter")
+APP_ID = "advmon-alerter"
+DELIVERED_RETENTION_S = 8 * 24 * 3600.0
+
+
+def _read_committed(create):
+    """faust reads with ``read_committed`` only in exactly-once mode; ingest writes in transactions, so
+    the alerter must not see aborted batches even though it runs at-least-once itself."""
+
+    def create_worker_consumer(self, transport):
+        consumer = create(self, transport)
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+    return create_worker_consumer
+
+
+setattr(faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer",  # noqa: B010 (a patch of faust's class)
+        _read_committed(faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer))
+# One sli-buckets message updates a table entry per (model, client, bucket): hundreds of changelog
+# records at once. faust's default of 100 buffered records only produces warnings at that size.
+ProducerBuffer.max_messages = 20_000
+
+
+class AlerterService:
+    """The faust app and the domain objects its agents drive."""
+
+    def __init__(self, settings: Settings, rules: Rules, metrics: Metrics, health: Health,
+                 alerts_out: str | None = None) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.metrics = metrics
+        self.health = health
+        self.topics = Topics.from_settings(settings)
+        sinks, self.dispatcher = build_sinks(
+            rules, metrics, SqliteStore(settings.outbox_path)
+        )  # ConfigError: a secret is unset
+        self.sinks = {s.name: s for s in sinks}
+        self.alerts_file = JsonlSink(alerts_out, append=True) if alerts_out else None
+        self.pipeline = Pipeline(rules.routes, (*rules.silences, *rules.maintenance))
+        self.durable: DurableAlerter | None = None
+        self._remembered = False
+        self.app = self._build_app()
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            f"{s.topic_prefix}{APP_ID}", broker=f"kafka://{s.kafka_bootstrap}", store="memory://",
+            datadir=s.alerter_data_dir, autodiscover=False, web_enabled=False, topic_partitions=1,
+            topic_replication_factor=1,
+            processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest",
+            broker_commit_every=100, broker_commit_interval=1.0, table_standby_replicas=0,
+            producer_acks=-1, producer_max_request_size=8 << 20,
+            # Static membership: a restarted alerter takes its partitions back at once instead of
+            # waiting for the dead member's session to time out.
+            consumer_group_instance_id=f"{s.topic_prefix}{APP_ID}-{s.instance_id}",
+        )
+        sli_topic = app.topic(self.topics.sli_buckets, key_type=bytes, value_type=bytes, value_serializer="raw",
+                              key_serializer="raw")
+        scores_topic = app.topic(self.topics.scores, key_type=bytes, value_type=bytes, value_serializer="raw",
+                                 key_serializer="raw")
+        self.alerts_topic = app.topic(self.topics.alerts, key_type=bytes, value_type=bytes, value_serializer="raw",
+                                      key_serializer="raw")
+        json_schema: faust.Schema = faust.Schema(key_serializer="json", value_serializer="json")
+        self.state = app.Table("state", partitions=1, schema=json_schema)
+        self.delivered = app.Table("delivered", partitions=1, schema=json_schema)
+        self.open_alerts = app.Table("open-alerts", partitions=1, schema=json_schema)
+        app.agent(sli_topic, name="evaluate", concurrency=1)(self._evaluate)
+        app.agent(scores_topic, name="evaluate-scores", concurrency=1)(self._evaluate)
+        app.agent(self.alerts_topic, name="deliver", concurrency=1)(self._deliver)
+        app.timer(interval=5.0, on_leader=False)(self._heartbeat)  # liveness without traffic
+        app.timer(interval=30.0, on_leader=False)(self._remind)
+        return app
+
+    async def _heartbeat(self) -> None:
+        self.health.beat()
+
+    def _remember_once(self) -> None:
+        """After a (re)start, repeats count from when the open alerts were announced, not from now."""
+        if not self._remembered:
+            self.pipeline.remember(self._open())
+            self._remembered = True
+
+    def _open(self) -> list[Alert]:
+        return [Alert.model_validate(a) for a in self.open_alerts.values()]
+
+    async def _remind(self) -> None:
+        """Still-firing alerts are announced again after their route's ``repeat_interval`` (event time)."""
+        if self.durable is None:  # tables not recovered yet: the evaluate agent has not started
+            return
+        self._remember_once()
+        now = self.durable.watermark(time.time())
+        if now == float("-inf"):
+            return
+        firing = self._open()
+        loop = asyncio.get_running_loop()
+        for notification in self.pipeline.process(firing, now=now, firing=firing):
+            await loop.run_in_executor(None, deliver, self.sinks, self.metrics, notification)
+
+    async def _evaluate(self, stream) -> None:
+        self.health.ready = True
+        async for event in stream.events():
+            self.health.beat()
+            offset, topic = event.message.offset, event.message.topic
+            try:
+                batch = SliBatch.decode(event.value)
+            except WireError as exc:  # a foreign or corrupt message: skip it loudly, never crash-loop on it
+                log.error("%s offset %d skipped: %s", topic, offset, exc)
+                self.metrics.dead_letters.labels(reason="other").inc()
+                continue
+            if self.durable is None:
+                self.durable = DurableAlerter(
+                    self.rules,
+                    self.state,
+                    self.settings.bucket_seconds,
+                    self.settings.grace_seconds,
+                    self.settings.idle_source_seconds,
+                )
+            alerts = self.durable.apply(
+                offset, batch, now=time.time(), topic=topic.removeprefix(self.settings.topic_prefix)
+            )
+            self.metrics.late_events.inc(batch.late)
+            for alert in alerts:
+                await self.alerts_topic.send(key=alert.dedup_key.encode(), value=alert.to_json())
+            await self._make_durable()
+            count_alerts(self.metrics, alerts)
+            export_alert_state(self.metrics, self.durable.alerter)
+            watermark = self.durable.watermark(time.time())
+            if watermark > float("-inf"):
+                self.metrics.watermark.set(watermark)
+
+    async def _deliver(self, stream) -> None:
+        loop = asyncio.get_running_loop()
+        async for event in stream.events():
+            self.health.beat()
+            self._remember_once()
+            try:
+                alert = Alert.model_validate_json(event.value)
+            except ValueError as exc:
+                log.error("alerts offset %d skipped: not an alert: %s", event.message.offset, exc)
+                continue
+            if self.delivered.get(alert.alert_id) is not None:
+                continue  # already delivered before a restart or redelivery
+            now = alert.resolved_at if alert.resolved_at is not None else alert.fired_at
+            firing = self._open()
+            if alert.status == "firing":
+                self.open_alerts[alert.dedup_key] = alert.model_dump()
+            else:
+                self.open_alerts.pop(alert.dedup_key, None)
+            if self.alerts_file is not None:
+                self.alerts_file.write([alert])
+            for notification in self.pipeline.process([alert], now=now, firing=firing):
+                await loop.run_in_executor(None, deliver, self.sinks, self.metrics, notification)
+            self.delivered[alert.alert_id] = now
+            await self._make_durable()
+            self._expire_delivered(now)
+
+    async def _make_durable(self) -> None:
+        """Wait until table changes and sent alerts are acknowledged by the broker: a crash after this
+        point cannot undo them, so the window for a repeat after a crash is one broker round trip."""
+        producer = self.app.producer
+        await producer.buffer.flush()
+        await producer.flush()
+
+    def _expire_delivered(self, now: float) -> None:
+        if len(self.delivered) % 1000:  # a sweep every thousand deliveries keeps the table bounded
+            return
+        for alert_id, at in list(self.delivered.items()):
+            if now - at > DELIVERED_RETENTION_S:
+                del self.delivered[alert_id]
+
+
+def run_alerter(settings: Settings, rules: Rules, http_port: int | None = None, alerts_out: str | None = None) -> int:
+    metrics, health = Metrics(), Health()
+    serve(settings.metrics_port if http_port is None else http_port, metrics.registry, health)
+    service = AlerterService(settings, rules, metrics, health, alerts_out)
+    service.dispatcher.start()  # retries of HTTP deliveries, also those left in the outbox by a crash
+    # faust configures the root handler at this level; faust's, mode's and the Kafka clients' own
+    # loggers stay at WARNING (set by the CLI), so INFO here means advmon's lines.
+    worker = faust.Worker(service.app, loglevel="INFO", quiet=True, console_port=0)
+    log.info("alerter consuming %s from %s", service.topics.sli_buckets, settings.kafka_bootstrap)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:  # faust's worker ends by sys.exit with its own status
+        return int(exc.code or 0)
+    return 0
+

@@ -1,0 +1,110 @@
+"""The Prometheus rules ``advmon rules render`` writes: valid for the real promtool, current in deploy/,
+and firing when the daemon's own evaluator fires on the same series (``promtool test rules``)."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from monitor.alerting.promrules import alert_name, render_prometheus_rules
+from monitor.alerting.slo import SloEvaluator
+from monitor.contracts.sli import SliRows
+from monitor.spec.rules import default_rules_dir, load_rules, load_rules_text
+from monitor.spec.yaml_dump import dump_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOYED = ROOT / "deploy/prometheus/rules/advmon-slos.yml"
+
+
+def promtool(*args, cwd):
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool is not installed (Debian package prometheus; .ci/run installs it)")
+    return subprocess.run(["promtool", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_deployed_rules_are_rendered_from_the_shipped_rules_and_pass_promtool_check():
+    rendered = subprocess.run(["advmon", "rules", "render", str(default_rules_dir())], capture_output=True,
+                              text=True, check=True).stdout
+    assert DEPLOYED.read_text() == rendered, "run: advmon rules render rules -o deploy/prometheus/rules/advmon-slos.yml"
+    result = promtool("check", "rules", str(DEPLOYED), cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    assert "rules/advmon-slos.yml" in prometheus["rule_files"]
+
+
+def daemon_firing(slo, bad, total):
+    """Minute by minute, whether the daemon's evaluator has the model's alert firing at the minute's end."""
+    evaluator = SloEvaluator(slo, bucket_s=60)
+    firing = []
+    for minute, (b, n) in enumerate(zip(bad, total, strict=True)):
+        events = int(n)
+        evaluator.ingest(SliRows.from_columns(
+            bucket=np.full(events, minute * 60), model=np.full(events, "m", dtype=object),
+            client=np.full(events, "c", dtype=object), ts=np.full(events, minute * 60.0),
+            flags={"traffic_events": np.ones(events, bool), "anomalous": np.arange(events) < b},
+            confidence=np.ones(events)))
+        evaluator.evaluate(end_bucket=minute + 1)
+        firing.append(bool(evaluator.firing))
+    return firing
+
+
+def test_prometheus_fires_when_the_daemon_fires(tmp_path):
+    rules = load_rules_text("""
+slos:
+  - {name: attack, sli: input_anomaly_rate, objective: 0.99, min_events: 100, resolve_after: 10m,
+     severities: [page], summary: adversarial inputs, runbook: docs/runbooks.md#attack}
+""")
+    slo = rules.slos[0]
+    minutes = 240
+    total = np.full(minutes, 100)
+    bad = np.where((np.arange(minutes) >= 60) & (np.arange(minutes) < 150), 30, 0)
+    bad[200:205] = 80  # a short, sharp burst: the 5m window alone is not enough without the 1h one
+    daemon = daemon_firing(slo, bad, total)
+    assert any(daemon) and not all(daemon)
+
+    (tmp_path / "rules.yml").write_text(dump_yaml(render_prometheus_rules(rules)))
+
+    def cumulative(counts):  # the counter's value at minute k counts the buckets before k
+        return " ".join(str(int(v)) for v in np.r_[0, np.cumsum(counts)])
+
+    tests, checked = [], 0
+    for end in range(5, minutes + 1, 5):  # the daemon's state at the end of minute end-1 is Prometheus' at end
+        state = daemon[end - 1]
+        if len(set(daemon[max(0, end - 4):min(minutes, end + 2)])) > 1:
+            continue  # a transition minute: rate()'s extrapolation may land it a minute apart
+        expected = [{"exp_labels": {"severity": "page", "slo": "attack", "model": "m"},
+                     "exp_annotations": {"summary": "adversarial inputs", "runbook_url": "docs/runbooks.md#attack"}}]
+        tests.append(
+            {"eval_time": f"{end}m", "alertname": alert_name(slo, "page"), "exp_alerts": expected if state else []}
+        )
+        checked += state
+    assert checked >= 10 and len(tests) - checked >= 15  # both states are checked, many times
+    fixture = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [
+            {"series": 'advmon_sli_bad_events_total{sli="input_anomaly_rate", model="m"}', "values": cumulative(bad)},
+            {"series": 'advmon_sli_events_total{sli="input_anomaly_rate", model="m"}', "values": cumulative(total)}],
+        "alert_rule_test": tests}]}
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(fixture, sort_keys=False))
+    result = promtool("test", "rules", "test.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_per_client_slos_do_not_render():
+    rules = load_rules(default_rules_dir())
+    rendered = {g["name"] for g in render_prometheus_rules(rules)["groups"]}
+    assert "advmon-slo-input-anomaly" in rendered and "advmon-slo-input-anomaly-client" not in rendered
+
+
+def test_alertmanager_config_carries_the_rendered_inhibition_and_passes_amtool():
+    from monitor.alerting.promrules import render_inhibit_rules
+
+    config_path = ROOT / "deploy/alertmanager/alertmanager.yml"
+    assert yaml.safe_load(config_path.read_text())["inhibit_rules"] == render_inhibit_rules()
+    if shutil.which("amtool") is None:
+        pytest.fail("amtool is not installed (Debian package prometheus-alertmanager; .ci/run installs it)")
+    result = subprocess.run(["amtool", "check-config", str(config_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,102 @@
+"""The console entry points as a user runs them."""
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from monitor.cli import main
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.integration
+def test_demo_serves_metrics_while_it_runs_and_ends_by_itself(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "monitor", "demo", "--duration", "30m", "--speed", "200",
+                             "--metrics-port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    scraped = ""
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                scraped = ""
+            if 'advmon_events_total{model="digits-mlp"}' in scraped:
+                break
+            time.sleep(0.5)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert 'advmon_events_total{model="digits-mlp"}' in scraped
+    assert "advmon_batch_seconds_bucket" in scraped
+    assert "key_" not in scraped  # raw client ids never become label values
+    assert proc.returncode == 0, err
+    assert "events in" in out and "cycle 0" in err  # summary and progress
+
+
+def test_rules_check_prints_derived_tiers(capsys):
+    assert main(["rules", "check", "rules"]) == 0
+    out = capsys.readouterr().out
+    assert "input-anomaly-client: input_anomaly_rate per client" in out and "page 1h/5m x14.4" in out
+
+
+def test_rules_check_reports_errors(tmp_path, capsys):
+    (tmp_path / "r.yaml").write_text("slos:\n  - {name: x, sli: error_rate, objective: 2}\n")
+    assert main(["rules", "check", str(tmp_path)]) == 2
+    assert "r.yaml:2" in capsys.readouterr().err
+
+
+def test_profile_fit_round_trip(tmp_path, capsys):
+    import numpy as np
+    import orjson
+
+    from monitor.detect.profiles import Profile
+
+    rng = np.random.default_rng(0)
+    lines = [
+        orjson.dumps(
+            {
+                "event_id": str(i),
+                "ts": i,
+                "client_id": "c",
+                "model": "m",
+                "input": {"features": rng.random(8).tolist(), "embedding": rng.normal(size=4).tolist()},
+                "prediction": {"label": str(i % 3), "confidence": 0.9, "logits": rng.normal(size=3).tolist()},
+            }
+        )
+        for i in range(400)
+    ]
+    (tmp_path / "ref.jsonl").write_bytes(b"\n".join(lines))
+    assert main(["profile", "fit", str(tmp_path / "ref.jsonl"), "-o", str(tmp_path / "p.npz")]) == 0
+    profile = Profile.load(str(tmp_path / "p.npz"))
+    assert set(profile.models) == {"m/features", "m/embedding"}
+    assert np.isfinite(profile.get("m", "embedding").thresholds).all()
+
+
+def test_errors_are_one_line_with_an_exit_code_and_no_traceback(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "ADVMON_BUCKET_SECONDS": "abc"}
+    bad_env = subprocess.run([sys.executable, "-m", "monitor", "replay", str(tmp_path / "x.jsonl")], cwd=tmp_path,
+                             capture_output=True, text=True, env=env)
+    assert bad_env.returncode == 2
+    assert bad_env.stderr.strip() == ("advmon replay: ADVMON_BUCKET_SECONDS='abc': Input should be a valid integer, "
+                                      "unable to parse string as an integer")
+    missing = subprocess.run([sys.executable, "-m", "monitor", "scorer", "--profile", str(tmp_path / "p.npz")],
+                             cwd=tmp_path, capture_output=True, text=True)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "profile" in missing.stderr and "no such file" in missing.stderr
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("advmon ")

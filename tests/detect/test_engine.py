@@ -1,0 +1,67 @@
+"""The engine on hostile input, fuzzed with hypothesis: it takes whatever the parser lets through and
+counts every event once; plus the named hard cases (infinities, bad unicode, huge vectors)."""
+
+import base64
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from monitor.detect.engine import Engine, EngineSettings
+from monitor.detect.parsing import parse_batch, validate_record
+
+finite = st.floats(0, 1, allow_nan=False, width=32)
+valid_events = st.builds(
+    lambda i, ts, client, model, label, conf, dim, fill, emb_dim, canary: orjson.dumps({
+        "event_id": f"e{i}", "ts": ts, "client_id": client, "model": model,
+        "prediction": {"label": label, "confidence": conf},
+        "input": {**({"features": [fill] * dim} if dim else {}),
+                  **({"embedding": [fill - 0.5] * emb_dim} if emb_dim else {})},
+        **({"tags": {"traffic": canary}} if canary else {}),
+    }),
+    st.integers(0, 10**9), st.floats(0, 4e9, allow_nan=False), st.text(min_size=1, max_size=6), st.text(max_size=6),
+    st.text(max_size=4) | st.integers(0, 20), finite, st.sampled_from([0, 1, 5, 16, 64, 300]), finite,
+    st.sampled_from([0, 1, 3, 32]), st.sampled_from([None, "canary-adversarial", "canary-benign", "other"]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(valid_events, min_size=1, max_size=30), min_size=1, max_size=4))
+def test_engine_counts_every_accepted_event_once(batches):
+    engine = Engine(EngineSettings(fingerprint_secret=b"fuzz", fingerprint_generation_queries=100))
+    accepted = counted = 0
+    for records in batches:
+        parsed = parse_batch(records)
+        accepted += len(parsed.batch)
+        result = engine.process(parsed.batch)
+        counted += int(result.rows.column("events").sum())
+        assert np.isfinite(result.rows.values).all()
+        entropy = result.rows.entropy_bits("label")
+        assert ((entropy[np.isfinite(entropy)] >= 0) & (entropy[np.isfinite(entropy)] <= 3 + 1e-9)).all()
+    assert counted == accepted
+
+
+def doc(**fields):
+    base = {"event_id": "e", "ts": 1, "client_id": "c", "prediction": {"label": "1", "confidence": 0.5}}
+    return {**base, **fields}
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b'{"event_id":"e","ts":1e999,"client_id":"c","prediction":{"label":"1","confidence":0.5}}', "invalid JSON"),
+    (b'{"event_id":"e","ts":1,"client_id":"c","prediction":{"label":"1","confidence":-1e400}}', "invalid JSON"),
+    (b'{"event_id":"\\ud800","ts":1,"client_id":"c","prediction":{"label":"1","confidence":0.5}}', "invalid JSON"),
+    (b'{"event_id":"e","ts":1,"client_id":"\xff\xfe","prediction":{"label":"1","confidence":0.5}}', "invalid JSON"),
+    (orjson.dumps(doc(input={"features": [1e308, 1e308]})), None),  # finite: accepted, then clipped by quantization
+    (orjson.dumps(doc(ts=1e300)), "invalid event: ts"),
+    (orjson.dumps(doc(input={"embedding": {"b64": base64.b64encode(np.zeros(70_000, np.float32).tobytes()).decode(),
+                                           "dtype": "float32"}})), "invalid event: input.embedding"),
+    (orjson.dumps(doc(client_id="\u202e\u0000key")), None),  # control characters are data, not errors
+])
+def test_hard_cases_are_named_or_accepted(raw, reason):
+    result = validate_record(raw, max_bytes=1 << 20)
+    if reason is None:
+        assert not isinstance(result, str), result
+    else:
+        assert isinstance(result, str) and result.startswith(reason), result

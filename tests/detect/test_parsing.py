@@ -1,0 +1,160 @@
+"""Edge validation: every record ends in the batch or in the dead letters, with a precise reason."""
+
+import base64
+import json
+import math
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.contracts.dead_letters import DeadLetter
+from monitor.detect.parsing import iter_lines, parse_batch, validate_record
+
+
+def event(**overrides):
+    doc = {"event_id": "e1", "ts": "2026-11-25T10:00:00.123Z", "client_id": "key_1", "model": "digits-mlp",
+           "prediction": {"label": "7", "confidence": 0.93}}
+    doc.update(overrides)
+    return orjson.dumps(doc)
+
+
+def test_contract_example_parses_with_all_fields():
+    emb = np.array([0.5, -1.25, 3.0], dtype=np.float32)
+    raw = event(
+        model_version=3,
+        input={
+            "features": [0.0, 0.25],
+            "text": "hi",
+            "embedding": {"b64": base64.b64encode(emb.tobytes()).decode(), "dtype": "float32"},
+        },
+        prediction={"label": 7, "confidence": 1, "probs": [0.1, 0.9], "logits": [-1, 2]},
+        ground_truth="7",
+        tags={"traffic": "canary-adversarial"},
+        future_field={"kept": True},
+    )
+    e = validate_record(raw)
+    assert not isinstance(e, str), e
+    assert e.ts == pytest.approx(1795600800.123)
+    assert e.model_version == "3" and e.prediction.label == "7"
+    assert e.input.embedding_array().tolist() == emb.tolist()
+    assert e.is_adversarial_canary and e.model_extra == {"future_field": {"kept": True}}
+
+
+def test_float16_embedding_and_epoch_seconds():
+    emb = np.array([1.5, -2.0], dtype="<f2")
+    e = validate_record(event(ts=1795600800, input={"embedding": {"b64": base64.b64encode(emb.tobytes()).decode(),
+                                                                   "dtype": "float16"}}))
+    assert e.ts == 1795600800.0 and e.input.embedding_array().tolist() == [1.5, -2.0]
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b"{oops", "invalid JSON"),
+        (b"[1, 2]", "invalid event: record must be a JSON object, got list"),
+        (event(ts="2026-11-25T10:00:00"), "invalid event: ts: RFC 3339 timestamp needs a time zone offset"),
+        (event(ts="yesterday"), "invalid event: ts: must be RFC 3339 text"),
+        (event(client_id=""), "invalid event: client_id: String should have at least 1 character"),
+        (
+            event(prediction={"label": "1", "confidence": 1.5}),
+            "invalid event: prediction.confidence: Input should be less than or equal to 1",
+        ),
+        (b'{"event_id":"a","ts":1,"client_id":"c","prediction":{"label":"1","confidence":NaN}}', "invalid JSON"),
+        (
+            event(prediction={"label": True, "confidence": 0.5}),
+            "invalid event: prediction.label: must be a string or an integer class id, got bool",
+        ),
+        (event(input={"features": [1, "x"]}), "invalid event: input.features: must contain only numbers"),
+        (event(input={"features": []}), "invalid event: input.features: must not be empty"),
+        (event(input={"embedding": {"b64": "AAA", "dtype": "float32"}}), "invalid event: input.embedding"),
+        (event(input={"embedding": {"b64": "AACAfw==", "dtype": "float32"}}), "invalid event: input.embedding"),
+        (event(event_id=None), "invalid event: event_id: Input should be a valid string"),
+    ],
+)
+def test_rejections_name_the_field(raw, reason):
+    result = validate_record(raw)
+    assert isinstance(result, str) and result.startswith(reason), result
+
+
+def test_missing_prediction_and_ids_listed_together():
+    result = validate_record(b'{"ts": 1}')
+    assert "event_id: Field required" in result and "client_id: Field required" in result
+    assert "prediction: Field required" in result
+
+
+def test_oversized_record_rejected_before_parsing():
+    result = validate_record(event(input={"features": [0.5] * 100}), max_bytes=300)
+    assert result.startswith("record too large")
+
+
+def test_vector_length_is_bounded():
+    result = validate_record(event(input={"features": [0.0] * 70_000}), max_bytes=10 << 20)
+    assert "more than the limit of 65536" in result
+
+
+def test_dead_letter_keeps_original_bytes_and_source(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(event() + b"\n\n{bad\n" + event(event_id="e2") + b"\n")
+    batches = list(iter_lines(str(path), batch_size=2))
+    records = [r for rs, _ in batches for r in rs]
+    sources = [s for _, ss in batches for s in ss]
+    parsed = parse_batch(records, sources)
+    assert len(parsed.batch) == 2
+    [dead] = parsed.dead
+    assert dead.raw == b"{bad" and dead.source == f"{path}:3" and dead.category == "invalid JSON"
+    assert DeadLetter.from_json(dead.to_json()) == dead
+
+
+def dump(value) -> bytes:
+    """The stdlib encoder: unlike orjson it writes integers beyond 64 bits, which hostile clients send."""
+    return json.dumps(value).encode()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=30,
+)
+near_events = st.fixed_dictionaries(
+    {},
+    optional={
+        "event_id": json_values,
+        "ts": json_values | st.just("2026-11-25T10:00:00Z"),
+        "client_id": json_values,
+        "model": json_values,
+        "prediction": st.fixed_dictionaries(
+            {},
+            optional={
+                "label": json_values,
+                "confidence": json_values | st.floats(0, 1),
+                "probs": json_values,
+                "logits": json_values,
+            },
+        ),
+        "input": st.fixed_dictionaries(
+            {},
+            optional={
+                "features": json_values,
+                "embedding": json_values
+                | st.fixed_dictionaries(
+                    {"b64": st.text(max_size=12), "dtype": st.sampled_from(["float32", "float16", "int8"])}
+                ),
+                "text": json_values,
+            },
+        ),
+        "tags": json_values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=200) | near_events.map(dump) | json_values.map(dump), max_size=20))
+def test_garbage_never_raises_and_nothing_is_lost(records):
+    parsed = parse_batch(records)
+    assert parsed.total == len(records)
+    assert all(d.reason and d.raw in records for d in parsed.dead)
+    for e in parsed.batch.events:
+        assert e.event_id and e.client_id and math.isfinite(e.ts) and 0 <= e.prediction.confidence <= 1
