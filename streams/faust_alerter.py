@@ -67,7 +67,7 @@ class AlerterService:
     """The faust app and the domain objects its agents drive."""
 
     def __init__(self, settings: Settings, rules: Rules, metrics: Metrics, health: Health,
-                 alerts_out: str | None = None) -> None:
+                 alerts_out: str | None = None, baselines: dict[str, dict[str, float]] | None = None) -> None:
         self.settings = settings
         self.rules = rules
         self.metrics = metrics
@@ -80,6 +80,7 @@ class AlerterService:
         self.alerts_file = JsonlSink(alerts_out, append=True) if alerts_out else None
         self.pipeline = Pipeline(rules.routes, (*rules.silences, *rules.maintenance))
         self.durable: DurableAlerter | None = None
+        self.baselines = baselines  # the profile's measured benign rates: objectives may be relative to them
         self._remembered = False
         self.app = self._build_app()
 
@@ -106,37 +107,52 @@ class AlerterService:
         self.state = app.Table("state", partitions=1, schema=json_schema)
         self.delivered = app.Table("delivered", partitions=1, schema=json_schema)
         self.open_alerts = app.Table("open-alerts", partitions=1, schema=json_schema)
+        # Transitions routed into a group that still waits (group_wait / group_interval): sent by a later flush.
+        self.pending = app.Table("pending-notifications", partitions=1, schema=json_schema)
         app.agent(sli_topic, name="evaluate", concurrency=1)(self._evaluate)
         app.agent(scores_topic, name="evaluate-scores", concurrency=1)(self._evaluate)
         app.agent(self.alerts_topic, name="deliver", concurrency=1)(self._deliver)
         app.timer(interval=5.0, on_leader=False)(self._heartbeat)  # liveness without traffic
-        app.timer(interval=30.0, on_leader=False)(self._remind)
+        app.timer(interval=5.0, on_leader=False)(self._flush)
         return app
 
     async def _heartbeat(self) -> None:
         self.health.beat()
 
     def _remember_once(self) -> None:
-        """After a (re)start, repeats count from when the open alerts were announced, not from now."""
+        """After a (re)start: transitions that were waiting in a group wait again (they were never sent);
+        the other open alerts count as announced, so repeats count from when they were, not from now."""
         if not self._remembered:
-            self.pipeline.remember(self._open())
+            waiting = [(Alert.model_validate(p["alert"]), p["at"]) for p in self.pending.values()]
+            for alert, at in sorted(waiting, key=lambda item: item[1]):
+                self.pipeline.accept([alert], now=at)
+            waiting_keys = {a.dedup_key for a, _ in waiting}
+            self.pipeline.remember([a for a in self._open() if a.dedup_key not in waiting_keys])
             self._remembered = True
 
     def _open(self) -> list[Alert]:
         return [Alert.model_validate(a) for a in self.open_alerts.values()]
 
-    async def _remind(self) -> None:
-        """Still-firing alerts are announced again after their route's ``repeat_interval`` (event time)."""
+    async def _flush(self) -> None:
+        """Groups whose wait is over, and reminders of what still fires (``repeat_interval``), in event time."""
         if self.durable is None:  # tables not recovered yet: the evaluate agent has not started
             return
         self._remember_once()
         now = self.durable.watermark(time.time())
-        if now == float("-inf"):
-            return
-        firing = self._open()
+        if now > float("-inf"):
+            await self._send(self.pipeline.flush(now))
+
+    async def _send(self, notifications: list) -> None:
         loop = asyncio.get_running_loop()
-        for notification in self.pipeline.process(firing, now=now, firing=firing):
+        for notification in notifications:
             await loop.run_in_executor(None, deliver, self.sinks, self.metrics, notification)
+            for alert in notification.alerts:
+                self.pending.pop(alert.alert_id, None)
+        still = {a.alert_id for a in self.pipeline.pending()}
+        for alert_id in [k for k in self.pending if k not in still]:  # sent, or counted as truncated
+            del self.pending[alert_id]
+        if notifications:
+            await self._make_durable()
 
     async def _evaluate(self, stream) -> None:
         self.health.ready = True
@@ -156,6 +172,7 @@ class AlerterService:
                     self.settings.bucket_seconds,
                     self.settings.grace_seconds,
                     self.settings.idle_source_seconds,
+                    baselines=self.baselines,
                 )
             alerts = self.durable.apply(
                 offset, batch, now=time.time(), topic=topic.removeprefix(self.settings.topic_prefix)
@@ -171,7 +188,6 @@ class AlerterService:
                 self.metrics.watermark.set(watermark)
 
     async def _deliver(self, stream) -> None:
-        loop = asyncio.get_running_loop()
         async for event in stream.events():
             self.health.beat()
             self._remember_once()
@@ -190,9 +206,12 @@ class AlerterService:
                 self.open_alerts.pop(alert.dedup_key, None)
             if self.alerts_file is not None:
                 self.alerts_file.write([alert])
-            for notification in self.pipeline.process([alert], now=now, firing=firing):
-                await loop.run_in_executor(None, deliver, self.sinks, self.metrics, notification)
-            self.delivered[alert.alert_id] = now
+            self.pipeline.accept([alert], now=now, firing=firing)
+            for waiting in self.pipeline.pending():
+                if waiting.alert_id not in self.pending:
+                    self.pending[waiting.alert_id] = {"alert": waiting.model_dump(), "at": now}
+            self.delivered[alert.alert_id] = now  # handled: sent below, or durable in pending until it is
+            await self._send(self.pipeline.flush(now))
             await self._make_durable()
             self._expire_delivered(now)
 
@@ -211,10 +230,11 @@ class AlerterService:
                 del self.delivered[alert_id]
 
 
-def run_alerter(settings: Settings, rules: Rules, http_port: int | None = None, alerts_out: str | None = None) -> int:
+def run_alerter(settings: Settings, rules: Rules, alerts_out: str | None = None,
+                baselines: dict[str, dict[str, float]] | None = None) -> int:
     metrics, health = Metrics(), Health()
-    serve(settings.metrics_port if http_port is None else http_port, metrics.registry, health)
-    service = AlerterService(settings, rules, metrics, health, alerts_out)
+    serve(settings.metrics_port, metrics.registry, health, settings.http_host)
+    service = AlerterService(settings, rules, metrics, health, alerts_out, baselines)
     service.dispatcher.start()  # retries of HTTP deliveries, also those left in the outbox by a crash
     # faust configures the root handler at this level; faust's, mode's and the Kafka clients' own
     # loggers stay at WARNING (set by the CLI), so INFO here means advmon's lines.

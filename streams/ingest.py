@@ -71,7 +71,7 @@ class IngestWorker(TransactionalWorker):
         t, instance = self.topics, self.settings.instance_id
         message = SliBatch(
             instance=instance, watermark=self.watermark, late=late, offsets=offset_spans(batches),
-            rows=result.rows, flagged=result.flagged, remote_scoring=self.settings.remote_scoring)
+            rows=result.rows, flagged=result.flagged, remote_scoring=self.settings.remote_scoring, edges=result.edges)
         outputs = [Output(t.sli_buckets, message.encode(), instance.encode())]
         if self.settings.remote_scoring:
             request = ScoreRequestBatch(instance, self.watermark, result.score_groups)

@@ -10,15 +10,19 @@ at every closed bucket boundary of event time.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
 from monitor.alerting.drift import DriftEvaluator
 from monitor.alerting.evaluator import Evaluator
+from monitor.alerting.groups import GroupEvaluator
 from monitor.alerting.nodata import NoDataEvaluator
 from monitor.alerting.samples import EvidenceSamples
 from monitor.alerting.slo import SloEvaluator
+from monitor.alerting.standout import ClientStandoutEvaluator
 from monitor.contracts.alerts import Alert
+from monitor.contracts.edges import MatchEdges
 from monitor.contracts.flagged import FlaggedEvents
 from monitor.contracts.sli import SliRows
 from monitor.spec.rules import Rules
@@ -27,14 +31,18 @@ from monitor.spec.rules import Rules
 class Alerter:
     """SLO burn-rate evaluators and drift detectors behind one event-time clock (the watermark)."""
 
-    def __init__(self, rules: Rules, bucket_s: int = 60, grace_s: float = 60.0) -> None:
+    def __init__(self, rules: Rules, bucket_s: int = 60, grace_s: float = 60.0,
+                 baselines: Mapping[str, Mapping[str, float]] | None = None) -> None:
+        """``baselines``: per model, the benign SLI rates the profile measured (objectives relative to them)."""
         self.rules = rules
         self.bucket_s = bucket_s
         self.grace_s = grace_s
-        self.slos = [SloEvaluator(slo, bucket_s) for slo in rules.slos]
+        self.slos = [SloEvaluator(slo, bucket_s, baselines) for slo in rules.slos]
         self.drifts = [DriftEvaluator(rule, bucket_s) for rule in rules.drift]
         self.no_data = [NoDataEvaluator(rule, bucket_s) for rule in rules.no_data]
-        self.evaluators: list[Evaluator] = [*self.slos, *self.drifts, *self.no_data]  # evaluated in this order
+        self.clients = [ClientStandoutEvaluator(rule, bucket_s) for rule in rules.clients]
+        self.groups = [GroupEvaluator(rule, bucket_s) for rule in rules.groups]
+        self.evaluators: list[Evaluator] = [*self.slos, *self.drifts, *self.no_data, *self.clients, *self.groups]
         self.samples = EvidenceSamples()
         self.evaluated_until: int | None = None  # buckets before this one have been evaluated
         self.late_rows = 0
@@ -44,9 +52,12 @@ class Alerter:
         self._open_oldest: int | None = None  # the oldest bucket number among them
         self._closed_rows: list[SliRows] = []
 
-    def ingest(self, rows: SliRows, flagged: FlaggedEvents | None = None) -> None:
+    def ingest(self, rows: SliRows, flagged: FlaggedEvents | None = None, edges: MatchEdges | None = None) -> None:
         if flagged is not None and len(flagged):
             self.samples.add(flagged)
+        if edges is not None and len(edges):
+            for group in self.groups:
+                group.ingest_edges(edges)
         if not len(rows):
             return
         if self.evaluated_until is None:  # nothing before the first bucket with data needs evaluating

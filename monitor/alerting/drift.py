@@ -21,7 +21,7 @@ a detection fires a ticket that resolves after ``resolve_after`` without another
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 import numpy as np
@@ -32,12 +32,17 @@ from monitor.contracts.alerts import Alert
 from monitor.contracts.sli import SliRows, series_values
 from monitor.spec.rules import DriftRule
 
+RECENT_BUCKETS = 15  # per-client rows kept to tell a population shift from one client's
+
 
 class DriftEvaluator:
     def __init__(self, rule: DriftRule, bucket_s: int) -> None:
         self.rule = rule
         self.bucket_s = bucket_s
         self._pending: dict[tuple[str, int], np.ndarray] = {}
+        self._carry: dict[str, tuple[np.ndarray, int]] = {}  # model -> (summed values, buckets) not yet a point
+        self._recent: dict[str, deque[SliRows]] = {}  # model -> its last RECENT_BUCKETS buckets, per client
+        self._levels: dict[str, deque[float]] = {}  # model -> recent points, for the level before a change
         self._detectors: dict[str, Any] = {}  # river detectors: ADWIN | KSWIN | PageHinkley
         self._points: dict[str, int] = defaultdict(int)
         self._onset: dict[str, int] = {}  # model -> first bucket since the statistic was last at rest
@@ -61,20 +66,23 @@ class DriftEvaluator:
     def ingest(self, rows: SliRows) -> None:
         for key, values in rows.by_model_bucket(self.bucket_s):
             self._pending[key] = self._pending[key] + values if key in self._pending else values
+        for model in np.unique(rows.model.astype(str)).tolist():
+            self._recent.setdefault(model, deque(maxlen=RECENT_BUCKETS)).append(rows.take(rows.model == model))
 
     def evaluate(self, end_bucket: int, samples: EvidenceSamples | None = None) -> list[Alert]:
         """Feed every pending bucket before ``end_bucket`` to its model's detector, in time order."""
         alerts = []
-        due = sorted((k for k in self._pending if k[1] < end_bucket), key=lambda k: k[1])
-        if due:
-            points, weights = series_values(self.rule.series, np.vstack([self._pending.pop(k) for k in due]),
-                                            self.bucket_s)
-            for (model, bucket), value, weight in zip(due, points.tolist(), weights.tolist(), strict=True):
-                if weight < self.rule.min_events or not np.isfinite(value):
-                    continue
-                alert = self._update(model, bucket, value)
-                if alert:
-                    alerts.append(alert)
+        for model, bucket in sorted((k for k in self._pending if k[1] < end_bucket), key=lambda k: k[1]):
+            values = self._pending.pop((model, bucket))
+            carried, buckets = self._carry.pop(model, (np.zeros_like(values), 0))
+            values, buckets = carried + values, buckets + 1
+            point, weight = series_values(self.rule.series, values, self.bucket_s * buckets)
+            if weight[0] < self.rule.min_events or not np.isfinite(point[0]):
+                self._carry[model] = (values, buckets)  # too few events yet: pooled into the next point
+                continue
+            alert = self._update(model, bucket, float(point[0]))
+            if alert:
+                alerts.append(alert)
         now = float(end_bucket * self.bucket_s)
         for model, alert in list(self._open.items()):
             if now - self._last_drift[model] >= self.rule.resolve_after:
@@ -88,10 +96,12 @@ class DriftEvaluator:
             detector = self._detectors[model] = self._new_detector()
         detector.update(value)
         self._points[model] += 1
+        levels = self._levels.setdefault(model, deque(maxlen=4 * RECENT_BUCKETS))
         self.statistics[model] = stats = self._statistic(detector, value)
         if stats.get("statistic", 1.0) <= 1e-12:
             self._onset[model] = bucket + 1
         if not detector.drift_detected or self._points[model] <= self.rule.grace_points:
+            levels.append(value)
             return None
         now = float((bucket + 1) * self.bucket_s)
         self._last_drift[model] = now
@@ -103,16 +113,37 @@ class DriftEvaluator:
             change_at = now - self.rule.stat_size * self.bucket_s  # the recent sample that differs
         else:
             change_at = float(self._onset.get(model, bucket) * self.bucket_s)
+        before = float(np.median(levels)) if levels else float("nan")
+        shared, clients = self._shared(model, before, value)
         alert = Alert.firing(
             rule=f"{self.rule.name}/{self.rule.severity}", slo=self.rule.name, severity=self.rule.severity,
             model=model, client_id=None, sli=self.rule.series, objective=None, burn_rates={}, windows=[],
             first_event_ts=change_at, fired_at=now,
-            summary=f"{self.rule.summary or self.rule.name}: model {model}, {self.rule.series} now "
-                    f"{value:.3f} ({self.rule.detector} detected a change)",
+            evidence={"series": self.rule.series, "before": round(before, 4), "now": round(value, 4),
+                      "clients_moved": shared, "clients": clients},
+            summary=f"{self.rule.summary or self.rule.name}: model {model}, {self.rule.series} now {value:.3f} "
+                    f"(was {before:.3f}; {self.rule.detector} detected a change); {shared} of {clients} active "
+                    f"clients moved the same way" + (": a shift of the population" if clients and shared >= clients / 2
+                                                     else ": look at those clients (an attack can hide in drift)"),
             runbook_url=self.rule.runbook,
         )
         self._open[model] = alert
         return alert
+
+    def _shared(self, model: str, before: float, now: float) -> tuple[int, int]:
+        """How many of the clients active in the last buckets moved from ``before`` towards ``now`` by at least
+        half the population's change (clients with at least ``min_events`` events)."""
+        recent = list(self._recent.get(model, ()))
+        if not recent or not np.isfinite(before):
+            return 0, 0
+        rows = SliRows.concat(recent)
+        clients, inverse = np.unique(rows.client.astype(str), return_inverse=True)
+        sums = np.zeros((len(clients), rows.values.shape[1]))
+        np.add.at(sums, inverse, rows.values)
+        value, weight = series_values(self.rule.series, sums, self.bucket_s * len(recent))
+        counted = (weight >= self.rule.min_events) & np.isfinite(value)
+        moved = counted & ((value - before) * np.sign(now - before) >= 0.5 * abs(now - before))
+        return int(moved.sum()), int(counted.sum())
 
     def _statistic(self, detector, value: float) -> dict[str, float]:
         """The detector's state beside its boolean, for the debug dashboard."""

@@ -43,14 +43,15 @@ Time is a parameter: ``now`` (wall seconds) only decides which ingest instances 
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
 
 from monitor.alerting.alerter import Alerter
-from monitor.alerting.state import AlerterState, BucketEntry, Progress, SamplesEntry, SourceEntry, stamped
+from monitor.alerting.state import AlerterState, BucketEntry, EdgesEntry, Progress, SamplesEntry, SourceEntry, stamped
 from monitor.contracts.alerts import Alert
+from monitor.contracts.edges import MatchEdges
 from monitor.contracts.flagged import FlaggedEvents
 from monitor.contracts.sli import BAD_COUNTERS, SliRows
 from monitor.contracts.sli_buckets import SliBatch
@@ -61,8 +62,10 @@ log = logging.getLogger("advmon.durable")
 
 class DurableAlerter:
     def __init__(self, rules: Rules, store: MutableMapping[str, Any], bucket_s: int = 60, grace_s: float = 60.0,
-                 idle_source_s: float = 120.0, retention_s: float | None = None) -> None:
+                 idle_source_s: float = 120.0, retention_s: float | None = None,
+                 baselines: Mapping[str, Mapping[str, float]] | None = None) -> None:
         self.rules = rules
+        self.baselines = baselines
         self.state = AlerterState(store)
         self.bucket_s = bucket_s
         self.grace_s = grace_s
@@ -91,7 +94,7 @@ class DurableAlerter:
             return []
         fresh = self._merge_rows(topic, offset, batch.rows)
         self._merge_samples(topic, offset, batch.flagged)
-        self.alerter.ingest(fresh)
+        self.alerter.ingest(fresh, edges=self._merge_edges(topic, offset, batch.edges))
         self._note_source(batch, now)
         alerts = self.alerter.advance(self.watermark(now))
         self.state.put_progress(Progress({**progress.offsets, topic: offset}, self.alerter.evaluated_until))
@@ -126,6 +129,22 @@ class DurableAlerter:
             keep[i] = True
         return rows.take(keep)
 
+    def _merge_edges(self, topic: str, offset: int, edges: MatchEdges) -> MatchEdges:
+        """Add a message's match edges to their (model, bucket) entries; returns the edges not seen before."""
+        fresh = np.zeros(len(edges), bool)
+        for model, bucket in dict.fromkeys(zip(edges.model.tolist(), edges.bucket.tolist(), strict=True)):
+            entry = self.state.edges(model, bucket)
+            if entry is not None and entry.reached(topic, offset):
+                continue
+            mine = (edges.model == model) & (edges.bucket == bucket)
+            merged = dict(entry.edges) if entry else {}
+            for a, b, n in zip(edges.client[mine].tolist(), edges.other[mine].tolist(), edges.count[mine].tolist(),
+                               strict=True):
+                merged[(a, b)] = merged.get((a, b), 0.0) + n
+            self.state.put_edges(model, bucket, EdgesEntry(stamped(entry, topic, offset), merged))
+            fresh |= mine
+        return edges.take(fresh)
+
     def _merge_samples(self, topic: str, offset: int, flagged: FlaggedEvents) -> None:
         if not len(flagged):
             return
@@ -152,7 +171,7 @@ class DurableAlerter:
         self._sources[batch.instance] = entry
 
     def _rebuild(self) -> Alerter:
-        alerter = Alerter(self.rules, self.bucket_s, self.grace_s)
+        alerter = Alerter(self.rules, self.bucket_s, self.grace_s, self.baselines)
         stored = list(self.state.buckets())
         samples = [(i, model, client, f) for model, client, entry in self.state.all_samples() for i, f in entry.samples]
         if samples:
@@ -168,13 +187,21 @@ class DurableAlerter:
                            np.array([e.values for _, _, _, e in stored], np.float64)[order],
                            np.array([e.first for _, _, _, e in stored], np.float64).reshape(
                                len(stored), len(BAD_COUNTERS))[order])
-            replayed = self._replay(alerter, rows, until)
+            replayed = self._replay(alerter, rows, until, self._stored_edges())
             log.info("alerter state rebuilt: %d bucket rows, evaluated through bucket %s, %d alerts open "
                      "(%d transitions replayed, not re-sent)", len(stored), until, len(alerter.firing), replayed)
         return alerter
 
-    def _replay(self, alerter: Alerter, rows: SliRows, until: int | None) -> int:
-        """Feed stored rows bucket by bucket, evaluating as the live watermark did (``grace`` behind)."""
+    def _stored_edges(self) -> MatchEdges:
+        stored = [(bucket, model, a, b, n) for model, bucket, entry in self.state.all_edges()
+                  for (a, b), n in entry.edges.items()]
+        if not stored:
+            return MatchEdges.empty()
+        bucket, model, client, other, count = zip(*stored, strict=True)
+        return MatchEdges.of(bucket, model, client, other, count)
+
+    def _replay(self, alerter: Alerter, rows: SliRows, until: int | None, edges: MatchEdges) -> int:
+        """Feed stored rows and edges bucket by bucket, evaluating as the live watermark did (``grace`` behind)."""
         index = rows.bucket // self.bucket_s
         lag = 1 + int(np.ceil(self.grace_s / self.bucket_s))
         starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
@@ -182,7 +209,8 @@ class DurableAlerter:
         for start, end in zip(starts, np.r_[starts[1:], len(index)], strict=True):
             if until is not None and alerter.evaluated_until is not None:
                 transitions += len(alerter.evaluate_until(min(int(index[start]) - lag, until)))
-            alerter.ingest(rows.take(np.arange(start, end)))
+            bucket = int(rows.bucket[start])
+            alerter.ingest(rows.take(np.arange(start, end)), edges=edges.take(edges.bucket == bucket))
         if until is not None:
             transitions += len(alerter.evaluate_until(until))
         alerter.take_closed_totals()  # exported before the restart; counters must not count them again

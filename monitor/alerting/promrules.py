@@ -5,8 +5,10 @@ For teams that alert from Prometheus. The rules read the counters the alerter ex
 bucket (``advmon_sli_bad_events_total`` and ``advmon_sli_events_total`` by ``sli`` and ``model``),
 so they see each minute once every ingest and scorer instance has reported it. Only model-scoped
 SLOs render: client ids are not Prometheus labels (bounded cardinality), so per-client SLOs and the
-river drift detectors stay with the daemon. ``keep_firing_for`` mirrors the daemon's
-``resolve_after`` hysteresis.
+river drift detectors, the per-client population tests and the Sybil groups stay with the daemon.
+``keep_firing_for`` mirrors the daemon's ``resolve_after`` hysteresis. An objective stated relative to the
+profile's measured baselines (``max_rate: 3x baseline``) renders with its absolute ``objective``: Prometheus
+does not know the baselines.
 
 >>> from monitor.spec.rules import load_rules_text
 >>> rules = load_rules_text("slos: [{name: anomaly, sli: input_anomaly_rate, objective: 0.99, min_events: 100}]")

@@ -24,6 +24,8 @@ factor) to the evaluation that fired, both in event time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from monitor.alerting.burnrate import BurnRateWindows
@@ -35,15 +37,16 @@ from monitor.spec.rules import Slo, Tier
 _SEVERITY_ORDER = ("page", "ticket")
 
 
-def _burn_rate(bad: np.ndarray, total: np.ndarray, budget: float) -> np.ndarray:
+def _burn_rate(bad: np.ndarray, total: np.ndarray, budget: np.ndarray) -> np.ndarray:
     """Error rate over the window divided by the error budget (0 where the window is empty)."""
     return np.divide(bad, total, out=np.zeros_like(bad), where=total > 0) / budget
 
 
 class SloEvaluator:
-    def __init__(self, slo: Slo, bucket_s: int) -> None:
+    def __init__(self, slo: Slo, bucket_s: int, baselines: Mapping[str, Mapping[str, float]] | None = None) -> None:
         self.slo = slo
         self.bucket_s = bucket_s
+        self.baselines = baselines or {}  # model -> SLI -> benign rate measured when the profile was fitted
         self.bad_counter, self.total_counter = SLI_DEFINITIONS[slo.sli]
         self.windows = BurnRateWindows(horizon_buckets=-(-slo.horizon_s // bucket_s))
         self.severities = [s for s in _SEVERITY_ORDER if s in slo.severities]
@@ -79,9 +82,9 @@ class SloEvaluator:
             return []
         self.windows.advance(end_bucket - 1)
         now = float(end_bucket * self.bucket_s)
-        budget = 1.0 - self.slo.objective
+        budget = self._budgets()
         hot = {s: np.zeros(len(self.windows), bool) for s in self.severities}
-        burn: dict[str, dict[int, tuple[Tier, float, float]]] = {s: {} for s in self.severities}
+        burn: dict[str, dict[int, tuple[Tier, float, float, float]]] = {s: {} for s in self.severities}
         for tier in self.slo.tiers:
             long_bad, long_total = self.windows.sums(end_bucket, tier.long_s // self.bucket_s)
             short_bad, short_total = self.windows.sums(end_bucket, tier.short_s // self.bucket_s)
@@ -89,7 +92,7 @@ class SloEvaluator:
             self.last_burn[tier.names[0]] = long_burn
             fires = (long_burn > tier.factor) & (short_burn > tier.factor) & (long_total >= self.slo.min_events)
             for row in np.flatnonzero(fires & ~hot[tier.severity]).tolist():
-                burn[tier.severity][row] = (tier, float(long_burn[row]), float(short_burn[row]))
+                burn[tier.severity][row] = (tier, float(long_burn[row]), float(short_burn[row]), float(budget[row]))
             hot[tier.severity] |= fires
         alerts: list[Alert] = []
         for severity in self.severities:
@@ -115,11 +118,17 @@ class SloEvaluator:
             for severity in self.severities:
                 self._last_hot.pop((row, severity), None)
 
-    def _fire(self, row: int, severity: str, burn: tuple[Tier, float, float], end_bucket: int, now: float,
+    def _budgets(self) -> np.ndarray:
+        """Each key's error budget: 1 - objective, or the rule's multiple of its model's measured baseline."""
+        models = [k[0] if k is not None else "" for k in self.windows.keys]
+        allowed = {m: self.slo.allowed_rate(self.baselines.get(m, {}).get(self.slo.sli)) for m in set(models)}
+        return np.array([allowed[m] for m in models])
+
+    def _fire(self, row: int, severity: str, burn: tuple[Tier, float, float, float], end_bucket: int, now: float,
               samples: EvidenceSamples | None) -> Alert:
-        tier, long_burn, short_burn = burn
+        tier, long_burn, short_burn, budget = burn
         model, client = self._key(row)
-        budget_rate = tier.factor * (1.0 - self.slo.objective)
+        budget_rate = tier.factor * budget
         onset = self.windows.onset(row, end_bucket, tier.long_s // self.bucket_s, budget_rate)
         first = self.windows.first_bad(row, max(onset, self._floor.get(row, onset)), end_bucket)
         event_ids, fingerprints = samples.samples(model, client) if samples else ([], [])
@@ -131,12 +140,19 @@ class SloEvaluator:
             burn_rates={long_name: round(long_burn, 3), short_name: round(short_burn, 3)},
             windows=[long_name, short_name], first_event_ts=first if np.isfinite(first) else None, fired_at=now,
             fingerprints=fingerprints, sample_event_ids=event_ids,
-            summary=f"{self.slo.summary or self.slo.name}: {who}, {self.slo.sli} burning error budget "
-                    f"{long_burn:.1f}x over {long_name} ({short_burn:.1f}x over {short_name})",
+            summary=f"{self.slo.summary or self.slo.name}: {who}, {self.slo.sli} {long_burn * budget:.2%} over "
+                    f"{long_name} and {short_burn * budget:.2%} over {short_name} where {budget:.2%} is allowed"
+                    f"{self._allowance(model)} (burning the error budget {long_burn:.1f}x and {short_burn:.1f}x)",
             runbook_url=self.slo.runbook,
         )
         self._open[(row, severity)] = alert
         return alert
+
+    def _allowance(self, model: str) -> str:
+        baseline = self.baselines.get(model, {}).get(self.slo.sli)
+        if self.slo.baseline_multiple is None or not baseline:
+            return ""
+        return f", {self.slo.baseline_multiple:g}x the {baseline:.2%} the profile measured on benign traffic"
 
     def _key(self, row: int) -> tuple[str, str | None]:
         """(model, client) of a row; client None for a model-scoped SLO."""

@@ -1,10 +1,10 @@
 """The alerter's stored state, typed: the one codec between the entries the alerter works with and the
 keys and JSON values of its key-value store (a faust table with a changelog in production).
 
-Four kinds of entry: a bucket row per (model, client, bucket) with its summed counters; a source per
-ingest or scorer instance with its watermark; evidence samples per (model, client); and the progress.
-Bucket and sample entries remember, per input topic, the offset of the message that last changed
-them (idempotence under redelivery).
+Five kinds of entry: a bucket row per (model, client, bucket) with its summed counters; the match edges
+between clients per (model, bucket); a source per ingest or scorer instance with its watermark; evidence
+samples per (model, client); and the progress. Bucket, edge and sample entries remember, per input
+topic, the offset of the message that last changed them (idempotence under redelivery).
 
 >>> import numpy as np
 >>> state = AlerterState({})
@@ -28,7 +28,7 @@ from monitor.contracts.sli import VALUE_COLUMNS
 
 _SEP = "\x1f"
 _PROGRESS = "progress"
-_BUCKET, _SOURCE, _SAMPLES = "b", "s", "e"
+_BUCKET, _SOURCE, _SAMPLES, _EDGES = "b", "s", "e", "g"
 
 
 def _nullable(values: np.ndarray) -> list[float | None]:
@@ -72,6 +72,11 @@ class SamplesEntry(_Stamped):
 
 
 @dataclass(frozen=True)
+class EdgesEntry(_Stamped):
+    edges: dict[tuple[str, str], float]  # (client, other client) -> matches
+
+
+@dataclass(frozen=True)
 class SourceEntry:
     seen: float  # wall time the source was last heard from
     watermark: float | None
@@ -107,6 +112,18 @@ class AlerterState:
         self.store[_SEP.join((_SAMPLES, model, client))] = {"o": entry.offsets,
                                                             "samples": [list(s) for s in entry.samples]}
 
+    def edges(self, model: str, bucket: int) -> EdgesEntry | None:
+        raw = self.store.get(_SEP.join((_EDGES, model, str(bucket))))
+        return None if raw is None else _edges(raw)
+
+    def put_edges(self, model: str, bucket: int, entry: EdgesEntry) -> None:
+        self.store[_SEP.join((_EDGES, model, str(bucket)))] = {
+            "o": entry.offsets, "e": [[a, b, n] for (a, b), n in entry.edges.items()]}
+
+    def all_edges(self) -> Iterator[tuple[str, int, EdgesEntry]]:
+        for model, bucket, raw in self._of_kind(_EDGES):
+            yield model, int(bucket), _edges(raw)
+
     def put_source(self, instance: str, entry: SourceEntry) -> None:
         self.store[_SOURCE + _SEP + instance] = {"seen": entry.seen, "watermark": entry.watermark,
                                                  "role": entry.role, "remote": entry.remote}
@@ -133,9 +150,9 @@ class AlerterState:
             yield model, client, _samples(raw)
 
     def expire_buckets(self, before: int) -> int:
-        """Drop bucket rows of buckets starting before ``before`` (epoch seconds); returns how many."""
-        prefix = _BUCKET + _SEP
-        stale = [k for k in list(self.store.keys()) if k.startswith(prefix) and int(k.rsplit(_SEP, 1)[1]) < before]
+        """Drop bucket rows and edges of buckets starting before ``before`` (epoch seconds); returns how many."""
+        prefixes = (_BUCKET + _SEP, _EDGES + _SEP)
+        stale = [k for k in list(self.store.keys()) if k.startswith(prefixes) and int(k.rsplit(_SEP, 1)[1]) < before]
         for key in stale:
             del self.store[key]
         return len(stale)
@@ -151,6 +168,10 @@ class AlerterState:
 
 def _bucket(raw: dict) -> BucketEntry:
     return BucketEntry(dict(raw["o"]), full_width(raw["v"]), _finite_or_inf(raw["f"]))
+
+
+def _edges(raw: dict) -> EdgesEntry:
+    return EdgesEntry(dict(raw["o"]), {(a, b): float(n) for a, b, n in raw["e"]})
 
 
 def _samples(raw: dict) -> SamplesEntry:

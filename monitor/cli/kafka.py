@@ -55,6 +55,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     setting_option(
         alerter, "--rules", dest="rules_dir", help="rules directory (default ADVMON_RULES_DIR or the shipped rules)"
     )
+    setting_option(alerter, "--profile", dest="profile_path",
+                   help="reference profile whose measured baselines relative objectives use (ADVMON_PROFILE_PATH)")
     alerter.add_argument("--alerts-out", help="also append delivered alerts as JSON Lines")
     alerter.set_defaults(func=run_alerter)
 
@@ -121,7 +123,9 @@ def run_alerter(args: argparse.Namespace) -> int:
     from streams.faust_alerter import run_alerter as run
 
     settings = settings_of(args)
-    return run(settings, rules_of(settings), alerts_out=args.alerts_out)
+    rules = rules_of(settings)
+    profile = profile_of(settings.profile_path) if settings.profile_path else None
+    return run(settings, rules, alerts_out=args.alerts_out, baselines=profile.baselines if profile else None)
 
 
 def run_produce(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,16 +42,26 @@ class Alert(BaseModel):
     time_to_detect_s: float | None = None
     fingerprints: list[str] = Field(default_factory=list)
     sample_event_ids: list[str] = Field(default_factory=list)
+    #: What made the client (or the model, or a group of keys) stand out: per statistic the client's value,
+    #: the population's in the same minutes, the rank-test effect (AUC) and z, the queries counted; and
+    #: ``keys`` when the alert is about a group of clients.
+    evidence: dict[str, Any] = Field(default_factory=dict)
     summary: str
     runbook_url: str = ""
 
     @classmethod
-    def firing(cls, **fields) -> Alert:
-        dedup = dedup_key_for(fields["slo"], fields["severity"], fields["model"], fields.get("client_id"))
+    def firing(cls, subject: str | None = None, **fields) -> Alert:
+        """A new firing alert; ``subject`` names what it is about where the client does not (a group of keys)."""
+        dedup = dedup_key_for(fields["slo"], fields["severity"], fields["model"], fields.get("client_id") or subject)
         first = fields.get("first_event_ts")
         ttd = None if first is None else max(0.0, fields["fired_at"] - first)
         return cls(alert_id=_alert_id(dedup, "firing", fields["fired_at"]), dedup_key=dedup, status="firing",
                    time_to_detect_s=ttd, **fields)
+
+    def updated(self, at: float, **changes) -> Alert:
+        """The same firing incident with new content (a group that gained keys): same dedup key, a new id, so
+        the notification path sends it as an update instead of dropping it as a repeat."""
+        return self.model_copy(update={**changes, "alert_id": _alert_id(self.dedup_key, "updated", at)})
 
     def resolve(self, at: float, summary: str | None = None) -> Alert:
         return self.model_copy(update={

@@ -24,17 +24,22 @@ import numpy as np
 #: Event counters (``traffic_events``, ``anomalous``, ``queries`` and ``query_flagged`` leave canary
 #: traffic out; the ``adv_*`` and ``benign_*`` counters are canary-only); the "bad" ones also keep the event time
 #: of their first occurrence.
+#: ``own_near_dup``: near-duplicates of the client's own earlier queries; ``cross_near_dup``: of another
+#: client's; ``margin_events``: production events with a logged margin (the denominator of the margin sums).
 COUNTERS = (
     "events", "traffic_events", "anomalous", "queries", "duplicates", "query_flagged", "labelled", "errors",
     "adv_canary", "adv_fooled", "adv_missed", "benign_canary", "benign_flagged", "clean_events",
+    "own_near_dup", "cross_near_dup", "margin_events",
 )
 BAD_COUNTERS = ("anomalous", "query_flagged", "errors", "adv_fooled", "adv_missed", "benign_flagged")
-SUMS = ("conf_sum", "conf_sumsq", "clean_conf_sum")
+SUMS = ("conf_sum", "conf_sumsq", "clean_conf_sum", "margin_sum", "margin_sumsq")
 
 #: Named SLIs as (bad counter, total counter): the SLO rules refer to these names.
 SLI_DEFINITIONS: Mapping[str, tuple[str, str]] = {
     "input_anomaly_rate": ("anomalous", "traffic_events"),
     "near_duplicate_query_rate": ("query_flagged", "queries"),
+    "own_near_duplicate_rate": ("own_near_dup", "queries"),
+    "cross_near_duplicate_rate": ("cross_near_dup", "queries"),
     "error_rate": ("errors", "labelled"),
     "fooling_rate": ("adv_fooled", "adv_canary"),
     "detector_miss_rate": ("adv_missed", "adv_canary"),
@@ -48,8 +53,19 @@ ENTROPY_BINS = 8
 LABEL_BINS = tuple(f"label_bin_{i}" for i in range(ENTROPY_BINS))
 INPUT_BINS = tuple(f"input_bin_{i}" for i in range(ENTROPY_BINS))
 
-#: Every column of ``SliRows.values``, in order (also the ``sli-buckets`` wire columns).
-VALUE_COLUMNS = COUNTERS + SUMS + LABEL_BINS + INPUT_BINS
+#: The per-client tests' histograms (production events): the margin's rank among the live population's
+#: margins of its class and input-score band (``margin_rank``, 10 equal bins of [0, 1]; low = suspicious), and
+#: the largest profile score on its threshold's scale (``score``, bins at ``SCORE_EDGES``; high = suspicious).
+RANK_BINS = 10
+SCORE_EDGES = (-0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
+MARGIN_RANK_BINS = tuple(f"margin_rank_{i}" for i in range(RANK_BINS))
+SCORE_BINS = tuple(f"score_bin_{i}" for i in range(len(SCORE_EDGES) + 1))
+HISTOGRAMS = {"label": LABEL_BINS, "input": INPUT_BINS, "margin_rank": MARGIN_RANK_BINS, "score": SCORE_BINS}
+
+_V1 = COUNTERS[:14] + SUMS[:3] + LABEL_BINS + INPUT_BINS
+#: Every column of ``SliRows.values``, in order (also the ``sli-buckets`` wire columns). Columns are only
+#: ever appended, so rows stored by an earlier build read with zeros in the new columns.
+VALUE_COLUMNS = _V1 + COUNTERS[14:] + SUMS[3:] + MARGIN_RANK_BINS + SCORE_BINS
 _VALUES = VALUE_COLUMNS
 _INDEX = {name: i for i, name in enumerate(_VALUES)}
 _BAD_INDEX = {name: i for i, name in enumerate(BAD_COUNTERS)}
@@ -93,23 +109,27 @@ class SliRows:
         ts: np.ndarray,
         flags: Mapping[str, np.ndarray],
         confidence: np.ndarray,
-        label_bin: np.ndarray | None = None,
-        input_bin: np.ndarray | None = None,
+        bins: Mapping[str, np.ndarray] | None = None,
+        margin: np.ndarray | None = None,
     ) -> SliRows:
-        """Aggregate per-event flags (names from ``COUNTERS``) into one row per key; ``label_bin`` and
-        ``input_bin`` give each event's entropy bin (-1: not counted)."""
+        """Aggregate per-event flags (names from ``COUNTERS``) into one row per key; ``bins`` gives each event's
+        bin of a histogram of ``HISTOGRAMS`` (-1: not counted); ``margin`` (NaN: none) feeds the margin sums."""
         n = len(bucket)
         values = np.zeros((n, len(_VALUES)))
         for name, flag in flags.items():
             values[:, _INDEX[name]] = flag
-        for first_column, bins in ((_INDEX[LABEL_BINS[0]], label_bin), (_INDEX[INPUT_BINS[0]], input_bin)):
-            if bins is not None:
-                counted = np.flatnonzero(bins >= 0)
-                values[counted, first_column + bins[counted]] = 1.0
+        for kind, codes in (bins or {}).items():
+            counted = np.flatnonzero(codes >= 0)
+            values[counted, _INDEX[HISTOGRAMS[kind][0]] + codes[counted]] = 1.0
         clean = values[:, _INDEX["clean_events"]] > 0
         values[:, _INDEX["conf_sum"]] = confidence
         values[:, _INDEX["conf_sumsq"]] = confidence * confidence
         values[:, _INDEX["clean_conf_sum"]] = np.where(clean, confidence, 0.0)
+        if margin is not None:
+            counted = np.isfinite(margin) & (values[:, _INDEX["traffic_events"]] > 0)
+            values[:, _INDEX["margin_events"]] = counted
+            values[:, _INDEX["margin_sum"]] = np.where(counted, margin, 0.0)
+            values[:, _INDEX["margin_sumsq"]] = np.where(counted, margin * margin, 0.0)
         first = np.full((n, len(BAD_COUNTERS)), np.inf)
         for name, flag in flags.items():
             if name in _BAD_INDEX:
@@ -183,9 +203,9 @@ def _grouping(inverse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def histogram_columns(kind: str) -> slice:
-    """The columns of one entropy histogram (``"label"`` or ``"input"``) in ``SliRows.values``."""
-    first = _INDEX[{"label": LABEL_BINS, "input": INPUT_BINS}[kind][0]]
-    return slice(first, first + ENTROPY_BINS)
+    """The columns of one histogram of ``HISTOGRAMS`` (``label``, ``input``, ``margin_rank``, ``score``)."""
+    first = _INDEX[HISTOGRAMS[kind][0]]
+    return slice(first, first + len(HISTOGRAMS[kind]))
 
 
 def entropy_bits(histograms: np.ndarray) -> np.ndarray:
@@ -205,19 +225,21 @@ def entropy_bits(histograms: np.ndarray) -> np.ndarray:
 
 
 #: Per-model series the drift detectors can watch (besides every ratio SLI of ``SLI_DEFINITIONS``).
-DERIVED_SERIES = ("clean_confidence_mean", "label_entropy", "input_entropy", "query_rate")
+DERIVED_SERIES = ("clean_confidence_mean", "label_entropy", "input_entropy", "query_rate", "confidence_stddev",
+                  "margin_mean", "margin_stddev")
 SERIES = DERIVED_SERIES + tuple(SLI_DEFINITIONS)
 
 
 def series_values(name: str, values: np.ndarray, bucket_s: int) -> tuple[np.ndarray, np.ndarray]:
     """(value, weight) per row of summed counters (columns as ``SliRows.values``) for a named series.
 
-    ``query_rate`` is production queries per second over the bucket; the entropies are in bits.
+    ``query_rate`` is production queries per second over the bucket; the entropies are in bits; the
+    standard deviations are of the events' confidence and top-1 minus top-2 margin (the confidence-variance SLI).
 
     >>> rows = SliRows.from_columns(bucket=np.zeros(4, np.int64), model=np.array(["m"] * 4, dtype=object),
     ...     client=np.array(["c"] * 4, dtype=object), ts=np.zeros(4),
     ...     flags={"events": np.ones(4, bool), "traffic_events": np.ones(4, bool)}, confidence=np.ones(4),
-    ...     label_bin=np.array([0, 1, 0, 1]))
+    ...     bins={"label": np.array([0, 1, 0, 1])})
     >>> [series_values(s, rows.values, 60)[0].tolist() for s in ("label_entropy", "input_entropy", "query_rate")]
     [[1.0], [nan], [0.06666666666666667]]
     """
@@ -228,6 +250,15 @@ def series_values(name: str, values: np.ndarray, bucket_s: int) -> tuple[np.ndar
     if name == "query_rate":
         events = values[:, _INDEX["traffic_events"]]
         return events / bucket_s, events
+    if name in ("confidence_stddev", "margin_mean", "margin_stddev"):
+        prefix, count = ("conf", "events") if name.startswith("confidence") else ("margin", "margin_events")
+        weight = values[:, _INDEX[count]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = values[:, _INDEX[f"{prefix}_sum"]] / weight
+            if name == "margin_mean":
+                return np.where(weight > 0, mean, np.nan), weight
+            variance = values[:, _INDEX[f"{prefix}_sumsq"]] / weight - mean * mean
+            return np.where(weight > 1, np.sqrt(np.maximum(variance, 0.0)), np.nan), weight
     numerator, denominator = ("clean_conf_sum", "clean_events") if name == "clean_confidence_mean" \
         else SLI_DEFINITIONS[name]
     weight = values[:, _INDEX[denominator]]

@@ -23,6 +23,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from monitor.contracts.edges import MatchEdges
 from monitor.contracts.flagged import FlaggedEvents
 from monitor.contracts.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows
 from monitor.errors import WireError
@@ -51,6 +52,15 @@ class _Flagged(BaseModel):
     reason: list[str] | None = None
 
 
+class _Edges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bucket: list[int] = Field(default_factory=list)
+    model: list[str] = Field(default_factory=list)
+    client: list[str] = Field(default_factory=list)
+    other: list[str] = Field(default_factory=list)
+    count: list[float] = Field(default_factory=list)
+
+
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
     v: int
@@ -62,6 +72,7 @@ class _Message(BaseModel):
     offsets: dict[str, tuple[int, int]]
     rows: _Rows
     suspicious: _Flagged = Field(default_factory=_Flagged)
+    edges: _Edges = Field(default_factory=_Edges)  # absent in messages of earlier builds
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,7 @@ class SliBatch:
     flagged: FlaggedEvents = field(default_factory=FlaggedEvents.empty)
     role: str = "ingest"  # or "scorer": a scorer's rows are counter changes to events ingest counted
     remote_scoring: bool = False  # an ingest worker that left embeddings to the scorer: wait for it
+    edges: MatchEdges = field(default_factory=MatchEdges.empty)  # which clients' queries matched whose
 
     def encode(self) -> bytes:
         r, e = self.rows, self.flagged
@@ -88,6 +100,9 @@ class SliBatch:
             "suspicious": {"event_id": e.event_id.tolist(), "model": e.model.tolist(),
                            "client_id": e.client_id.tolist(), "fingerprint": e.fingerprint.tolist(),
                            "ts": e.ts.tolist(), "reason": e.reason.tolist()},
+            "edges": {"bucket": self.edges.bucket.tolist(), "model": self.edges.model.tolist(),
+                      "client": self.edges.client.tolist(), "other": self.edges.other.tolist(),
+                      "count": self.edges.count.tolist()},
         }, option=orjson.OPT_SERIALIZE_NUMPY)
 
     @classmethod
@@ -117,5 +132,9 @@ class SliBatch:
             raise WireError("sli-buckets suspicious columns have different lengths")
         flagged = FlaggedEvents.of(s.event_id, s.model, s.client_id, s.ts or [np.nan] * n_flagged,
                                    s.reason or [""] * n_flagged, s.fingerprint)
+        g = msg.edges
+        if not (len(g.bucket) == len(g.model) == len(g.client) == len(g.other) == len(g.count)):
+            raise WireError("sli-buckets edge columns have different lengths")
+        edges = MatchEdges.of(g.bucket, g.model, g.client, g.other, g.count)
         return cls(msg.instance, -np.inf if msg.watermark is None else msg.watermark, msg.late, dict(msg.offsets),
-                   rows, flagged, msg.role, msg.remote_scoring)
+                   rows, flagged, msg.role, msg.remote_scoring, edges)

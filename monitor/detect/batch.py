@@ -103,12 +103,48 @@ class EventBatch:
         """Embeddings grouped by dimension: ``{dim: (rows, matrix float32)}`` (built once; read-only)."""
         return self._embedding_groups
 
+    @cached_property
+    def _prob_groups(self) -> Groups:
+        return _group_vectors(
+            self.events,
+            lambda e: None if e.prediction.probs is None else np.asarray(e.prediction.probs, np.float32),
+        )
+
+    @cached_property
+    def margin(self) -> np.ndarray:
+        """Top-1 minus top-2 class probability (from logits, else logged probabilities); NaN where neither
+        was logged. Attacks stop just past the decision boundary: their margins are small."""
+        out = np.full(len(self), np.nan)
+        for groups, softmax in ((self._prob_groups, False), (self._logit_groups, True)):
+            for _, (rows, matrix) in groups.items():
+                if matrix.shape[1] < 2:
+                    continue
+                probs = _softmax(matrix) if softmax else matrix
+                top = np.partition(probs, -2, axis=1)[:, -2:]
+                out[rows] = top[:, 1] - top[:, 0]
+        return out
+
+    @cached_property
+    def texts(self) -> tuple[np.ndarray, list[str]]:
+        """Rows whose input is text without raw numeric features, and their texts."""
+        rows, texts = [], []
+        for i, event in enumerate(self.events):
+            if event.input is not None and event.input.text is not None and event.input.features is None:
+                rows.append(i)
+                texts.append(event.input.text)
+        return np.asarray(rows, np.int64), texts
+
     def logit_groups(self) -> Groups:
         """Logits grouped by number of classes: ``{classes: (rows, matrix float32)}`` (built once; read-only)."""
         return self._logit_groups
 
 
 _COLUMNS = ("ts", "confidence", "event_id", "model", "client_id", "label", "ground_truth", "traffic")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def _group_vectors(events: tuple[InferenceEvent, ...], extract) -> Groups:

@@ -22,13 +22,16 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from monitor.contracts.edges import MatchEdges
 from monitor.contracts.flagged import FlaggedEvents
 from monitor.contracts.score_requests import ADVERSARIAL_CANARY, BENIGN_CANARY, PRODUCTION, ScoreGroup
-from monitor.contracts.sli import ENTROPY_BINS, SliRows
+from monitor.contracts.sli import ENTROPY_BINS, RANK_BINS, SCORE_EDGES, SliRows
 from monitor.detect.batch import EventBatch, Groups
-from monitor.detect.fingerprint import Fingerprinter, QueryIndex
+from monitor.detect.fingerprint import ClientCodes, Fingerprinter, QueryIndex, content_hashes
 from monitor.detect.lsh import embedding_fingerprints, planes_for
+from monitor.detect.margin_ranks import MarginRanks
 from monitor.detect.profiles import ModelProfile, Profile
+from monitor.detect.text_fingerprint import TextFingerprinter, text_content_hashes
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class EventFlags:
     benign_canary: np.ndarray
     benign_flagged: np.ndarray
     clean_events: np.ndarray
+    own_near_dup: np.ndarray
+    cross_near_dup: np.ndarray
 
     def counters(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -72,13 +77,39 @@ class QueryMarks:
     fresh: np.ndarray  # fingerprinted and not an exact repeat
     duplicate: np.ndarray  # byte-identical to an earlier query
     flagged: np.ndarray  # near-duplicate of an earlier query
+    own: np.ndarray  # near-duplicate of an earlier query of the same client
+    cross: np.ndarray  # near-duplicate of an earlier query of another client
+    matched_client: np.ndarray  # object: that other client ("" where none)
     exact_hash: np.ndarray  # uint64 content hash; 0 where none was fingerprinted
     input_bin: np.ndarray  # coarse input fingerprint for query entropy; -1: no input
 
     @classmethod
     def none(cls, n: int) -> QueryMarks:
-        return cls(np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, np.uint64),
-                   np.full(n, -1, np.int64))
+        return cls(np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool),
+                   np.full(n, "", dtype=object), np.zeros(n, np.uint64), np.full(n, -1, np.int64))
+
+
+@dataclass(frozen=True)
+class EventSignals:
+    """Every detector's reading of every event of a batch, in batch order (NaN where one does not apply)."""
+
+    event_id: np.ndarray
+    model: np.ndarray
+    client_id: np.ndarray
+    ts: np.ndarray
+    confidence: np.ndarray
+    score_ratio: np.ndarray  # largest profile score on the threshold's scale (0: reference median, above 1: anomalous)
+    anomalous: np.ndarray  # bool
+    near_duplicate: np.ndarray  # bool: a near-duplicate of an earlier query
+    duplicate: np.ndarray  # bool: an exact repeat
+    margin: np.ndarray  # top-1 minus top-2 probability; NaN where the model logged neither logits nor probabilities
+    own_near_duplicate: np.ndarray  # bool: a near-duplicate of the client's own earlier query
+    cross_near_duplicate: np.ndarray  # bool: a near-duplicate of another client's earlier query
+    matched_client: np.ndarray  # object: that other client ("")
+    margin_rank: np.ndarray  # the margin's rank among the live population's of its class and score band (NaN)
+
+    def __len__(self) -> int:
+        return len(self.event_id)
 
 
 @dataclass(frozen=True)
@@ -87,8 +118,14 @@ class BatchResult:
     flagged: FlaggedEvents
     watermark: float
     late_events: int
+    signals: EventSignals
     score_groups: list[ScoreGroup] = field(default_factory=list)  # for the scorer, with remote scoring
-    score_ratio: np.ndarray = field(default_factory=lambda: np.empty(0))  # max score / threshold; NaN: unscored
+    edges: MatchEdges = field(default_factory=MatchEdges.empty)  # which clients' queries matched whose
+
+    @property
+    def score_ratio(self) -> np.ndarray:
+        """Each event's largest profile score over its threshold; NaN: unscored."""
+        return self.signals.score_ratio
 
 
 class Engine:
@@ -98,7 +135,10 @@ class Engine:
         self.settings = settings
         self.profile = profile
         self._fingerprinters: dict[int, Fingerprinter] = {}
-        self._indexes: dict[int, QueryIndex] = {}
+        self._indexes: dict[int | str, QueryIndex] = {}  # by input length, or "text"
+        self._text = TextFingerprinter(settings.fingerprint_secret)
+        self._clients = ClientCodes()
+        self.margins = MarginRanks()
         self.watermark = -np.inf
 
     @property
@@ -117,48 +157,91 @@ class Engine:
         logit_groups = batch.logit_groups() if self.profile is not None or remote else {}
         logits_by_row = {row: vector for _, (rows, matrix) in logit_groups.items()
                          for row, vector in zip(rows.tolist(), matrix, strict=True)}
-        anomalous, score_ratio = self._score(batch, features, logits_by_row)
+        anomalous, score_ratio, statistic = self._score(batch, features, logits_by_row)
         score_groups = (self._score_groups(batch, anomalous, marks.flagged, logit_groups, logits_by_row)
                         if remote else [])
         flags = _outcomes(batch, anomalous, marks)
         production = flags.traffic_events
+        margin_rank = self._margin_ranks(batch, statistic, production)
         rows = SliRows.from_columns(
             bucket=(batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s,
             model=batch.model, client=batch.client_id, ts=batch.ts, flags=flags.counters(),
-            confidence=batch.confidence,
-            label_bin=np.where(production, label_bins(batch.label), -1),
-            input_bin=np.where(production, marks.input_bin, -1),
+            confidence=batch.confidence, margin=batch.margin,
+            bins={"label": np.where(production, label_bins(batch.label), -1),
+                  "input": np.where(production, marks.input_bin, -1),
+                  "margin_rank": np.where(production & np.isfinite(margin_rank), rank_bins(margin_rank), -1),
+                  "score": np.where(production & np.isfinite(statistic), score_bins(statistic), -1)},
         )
-        return BatchResult(rows, self._flagged(batch, flags, marks.exact_hash), self.watermark, late, score_groups,
-                           score_ratio)
+        signals = EventSignals(batch.event_id, batch.model, batch.client_id, batch.ts, batch.confidence, score_ratio,
+                               anomalous, marks.flagged, marks.duplicate, batch.margin, marks.own, marks.cross,
+                               marks.matched_client, margin_rank)
+        buckets = (batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s
+        edges = MatchEdges.from_events(buckets, batch.model, batch.client_id,
+                                       np.where(production, marks.matched_client, ""))
+        return BatchResult(rows, self._flagged(batch, flags, marks.exact_hash), self.watermark, late, signals,
+                           score_groups, edges)
+
+    def _margin_ranks(self, batch: EventBatch, score_ratio: np.ndarray, production: np.ndarray) -> np.ndarray:
+        """Rank each margin against the population's so far, then let production traffic teach the population."""
+        ranks = np.full(len(batch), np.nan)
+        margin = batch.margin
+        for model in np.unique(batch.model[np.isfinite(margin)]).tolist():
+            mine = np.flatnonzero(batch.model == model)
+            ranks[mine] = self.margins.rank(model, batch.label[mine], score_ratio[mine], margin[mine])
+            learn = mine[production[mine]]
+            self.margins.update(model, batch.label[learn], score_ratio[learn], margin[learn], batch.ts[learn])
+        return ranks
 
     def _fingerprint(self, batch: EventBatch, features: Groups) -> QueryMarks:
+        """Raw numeric inputs (Blacklight) and texts (MinHash) against one query index per input kind."""
         marks = QueryMarks.none(len(batch))
         for dim, (rows, matrix) in features.items():
-            fingerprinter = self._fingerprinters.get(dim)
-            if fingerprinter is None:
-                try:
-                    fingerprinter = Fingerprinter.for_dimension(dim, self.settings.fingerprint_secret)
-                except ValueError:
-                    continue  # too short to fingerprint (fewer values than a window)
-                self._fingerprinters[dim] = fingerprinter
-                self._indexes[dim] = QueryIndex(
-                    fingerprinter.threshold, self.settings.fingerprint_postings_cap,
-                    self.settings.fingerprint_generation_queries, self.settings.fingerprint_generation_s)
-            hashes = fingerprinter.hashes(matrix)
+            fingerprinter = self._numeric_fingerprinter(dim)
+            if fingerprinter is not None:
+                self._match(batch, marks, rows, dim, fingerprinter.threshold, fingerprinter.hashes(matrix),
+                            content_hashes(matrix))
+                marks.input_bin[rows] = fingerprinter.coarse_bins(matrix, ENTROPY_BINS)
+        rows, texts = batch.texts
+        if len(rows):
+            hashes = self._text.hashes(texts)
+            self._match(batch, marks, rows, "text", self._text.threshold, hashes, text_content_hashes(texts))
             marks.input_bin[rows] = (hashes[:, 0] % np.uint64(ENTROPY_BINS)).astype(np.int64)  # the largest: a MinHash
-            matches = self._indexes[dim].update(hashes, matrix, now=float(batch.ts[rows].max()))
-            marks.fresh[rows] = ~matches.duplicate
-            marks.duplicate[rows] = matches.duplicate
-            marks.flagged[rows] = matches.flagged
-            marks.exact_hash[rows] = matches.exact_hash
         return marks
 
-    def _score(self, batch: EventBatch, features: Groups, logits_by_row: dict) -> tuple[np.ndarray, np.ndarray]:
-        """Per event: flagged by a profile score, and its largest score over threshold (NaN: unscored)."""
+    def _numeric_fingerprinter(self, dim: int) -> Fingerprinter | None:
+        if dim not in self._fingerprinters:
+            try:
+                self._fingerprinters[dim] = Fingerprinter.for_dimension(dim, self.settings.fingerprint_secret)
+            except ValueError:
+                return None  # too short to fingerprint (fewer values than a window)
+        return self._fingerprinters[dim]
+
+    def _match(self, batch: EventBatch, marks: QueryMarks, rows: np.ndarray, kind: int | str, threshold: int,
+               hashes: np.ndarray, exact: np.ndarray) -> None:
+        index = self._indexes.get(kind)
+        if index is None:
+            s = self.settings
+            index = self._indexes[kind] = QueryIndex(threshold, s.fingerprint_postings_cap,
+                                                     s.fingerprint_generation_queries, s.fingerprint_generation_s)
+        matches = index.update(hashes, exact, now=float(batch.ts[rows].max()),
+                               clients=self._clients.codes(batch.client_id[rows]))
+        marks.fresh[rows] = ~matches.duplicate
+        marks.duplicate[rows] = matches.duplicate
+        marks.flagged[rows] = matches.flagged
+        marks.own[rows] = matches.own_flagged
+        marks.cross[rows] = matches.cross_flagged
+        marks.matched_client[rows] = np.where(matches.cross_flagged, self._clients.names(matches.matched_client), "")
+        marks.exact_hash[rows] = matches.exact_hash
+
+    def _score(self, batch: EventBatch, features: Groups, logits_by_row: dict
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per event: flagged by a profile score; its largest score on the threshold scale (NaN: unscored); and
+        the score the per-client statistics use: the raw input's where profiled, else the embedding's (so that
+        ingest with a remote scorer computes the same statistics as without one)."""
         anomalous, score_ratio = np.zeros(len(batch), bool), np.full(len(batch), np.nan)
+        by_space = {"features": np.full(len(batch), np.nan), "embedding": np.full(len(batch), np.nan)}
         if self.profile is None:
-            return anomalous, score_ratio
+            return anomalous, score_ratio, score_ratio
         spaces = [("features", features)]
         if not self.settings.remote_embedding_scoring:
             spaces.append(("embedding", batch.embedding_groups()))
@@ -171,7 +254,9 @@ class Engine:
                         flagged, ratio = self._flag(profile, space, rows[mine], matrix[mine], logits_by_row)
                         anomalous[rows[mine]] |= flagged
                         score_ratio[rows[mine]] = np.fmax(score_ratio[rows[mine]], ratio)
-        return anomalous, score_ratio
+                        by_space[space][rows[mine]] = ratio
+        statistic = np.where(np.isfinite(by_space["features"]), by_space["features"], by_space["embedding"])
+        return anomalous, score_ratio, statistic
 
     @staticmethod
     def _flag(profile: ModelProfile, space: str, rows: np.ndarray, matrix: np.ndarray,
@@ -181,9 +266,8 @@ class Engine:
         if space == "embedding" and profile.thresholds[2] < np.inf:
             logits = _logits_matrix(rows, logits_by_row, profile.means.shape[0])
         scores = profile.score(matrix, logits)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratios = np.column_stack([scores.mahalanobis, scores.knn, scores.energy]) / profile.thresholds
-        return scores.flagged, np.nanmax(np.where(np.isfinite(ratios), ratios, np.nan), axis=1, initial=0.0)
+        ratios = profile.ratios(scores)
+        return scores.flagged, np.nanmax(np.where(np.isfinite(ratios), ratios, np.nan), axis=1, initial=-np.inf)
 
     @staticmethod
     def _score_groups(batch: EventBatch, anomalous: np.ndarray, query_flagged: np.ndarray, logit_groups: Groups,
@@ -236,6 +320,7 @@ def _outcomes(batch: EventBatch, anomalous: np.ndarray, marks: QueryMarks) -> Ev
     return EventFlags(
         events=np.ones(len(batch), bool), traffic_events=production, anomalous=anomalous & production,
         queries=marks.fresh & production, duplicates=marks.duplicate, query_flagged=marks.flagged & production,
+        own_near_dup=marks.own & production, cross_near_dup=marks.cross & production,
         labelled=labelled, errors=labelled & wrong, adv_canary=adversarial, adv_fooled=adversarial & wrong,
         adv_missed=adversarial & ~detected, benign_canary=benign_canary, benign_flagged=benign_canary & detected,
         clean_events=~detected & production)
@@ -248,6 +333,16 @@ def _logits_matrix(rows: np.ndarray, logits_by_row: dict, classes: int) -> np.nd
         if vector is not None and len(vector) == classes:
             out[i] = vector
     return out
+
+
+def rank_bins(ranks: np.ndarray) -> np.ndarray:
+    """Bin of each margin rank in the ``margin_rank`` histogram (equal bins of [0, 1])."""
+    return np.clip((np.nan_to_num(ranks) * RANK_BINS).astype(np.int64), 0, RANK_BINS - 1)
+
+
+def score_bins(scores: np.ndarray) -> np.ndarray:
+    """Bin of each profile score (on its threshold's scale) in the ``score`` histogram."""
+    return np.searchsorted(np.asarray(SCORE_EDGES), np.nan_to_num(scores, nan=-np.inf), side="right")
 
 
 def label_bins(labels: np.ndarray) -> np.ndarray:

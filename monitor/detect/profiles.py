@@ -23,13 +23,15 @@ Thresholds are calibrated on held-out clean embeddings so that their union flags
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 
 from monitor.errors import ProfileError
 
 SCORE_NAMES = ("mahalanobis", "knn", "energy")
+_BASELINES = "__baselines__"  # the profile file's entry holding the baselines (JSON bytes)
 _MAX_BANK = 5000
 
 
@@ -48,6 +50,30 @@ class Scores:
         with np.errstate(invalid="ignore"):
             flagged = (mahalanobis > thresholds[0]) | (knn > thresholds[1]) | (energy > thresholds[2])
         return cls(mahalanobis, knn, energy, flagged)
+
+
+COVARIANCES = ("ledoit-wolf", "oas", "mcd")
+
+
+def shared_precision(centered: np.ndarray, method: str = "ledoit-wolf", seed: int = 0) -> np.ndarray:
+    """Inverse of the covariance of class-centered rows, estimated with shrinkage (scikit-learn).
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.column_stack([rng.normal(size=(500, 3)), np.zeros(500)])   # a constant dimension
+    >>> bool(np.isfinite(shared_precision(x)).all() and np.linalg.cond(shared_precision(x)) < 1e4)
+    True
+    """
+    from sklearn.covariance import OAS, LedoitWolf, MinCovDet
+
+    if method not in COVARIANCES:
+        raise ProfileError(f"unknown covariance estimator {method!r}; choose one of {', '.join(COVARIANCES)}")
+    if method == "mcd":
+        robust = MinCovDet(assume_centered=True, random_state=seed).fit(centered)
+        support = centered[robust.support_]
+        estimate = LedoitWolf(assume_centered=True).fit(support).covariance_  # shrink what MCD kept
+    else:
+        estimate = (OAS if method == "oas" else LedoitWolf)(assume_centered=True).fit(centered).covariance_
+    return np.linalg.inv(estimate)
 
 
 def _normalize(matrix: np.ndarray) -> np.ndarray:
@@ -75,6 +101,7 @@ class ModelProfile:
     bank: np.ndarray  # (n, dim) L2-normalized reference embeddings
     k: int
     thresholds: np.ndarray  # (3,) in SCORE_NAMES order; inf where not calibrated
+    centers: np.ndarray = field(default_factory=lambda: np.zeros(3))  # (3,) median of each on calibration data
 
     @property
     def dim(self) -> int:
@@ -89,16 +116,18 @@ class ModelProfile:
         fpr: float = 0.001,
         k: int = 50,
         seed: int = 0,
+        covariance: str = "ledoit-wolf",
     ) -> ModelProfile:
-        """Fit on half of the clean data, calibrate thresholds on the other half."""
+        """Fit on half of the clean data, calibrate thresholds on the other half. The shared covariance is
+        shrunk (``ledoit-wolf`` or ``oas``; ``mcd``: Minimum Covariance Determinant, for a reference that
+        may hold outliers), so dimensions that are constant in the reference stay well-conditioned."""
         embeddings = np.asarray(embeddings, dtype=np.float64)
         order = np.random.default_rng(seed).permutation(len(embeddings))
         fit_rows, calib_rows = order[: len(order) // 2], order[len(order) // 2 :]
         classes = np.unique(labels[fit_rows])
         means = np.stack([embeddings[fit_rows][labels[fit_rows] == c].mean(axis=0) for c in classes])
         centered = embeddings[fit_rows] - means[np.searchsorted(classes, labels[fit_rows])]
-        covariance = centered.T @ centered / max(len(fit_rows) - 1, 1)
-        precision = np.linalg.pinv(covariance + 1e-6 * np.eye(covariance.shape[0]))
+        precision = shared_precision(centered, covariance, seed)
         bank = _normalize(embeddings[fit_rows][:_MAX_BANK])
         k = max(1, min(k, len(bank)))
         unfitted = cls(means.astype(np.float32), precision.astype(np.float32), bank.astype(np.float32), k,
@@ -108,11 +137,17 @@ class ModelProfile:
             None if logits is None else np.asarray(logits, np.float32)[calib_rows],
         )
         per_score = fpr / (3 if logits is not None else 2)
-        thresholds = np.array([
-            np.quantile(s, 1 - per_score) if np.isfinite(s).any() else np.inf
-            for s in (calib.mahalanobis, calib.knn, calib.energy)
-        ])
-        return cls(unfitted.means, unfitted.precision, unfitted.bank, k, thresholds)
+        columns = (calib.mahalanobis, calib.knn, calib.energy)
+        thresholds = np.array([np.quantile(s, 1 - per_score) if np.isfinite(s).any() else np.inf for s in columns])
+        centers = np.array([np.median(s) if np.isfinite(s).any() else 0.0 for s in columns])
+        return cls(unfitted.means, unfitted.precision, unfitted.bank, k, thresholds, centers)
+
+    def ratios(self, scores: Scores) -> np.ndarray:
+        """``(n, 3)`` scores on one scale: 0 at the reference median, 1 at the threshold (above 1: flagged);
+        NaN where a score does not apply. Works for scores of any sign (energy is negative)."""
+        raw = np.column_stack([scores.mahalanobis, scores.knn, scores.energy])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (raw - self.centers) / (self.thresholds - self.centers)
 
     def score(self, embeddings: np.ndarray, logits: np.ndarray | None = None) -> Scores:
         """Score a batch; ``logits`` rows may be NaN where an event logged none."""
@@ -143,16 +178,23 @@ class Profile:
     """
 
     models: dict[str, ModelProfile]
+    #: model -> the benign rate of each SLI (and the mean of each derived series) measured on the reference
+    #: traffic when the profile was fitted: the learned baselines that rules may state objectives against.
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def get(self, model: str, space: str) -> ModelProfile | None:
         return self.models.get(f"{model}/{space}")
 
+    def baseline(self, model: str, name: str) -> float | None:
+        return self.baselines.get(model, {}).get(name)
+
     def save(self, path: str) -> None:
         arrays = {}
         for name, p in self.models.items():
-            for field in ("means", "precision", "bank", "thresholds"):
-                arrays[f"{name}/{field}"] = getattr(p, field)
+            for column in ("means", "precision", "bank", "thresholds", "centers"):
+                arrays[f"{name}/{column}"] = getattr(p, column)
             arrays[f"{name}/k"] = np.array(p.k)
+        arrays[_BASELINES] = np.frombuffer(orjson.dumps(self.baselines), np.uint8)
         with open(path, "wb") as handle:
             np.savez_compressed(handle, **arrays)
 
@@ -161,14 +203,16 @@ class Profile:
         """Read a profile written by :meth:`save` (plain arrays; no pickle is ever loaded)."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                names = sorted({key.rsplit("/", 1)[0] for key in data.files})
+                baselines = orjson.loads(data[_BASELINES].tobytes()) if _BASELINES in data.files else {}
+                names = sorted({key.rsplit("/", 1)[0] for key in data.files if key != _BASELINES})
                 models = {
                     name: ModelProfile(
                         means=data[f"{name}/means"], precision=data[f"{name}/precision"], bank=data[f"{name}/bank"],
                         k=int(data[f"{name}/k"]), thresholds=data[f"{name}/thresholds"],
+                        centers=data[f"{name}/centers"] if f"{name}/centers" in data.files else np.zeros(3),
                     )
                     for name in names
                 }
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise ProfileError(f"profile {path}: cannot be read ({exc}); write one with `advmon profile fit`") from None
-        return cls(models)
+        return cls(models, baselines)

@@ -65,7 +65,8 @@ class InProcessRuntime:
         engine_settings = settings.engine_settings()
         return cls(
             engine=Engine(engine_settings, profile),
-            alerter=Alerter(rules, engine_settings.bucket_s, engine_settings.grace_s),
+            alerter=Alerter(rules, engine_settings.bucket_s, engine_settings.grace_s,
+                            profile.baselines if profile is not None else None),
             pipeline=Pipeline(rules.routes, (*rules.silences, *rules.maintenance)),
             sinks={s.name: s for s in sinks},
             metrics=metrics or Metrics(),
@@ -79,7 +80,7 @@ class InProcessRuntime:
         parsed = parse_batch(records, sources, self.max_record_bytes)
         parsed_at = time.perf_counter()
         result = self.engine.process(parsed.batch)
-        self.alerter.ingest(result.rows, result.flagged)
+        self.alerter.ingest(result.rows, result.flagged, result.edges)
         engine_at = time.perf_counter()
         self._dead(parsed.dead)
         self._observe(result, parsed.batch)
@@ -98,7 +99,10 @@ class InProcessRuntime:
             return []
         end_bucket = int(watermark // self.alerter.bucket_s) + 1
         alerts = self.alerter.evaluate_until(end_bucket)
-        self._emit(alerts, now=float(end_bucket * self.alerter.bucket_s))
+        now = float(end_bucket * self.alerter.bucket_s)
+        self._emit(alerts, now=now)
+        for notification in self.pipeline.flush(now, final=True):  # what still waited for its group
+            self._deliver(notification)
         return alerts
 
     def _dead(self, dead: list[DeadLetter]) -> None:
@@ -122,7 +126,7 @@ class InProcessRuntime:
         if alerts:
             self.stats.alerts.extend(alerts)
             self.on_alerts(alerts)
-        for notification in self.pipeline.process([*alerts, *firing], now=now, firing=firing):
+        for notification in self.pipeline.process(alerts, now=now, firing=firing):
             self._deliver(notification)
 
     def _deliver(self, notification: Notification) -> None:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.detect.fingerprint import Fingerprinter, QueryIndex
-from monitor.sim.toymodel import DigitsModel, augment, load_digits_scaled
+from monitor.detect.fingerprint import Fingerprinter, QueryIndex, content_hashes
+from monitor.sim.toymodel import DigitsModel, NumpyMlp, augment, load_digits_scaled
 
 ATTACKS = ("hopskipjump", "boundary", "square")
 
@@ -32,21 +32,30 @@ class Detection:
     succeeded: bool  # the attack changed the model's answer
 
 
-def record_attack(model: DigitsModel, attack: str, x: np.ndarray, seed: int, budget: int) -> tuple[np.ndarray, bool]:
-    """Run one ART attack on one 64-pixel image; returns the queries it made (in order) and success."""
+def record_attack(model: NumpyMlp, attack: str, x: np.ndarray, seed: int, budget: int,
+                  image_shape: tuple[int, ...] | None = (1, 8, 8)) -> tuple[np.ndarray, bool]:
+    """Run one black-box attack on one input; returns the queries it made (in order) and success.
+
+    ART's HopSkipJump, Boundary, Square and SimBA (``simba``: random search over pixels) need an image
+    shape (channels first); ``random-search`` (score-based, any input) is :func:`random_search`.
+    """
+    if attack == "random-search":
+        return random_search(model, x, np.random.default_rng(seed), budget)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from art.attacks.evasion import BoundaryAttack, HopSkipJump, SquareAttack
+        from art.attacks.evasion import BoundaryAttack, HopSkipJump, SimBA, SquareAttack
         from art.estimators.classification import BlackBoxClassifierNeuralNetwork
 
     queries: list[np.ndarray] = []
+    n = model.inputs
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        flat = np.asarray(batch, np.float32).reshape(len(batch), 64)
+        flat = np.asarray(batch, np.float32).reshape(len(batch), n)
         queries.append(flat.copy())
         return model.forward(flat).probs
 
-    classifier = BlackBoxClassifierNeuralNetwork(predict, input_shape=(1, 8, 8), nb_classes=10,
+    shape = image_shape or (n,)
+    classifier = BlackBoxClassifierNeuralNetwork(predict, input_shape=shape, nb_classes=model.classes,
                                                  clip_values=(0.0, 1.0), channels_first=True)
     makers = {
         "hopskipjump": lambda: HopSkipJump(classifier, max_iter=10, max_eval=budget // 10, init_eval=20, verbose=False),
@@ -54,16 +63,56 @@ def record_attack(model: DigitsModel, attack: str, x: np.ndarray, seed: int, bud
                                            sample_size=10, verbose=False),
         "square": lambda: SquareAttack(classifier, norm=np.inf, eps=0.08, max_iter=budget, nb_restarts=1,
                                        verbose=False),
+        "simba": lambda: SimBA(classifier, attack="px", max_iter=budget, epsilon=0.2, verbose=False),
     }
     np.random.seed(seed)  # ART draws from numpy's global generator
-    image = x.reshape(1, 1, 8, 8).astype(np.float32)
+    source = x.reshape(1, *shape).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        adversarial = makers[attack]().generate(image)
+        adversarial = makers[attack]().generate(source)
     stream = np.vstack(queries)[:budget]
-    before = model.forward(x.reshape(1, 64)).probs.argmax()
-    after = model.forward(adversarial.reshape(1, 64).astype(np.float32)).probs.argmax()
+    before = model.forward(x.reshape(1, n)).probs.argmax()
+    after = model.forward(adversarial.reshape(1, n).astype(np.float32)).probs.argmax()
     return stream, bool(before != after)
+
+
+def random_search(model: NumpyMlp, x: np.ndarray, rng: np.random.Generator, budget: int,
+                  eps: float = 0.1) -> tuple[np.ndarray, bool]:
+    """A score-based random search (in the spirit of Square/SimBA, for any input): perturb a random
+    block of coordinates by +-eps, keep the change when the true class's probability drops."""
+    n = model.inputs
+    current = x.reshape(1, n).astype(np.float32)
+    label = int(model.forward(current).probs.argmax())
+    best = float(model.forward(current).probs[0, label])
+    queries = []
+    for _ in range(budget):
+        candidate = current.copy()
+        block = rng.choice(n, size=max(1, n // 8), replace=False)
+        candidate[0, block] = np.clip(x.reshape(n)[block] + eps * rng.choice([-1.0, 1.0], len(block)), 0, 1)
+        queries.append(candidate[0])
+        probs = model.forward(candidate).probs[0]
+        if probs[label] < best:
+            current, best = candidate, float(probs[label])
+        if probs.argmax() != label:
+            break
+    return np.vstack(queries), bool(model.forward(current).probs.argmax() != label)
+
+
+def white_box(model: NumpyMlp, x: np.ndarray, method: str, eps: float, seed: int = 0) -> np.ndarray:
+    """Adversarial versions of ``x`` by ART's FGSM (``fgsm``) or 10-step PGD (``pgd``) at L-inf ``eps``,
+    against the model's own predictions."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescentNumpy
+
+    classifier = art_classifier(model)
+    attack = (FastGradientMethod(classifier, eps=eps) if method == "fgsm" else
+              ProjectedGradientDescentNumpy(classifier, eps=eps, eps_step=eps / 4, max_iter=10, num_random_init=0,
+                                            verbose=False))
+    np.random.seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return np.asarray(attack.generate(np.asarray(x, np.float32)), np.float32)
 
 
 def queries_until_detection(model: DigitsModel, attacks=ATTACKS, images: int = 3, budget: int = 1000,
@@ -77,21 +126,21 @@ def queries_until_detection(model: DigitsModel, attacks=ATTACKS, images: int = 3
     background, _ = augment(rng, x, y, benign)
     fingerprinter = Fingerprinter.for_dimension(64, secret=b"attack-benchmark")
     warm = QueryIndex(fingerprinter.threshold)
-    benign_flags = warm.update(fingerprinter.hashes(background), background, now=0.0).flagged
+    benign_flags = warm.update(fingerprinter.hashes(background), content_hashes(background), now=0.0).flagged
     results = []
     for attack in attacks:
         for image in range(images):
             stream, succeeded = record_attack(model, attack, model.x_test[image], seed + image, budget)
             index = QueryIndex(fingerprinter.threshold)
-            index.update(fingerprinter.hashes(background), background, now=0.0)
-            flagged = index.update(fingerprinter.hashes(stream), stream, now=1.0).flagged
+            index.update(fingerprinter.hashes(background), content_hashes(background), now=0.0)
+            flagged = index.update(fingerprinter.hashes(stream), content_hashes(stream), now=1.0).flagged
             first = int(np.argmax(flagged)) + 1 if flagged.any() else None
             results.append(Detection(attack, image, len(stream), first, float(flagged.mean()), succeeded))
     return results, float(benign_flags.mean())
 
 
-def art_classifier(model: DigitsModel):
-    """The digits MLP as an ART estimator with loss gradients, so ART's white-box attacks (FGSM, PGD)
+def art_classifier(model: NumpyMlp):
+    """A numpy MLP as an ART estimator with loss gradients, so ART's white-box attacks (FGSM, PGD)
     run against it unchanged."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -103,17 +152,17 @@ def art_classifier(model: DigitsModel):
 
         def __init__(self) -> None:
             super().__init__(model=model, clip_values=(0.0, 1.0))
-            self.nb_classes = 10
+            self.nb_classes = model.classes
 
         @property
         def input_shape(self) -> tuple[int, ...]:
-            return (64,)
+            return (model.inputs,)
 
         def predict(self, x, batch_size: int = 128, **kwargs):
             return model.forward(np.asarray(x, np.float32)).probs
 
         def fit(self, x, y, **kwargs) -> None:
-            raise NotImplementedError("the digits model is trained by DigitsModel.train")
+            raise NotImplementedError("the model is trained by its own train()")
 
         def loss_gradient(self, x, y, **kwargs):
             labels = np.asarray(y).argmax(axis=1) if np.ndim(y) == 2 else np.asarray(y)
@@ -145,25 +194,16 @@ def white_box_detection(
 ) -> list[WhiteBoxResult]:
     """FGSM and PGD (ART) on the test split; the raw-input profile's largest score / threshold ranks
     clean against adversarial inputs."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescentNumpy
     from sklearn.metrics import roc_auc_score
 
-    classifier = art_classifier(model)
     x = model.x_test.astype(np.float32)
     predicted = model.forward(x).probs.argmax(axis=1)
     clean = _ratio(profile, x)
     clean_mahalanobis = profile.score(x).mahalanobis
     results = []
     for eps in eps_values:
-        for name, attack in (("fgsm", FastGradientMethod(classifier, eps=eps)),
-                             ("pgd", ProjectedGradientDescentNumpy(classifier, eps=eps, eps_step=eps / 4, max_iter=10,
-                                                                   num_random_init=0, verbose=False))):
-            np.random.seed(seed)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                adversarial = attack.generate(x).astype(np.float32)
+        for name in ("fgsm", "pgd"):
+            adversarial = white_box(model, x, name, eps, seed)
             flipped = model.forward(adversarial).probs.argmax(axis=1) != predicted
             attacked = _ratio(profile, adversarial[flipped])
             labels = np.r_[np.zeros(len(clean)), np.ones(len(attacked))]

@@ -44,9 +44,11 @@ class Phase:
     expect_slos: tuple[str, ...]  # the SLOs that should catch it
 
     def explains(self, alert) -> bool:
-        """Whether a firing alert names this phase's model (and one of its clients, for per-client SLOs)."""
+        """Whether a firing alert names this phase's model (and one of its clients, for per-client and group
+        alerts)."""
+        keys = ({alert.client_id} if alert.client_id else set()) | set(alert.evidence.get("keys", ()))
         return (alert.status == "firing" and alert.slo in self.expect_slos and alert.model == self.model
-                and (alert.client_id is None or alert.client_id in self.clients))
+                and (not keys or bool(keys & set(self.clients))))
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class Scenario:
                 "digits-mlp",
                 ("key_wb_7731",),
                 1.0,
-                ("input-anomaly-client", "input-anomaly", "confidence-drift"),
+                ("client-standout", "profile-mismatch", "confidence-drift"),
             ),
             Phase(
                 "black-box",
@@ -95,12 +97,14 @@ class Scenario:
                 "digits-mlp",
                 ("key_bb_4410",),
                 2.0,
-                ("query-attack-client", "query-attack"),
+                ("client-standout", "query-attack"),
             ),
             Phase(
-                "sybil", 140 * minute, 160 * minute, "digits-mlp", sybils, 3.0, ("query-attack", "query-attack-client")
+                "sybil", 140 * minute, 160 * minute, "digits-mlp", sybils, 3.0,
+                ("sybil-group", "client-standout", "query-attack"),
             ),
-            Phase("drift", 135 * minute, 180 * minute, "digits-mlp-wide", (), 0.0, ("confidence-drift",)),
+            Phase("drift", 135 * minute, 180 * minute, "digits-mlp-wide", (), 0.0,
+                  ("confidence-drift", "profile-mismatch")),
         ]
         return cls(models, phases, seed, duration_s, benign_rate, benign_clients)
 

@@ -54,42 +54,45 @@ def augment(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, n: int) -> t
 
 
 @dataclass(frozen=True)
-class DigitsModel:
+class NumpyMlp:
+    """A one-hidden-layer ReLU network in numpy: what a served model logs (embedding, logits, probabilities)
+    and the input gradient that white-box attacks use."""
+
     w1: np.ndarray
     b1: np.ndarray
     w2: np.ndarray
     b2: np.ndarray
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
 
-    @classmethod
-    def train(cls, hidden: int = 64, seed: int = 0, samples: int = 12_000) -> DigitsModel:
-        """Train on augmented images of 60% of the digits; the other 40% are the test split."""
-        from sklearn.model_selection import train_test_split
+    @property
+    def inputs(self) -> int:
+        return int(self.w1.shape[0])
+
+    @property
+    def classes(self) -> int:
+        return int(self.w2.shape[1])
+
+    @staticmethod
+    def fit_weights(x: np.ndarray, y: np.ndarray, hidden: int, seed: int, max_iter: int = 60,
+                    alpha: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(w1, b1, w2, b2) of a scikit-learn MLP trained on ``x, y`` (float32)."""
         from sklearn.neural_network import MLPClassifier
 
-        x, y = load_digits_scaled()
-        x_split, x_test, y_split, y_test = train_test_split(x, y, test_size=0.4, random_state=seed, stratify=y)
-        x_train, y_train = augment(np.random.default_rng(seed), x_split, y_split, samples)
-        mlp = MLPClassifier(hidden_layer_sizes=(hidden,), max_iter=60, random_state=seed, alpha=1e-3,
+        mlp = MLPClassifier(hidden_layer_sizes=(hidden,), max_iter=max_iter, random_state=seed, alpha=alpha,
                             early_stopping=True, n_iter_no_change=5)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning: the iteration cap is deliberate
-            mlp.fit(x_train, y_train)
+            mlp.fit(x, y)
         (w1, w2), (b1, b2) = mlp.coefs_, mlp.intercepts_
-        w1, b1, w2, b2 = (a.astype(np.float32) for a in (w1, b1, w2, b2))
-        return cls(w1, b1, w2, b2, x_train, y_train, x_test, y_test)
+        if w2.shape[1] == 1:  # scikit-learn keeps one logit for two classes: make it (-z/2, z/2)
+            w2, b2 = np.hstack([-w2 / 2, w2 / 2]), np.r_[-b2 / 2, b2 / 2]
+        f1, g1, f2, g2 = (np.asarray(a, np.float32) for a in (w1, b1, w2, b2))
+        return f1, g1, f2, g2
 
     def forward(self, x: np.ndarray) -> Forward:
         embedding = np.maximum(x @ self.w1 + self.b1, 0.0)
         logits = embedding @ self.w2 + self.b2
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return Forward(embedding, logits, shifted / shifted.sum(axis=1, keepdims=True))
-
-    def accuracy(self) -> float:
-        return float((self.forward(self.x_test).probs.argmax(axis=1) == self.y_test).mean())
 
     def input_gradient(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Gradient of the cross-entropy loss with respect to the input."""
@@ -100,6 +103,30 @@ class DigitsModel:
         d_hidden = (d_logits @ self.w2.T) * (hidden > 0)
         return d_hidden @ self.w1.T
 
-    def fgsm(self, x: np.ndarray, y: np.ndarray, eps: float) -> np.ndarray:
-        """Fast gradient sign method (Goodfellow et al. 2015), clipped to the valid pixel range."""
+    def fgsm(self, x: np.ndarray, y: np.ndarray, eps: float | np.ndarray) -> np.ndarray:
+        """Fast gradient sign method (Goodfellow et al. 2015), clipped to the valid input range."""
         return np.clip(x + eps * np.sign(self.input_gradient(x, y)), 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class DigitsModel(NumpyMlp):
+    """The demo's digit classifier, with its train and test splits."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @classmethod
+    def train(cls, hidden: int = 64, seed: int = 0, samples: int = 12_000) -> DigitsModel:
+        """Train on augmented images of 60% of the digits; the other 40% are the test split."""
+        from sklearn.model_selection import train_test_split
+
+        x, y = load_digits_scaled()
+        x_split, x_test, y_split, y_test = train_test_split(x, y, test_size=0.4, random_state=seed, stratify=y)
+        x_train, y_train = augment(np.random.default_rng(seed), x_split, y_split, samples)
+        w1, b1, w2, b2 = cls.fit_weights(x_train, y_train, hidden, seed)
+        return cls(w1, b1, w2, b2, x_train, y_train, x_test, y_test)
+
+    def accuracy(self) -> float:
+        return float((self.forward(self.x_test).probs.argmax(axis=1) == self.y_test).mean())

@@ -32,6 +32,18 @@ def parse_duration(value: Any) -> int:
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 
 
+def parse_wait(value: Any) -> int:
+    """A duration that may be zero (``"0s"``, ``0``): no wait.
+
+    >>> parse_wait("0s"), parse_wait(0), parse_wait("30s")
+    (0, 0, 30)
+    """
+    return 0 if value in (0, "0", "0s") else parse_duration(value)
+
+
+WaitDuration = Annotated[int, BeforeValidator(parse_wait)]
+
+
 def format_duration(seconds: int) -> str:
     """The largest whole unit: 3600 -> ``"1h"``, 5400 -> ``"90m"``."""
     for unit in ("w", "d", "h", "m"):

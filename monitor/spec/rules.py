@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from monitor.contracts.sli import SERIES, SLI_DEFINITIONS
 from monitor.errors import RulesError
-from monitor.spec.durations import Duration, format_duration, parse_duration
+from monitor.spec.durations import Duration, WaitDuration, format_duration, parse_duration
 from monitor.spec.silences import MaintenanceWindow, Silence
 
 __all__ = ["Duration", "RulesError", "format_duration", "parse_duration"]  # re-exported for the CLI and tests
@@ -38,18 +38,25 @@ class _Rule(BaseModel):
 
 
 class WindowSpec(_Rule):
-    """One row of the window table: alert when both windows burn faster than the derived factor."""
+    """One row of the window table: alert when both windows burn faster than the factor, derived from
+    ``budget_fraction`` (factor = budget_fraction * period / long) or stated (``factor: 1``: the rate itself)."""
 
     severity: Severity
     long: Duration
     short: Duration
-    budget_fraction: float = Field(gt=0, le=1)
+    budget_fraction: float | None = Field(default=None, gt=0, le=1)
+    factor: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _short_within_long(self) -> WindowSpec:
         if self.short >= self.long:
             raise ValueError("short window must be shorter than the long window")
+        if (self.budget_fraction is None) == (self.factor is None):
+            raise ValueError("give budget_fraction or factor (one of them)")
         return self
+
+    def factor_for(self, period_s: int) -> float:
+        return self.factor if self.factor is not None else float(self.budget_fraction or 0) * period_s / self.long
 
 
 #: Google SRE workbook, chapter 5, for a 30-day SLO period.
@@ -81,12 +88,25 @@ class Slo(_Rule):
     scope: Literal["model", "client"] = "model"
     objective: float = Field(gt=0, lt=1)
     period: Duration = 30 * 86400
+    max_rate: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?x baseline$")
     min_events: int = Field(default=50, ge=1)
     severities: tuple[Severity, ...] = ("page", "ticket")
     resolve_after: Duration = 300
     summary: str = ""
     runbook: str = ""
     windows: tuple[WindowSpec, ...] = DEFAULT_WINDOWS
+
+    @property
+    def baseline_multiple(self) -> float | None:
+        """``max_rate: 5x baseline`` -> 5: the allowed bad rate is that multiple of the rate the profile measured
+        on benign reference traffic (per model); ``objective`` stands where a model has no measured baseline."""
+        return None if self.max_rate is None else float(self.max_rate.split("x")[0])
+
+    def allowed_rate(self, baseline: float | None) -> float:
+        """The error budget (allowed bad rate) for a model with this measured baseline (None: not measured)."""
+        if self.baseline_multiple is None or baseline is None or baseline <= 0:
+            return 1.0 - self.objective
+        return min(0.5, self.baseline_multiple * baseline)
 
     @model_validator(mode="after")
     def _sli_known_and_tiers_can_fire(self) -> Slo:
@@ -108,7 +128,7 @@ class Slo(_Rule):
     def tiers(self) -> tuple[Tier, ...]:
         """The burn-rate tiers of the SLO's severities, derived once from its window table."""
         return tuple(
-            Tier(w.severity, w.long, w.short, w.budget_fraction * self.period / w.long)
+            Tier(w.severity, w.long, w.short, w.factor_for(self.period))
             for w in self.windows
             if w.severity in self.severities
         )
@@ -155,14 +175,93 @@ class NoDataRule(_Rule):
     runbook: str = ""
 
 
+#: What a client can stand out on, against the live population (monitor.alerting.standout).
+STATISTICS = ("margin_rank", "input_score", "own_near_duplicate")
+
+
+class Statistic(_Rule):
+    """One statistic of a client test: it stands out when its rank-test effect (AUC) reaches ``min_effect``."""
+
+    min_effect: float = Field(default=0.7, gt=0.5, lt=1.0)
+
+
+class ClientRule(_Rule):
+    """Each client against every other client of the model in the same minutes (decayed windows), one rank test
+    per statistic. The z threshold follows from the false-alarm budget (Bonferroni): with ``active_clients``
+    tested every bucket on each statistic, a per-test error rate of ``false_pages_per_month`` / (tests per
+    month) keeps false pages at or below that budget; ``min_effect`` keeps large, harmless clients from
+    passing on tiny differences. When more than ``population_shift_share`` of the clients stand out on a
+    statistic at once, the shift is the population's: one ticket, no pages."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    statistics: dict[str, Statistic] = Field(default_factory=lambda: {s: Statistic() for s in STATISTICS})
+    half_life: Duration = 300
+    min_queries: int = Field(default=30, ge=5)
+    false_pages_per_month: float = Field(default=1.0, gt=0)
+    active_clients: int = Field(default=100_000, ge=1)
+    population_shift_share: float = Field(default=0.2, gt=0, le=1)
+    severity: Severity = "page"
+    resolve_after: Duration = 900
+    summary: str = ""
+    runbook: str = ""
+
+    @model_validator(mode="after")
+    def _statistics_known(self) -> ClientRule:
+        unknown = sorted(set(self.statistics) - set(STATISTICS))
+        if unknown or not self.statistics:
+            raise ValueError(f"statistics must be among {', '.join(STATISTICS)}; got {', '.join(unknown) or 'none'}")
+        return self
+
+    def z_threshold(self, bucket_s: int) -> float:
+        """The one-sided z a client must reach: Phi^-1(1 - alpha), alpha the per-test error rate.
+
+        >>> round(ClientRule(name="c").z_threshold(60), 2)   # 1 per month, 100k clients x 3 statistics x 43,200 min
+        6.4
+        """
+        from statistics import NormalDist
+
+        tests = self.active_clients * len(self.statistics) * (30 * 86400 / bucket_s)
+        return NormalDist().inv_cdf(1.0 - self.false_pages_per_month / tests)
+
+
+class GroupRule(_Rule):
+    """Clients whose queries chain to each other's: most of each one's queries near-duplicate another client's
+    (``min_cross_share`` of at least ``min_queries``, decayed with ``half_life``), linked by at least
+    ``min_matches`` such matches, ``min_keys`` or more of them, at least ``min_fresh_share`` of them keys
+    first seen within ``fresh_within``: one alert naming every key (a black-box attack spread over many
+    API keys). Popular content gives many clients a few cross matches each; a Sybil attacker's keys are new
+    and do little else."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    min_keys: int = Field(default=5, ge=2)
+    min_cross_share: float = Field(default=0.5, gt=0, le=1)
+    min_queries: float = Field(default=5.0, gt=0)
+    min_matches: float = Field(default=2.0, gt=0)
+    half_life: Duration = 600
+    fresh_within: Duration = 3600  # a key first seen this recently is fresh (after as long a warm-up)
+    min_fresh_share: float = Field(default=0.5, ge=0, le=1)  # of a group's keys; 0 judges old keys too
+    severity: Severity = "page"
+    resolve_after: Duration = 1800
+    summary: str = ""
+    runbook: str = ""
+
+
 class Route(_Rule):
-    """Send alerts whose labels match every ``match`` entry to ``receivers``; first match wins unless ``continue``."""
+    """Send alerts whose labels match every ``match`` entry to ``receivers``; first match wins unless ``continue``.
+
+    Grouping as Alertmanager does it (event time): a new group waits ``group_wait`` for more alerts before
+    its first notification, later changes go out at most every ``group_interval``, a still-firing group is
+    announced again after ``repeat_interval``; a notification lists at most ``max_alerts`` alerts (the most
+    convincing first) and counts the rest."""
 
     match: dict[str, str] = Field(default_factory=dict)
     receivers: tuple[str, ...]
     continue_: bool = Field(default=False, alias="continue")
     group_by: tuple[str, ...] = ("slo", "model")
+    group_wait: WaitDuration = 30
+    group_interval: Duration = 300
     repeat_interval: Duration = 4 * 3600
+    max_alerts: int = Field(default=20, ge=1)
 
 
 #: Receivers every daemon has without configuration.
@@ -214,6 +313,8 @@ class Rules(_Rule):
     slos: tuple[Slo, ...] = ()
     drift: tuple[DriftRule, ...] = ()
     no_data: tuple[NoDataRule, ...] = ()
+    clients: tuple[ClientRule, ...] = ()
+    groups: tuple[GroupRule, ...] = ()
     receivers: tuple[Receiver, ...] = ()
     routes: tuple[Route, ...] = (Route(receivers=("stdout",)),)
     silences: tuple[Silence, ...] = ()
@@ -233,7 +334,8 @@ class Rules(_Rule):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Rules:
-        names = [r.name for r in self.slos] + [r.name for r in self.drift] + [r.name for r in self.no_data]
+        names = [r.name for section in (self.slos, self.drift, self.no_data, self.clients, self.groups)
+                 for r in section]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"rule names must be unique; repeated: {', '.join(repeated)}")
@@ -277,7 +379,8 @@ def _validate(documents: list[tuple[str, dict, yaml.Node | None]]) -> Rules:
         for key in sorted(unknown):
             problems.append(f"{name}:{_line_of(node, [key])}: unknown section {key!r}")
         document = _apply_window_table(document)
-        for section in ("slos", "drift", "no_data", "receivers", "routes", "silences", "maintenance"):
+        for section in ("slos", "drift", "no_data", "clients", "groups", "receivers", "routes", "silences",
+                        "maintenance"):
             for offset, item in enumerate(document.get(section) or []):
                 origin[(section, len(merged.setdefault(section, [])))] = (name, node, offset)
                 merged[section].append(item)

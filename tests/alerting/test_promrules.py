@@ -94,9 +94,12 @@ slos:
 
 
 def test_per_client_slos_do_not_render():
-    rules = load_rules(default_rules_dir())
+    rules = load_rules_text("slos: [{name: a, sli: input_anomaly_rate, objective: 0.99},"
+                            " {name: b, sli: input_anomaly_rate, scope: client, objective: 0.99}]")
     rendered = {g["name"] for g in render_prometheus_rules(rules)["groups"]}
-    assert "advmon-slo-input-anomaly" in rendered and "advmon-slo-input-anomaly-client" not in rendered
+    assert rendered == {"advmon-slo-a", "advmon-pipeline"}  # the pipeline group: advmon's own no-traffic alert
+    shipped = {g["name"] for g in render_prometheus_rules(load_rules(default_rules_dir()))["groups"]}
+    assert "advmon-slo-profile-mismatch" in shipped
 
 
 def test_alertmanager_config_carries_the_rendered_inhibition_and_passes_amtool():

@@ -6,6 +6,7 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 
 from monitor.cli import main
@@ -47,7 +48,25 @@ def test_demo_serves_metrics_while_it_runs_and_ends_by_itself(tmp_path):
 def test_rules_check_prints_derived_tiers(capsys):
     assert main(["rules", "check", "rules"]) == 0
     out = capsys.readouterr().out
-    assert "input-anomaly-client: input_anomaly_rate per client" in out and "page 1h/5m x14.4" in out
+    assert "slo profile-mismatch: input_anomaly_rate per model, objective 0.98 (max_rate 10x baseline)" in out
+    assert "ticket 1d/2h x3" in out and "clients client-standout: z >= 6.40" in out and "groups sybil-group" in out
+
+
+def test_rules_check_resolves_relative_objectives_against_a_profile_and_warns(tmp_path, capsys):
+    from monitor.detect.profiles import ModelProfile, Profile
+
+    rng = np.random.default_rng(0)
+    model = ModelProfile.fit(rng.normal(size=(400, 4)).astype(np.float32), rng.integers(0, 2, 400).astype(str))
+    Profile({"m/features": model}, {"m": {"input_anomaly_rate": 0.004, "error_rate": 0.3}}).save(tmp_path / "p.npz")
+    (tmp_path / "r.yaml").write_text(
+        "slos:\n"
+        "  - {name: mismatch, sli: input_anomaly_rate, objective: 0.98, max_rate: 10x baseline, severities: [ticket]}\n"
+        "  - {name: accuracy, sli: error_rate, objective: 0.9, severities: [ticket]}\n")
+    assert main(["rules", "check", str(tmp_path), "--profile", str(tmp_path / "p.npz")]) == 0
+    captured = capsys.readouterr()
+    assert "model m: benign input_anomaly_rate 0.400% measured; 4.000% allowed" in captured.out
+    assert "WARNING: accuracy allows 10.000% for model m, no more than the 30.000%" in captured.err
+    assert "1 warnings" in captured.out
 
 
 def test_rules_check_reports_errors(tmp_path, capsys):

@@ -29,8 +29,8 @@ def test_wheel_installed_in_a_fresh_venv_runs_the_demo(tmp_path):
     where = subprocess.run([str(bin_dir / "python"), "-c", "import monitor; print(monitor.__file__)"], cwd=away,
                            capture_output=True, text=True, timeout=60)
     assert str(tmp_path / "venv") in where.stdout, where.stdout + where.stderr
-    demo = subprocess.run([str(bin_dir / "advmon"), "demo", "--duration", "20m", "--metrics-port", "0", "--no-progress"],
-                          cwd=away, capture_output=True, text=True, timeout=600)
+    demo = subprocess.run([str(bin_dir / "advmon"), "demo", "--duration", "20m", "--metrics-port", "0",
+                           "--no-progress"], cwd=away, capture_output=True, text=True, timeout=600)
     assert demo.returncode == 0, demo.stderr
     assert "advmon demo:" in demo.stdout and "attack" in demo.stdout
     version = subprocess.run([str(bin_dir / "advmon"), "--version"], cwd=away, capture_output=True, text=True)

@@ -47,7 +47,7 @@ def test_entropy_is_mergeable_across_batches():
         n = len(part)
         return SliRows.from_columns(bucket=np.zeros(n, np.int64), model=np.full(n, "m", object),
                                     client=np.full(n, "c", object), ts=np.zeros(n), flags={"events": np.ones(n, bool)},
-                                    confidence=np.ones(n), label_bin=part)
+                                    confidence=np.ones(n), bins={"label": part})
     whole = rows(labels).entropy_bits("label")
     merged = SliRows.concat([rows(labels[:150]), rows(labels[150:])]).combined().entropy_bits("label")
     np.testing.assert_allclose(merged, whole)

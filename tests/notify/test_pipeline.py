@@ -1,4 +1,5 @@
-"""The notification path on alerts from the evaluator: routes, inhibition, dedupe, silences, repeats."""
+"""The notification path on alerts from the evaluator: routes, inhibition, grouping (group_wait,
+group_interval, max_alerts), dedupe, silences, repeats."""
 
 import pytest
 
@@ -13,7 +14,8 @@ from tests.alerting.test_alerter import RULES, minute, run
 def test_routes_and_ticket_inhibited_by_page():
     alerter, alerts = run([0] * 30 + [30] * 10)
     pipeline = Pipeline(RULES.routes)
-    notifications = pipeline.process(alerts, now=40 * 60.0, firing=alerter.firing)
+    assert pipeline.process(alerts, now=40 * 60.0, firing=alerter.firing) == []  # group_wait: 30 s by default
+    notifications = pipeline.flush(now=40 * 60.0 + 30)
     assert [n.receiver for n in notifications] == ["pager"]
     assert pipeline.process(alerts, now=41 * 60.0, firing=alerter.firing) == []  # deduplicated
 
@@ -47,7 +49,7 @@ def test_repeat_interval_sends_reminders_that_are_deliveries_of_their_own():
     from monitor.spec.rules import Receiver
 
     rules = load_rules_text("""
-routes: [{receivers: [stdout], repeat_interval: 1h}]
+routes: [{receivers: [stdout], repeat_interval: 1h, group_wait: 0s}]
 """)
     a = Alert.firing(rule="s/page", slo="s", severity="page", model="m", sli="x", fired_at=0.0, summary="s")
     pipeline = Pipeline(rules.routes)
@@ -60,3 +62,42 @@ routes: [{receivers: [stdout], repeat_interval: 1h}]
     [first] = build_deliveries(hook, Pipeline(rules.routes).process([a], now=0.0)[0], Secrets())
     [reminder] = build_deliveries(hook, restarted.process([a], now=7200.0)[0], Secrets())
     assert first.delivery_id != reminder.delivery_id  # the outbox sends a reminder instead of refusing it
+
+
+def page(client: str, at: float, z: float = 10.0, model: str = "m", keys: tuple[str, ...] = ()) -> Alert:
+    return Alert.firing(rule="standout/page", slo="group" if keys else "standout", severity="page", model=model,
+                        client_id=None if keys else client, sli="x", fired_at=at, summary="s",
+                        evidence={"keys": list(keys)} if keys else {"statistics": [{"name": "x", "z": z}]})
+
+
+def test_a_group_waits_then_changes_go_out_at_most_every_group_interval():
+    rules = load_rules_text("routes: [{receivers: [pager], group_wait: 30s, group_interval: 5m}]\n"
+                            "receivers: [{name: pager, type: webhook, url: 'http://127.0.0.1:9/x'}]")
+    pipeline = Pipeline(rules.routes)
+    sent = []
+    for minute_ in range(0, 30):  # a new attacking key every minute, each one alert of one group
+        sent += [(minute_, len(n.alerts)) for n in pipeline.process([page(f"k{minute_}", minute_ * 60.0)],
+                                                                     now=minute_ * 60.0 + 59)]
+    assert sent == [(1, 2), (6, 5), (11, 5), (16, 5), (21, 5), (26, 5)]  # waits from arrival, then every 5 min
+
+
+def test_one_attack_over_a_hundred_keys_is_at_most_three_page_notifications():
+    """The keys' own pages arrive over minutes; the group alert names them all and mutes their pages."""
+    rules = load_rules_text("routes: [{match: {severity: page}, receivers: [pager], max_alerts: 10}]\n"
+                            "receivers: [{name: pager, type: webhook, url: 'http://127.0.0.1:9/x'}]")
+    pipeline = Pipeline(rules.routes)
+    keys = [f"sybil-{i:03d}" for i in range(100)]
+    sent, firing = [], []
+    for step in range(10):
+        now = 600.0 + step * 60
+        alerts = [page(k, now, z=float(step * 10 + i)) for i, k in enumerate(keys[step * 10:(step + 1) * 10])]
+        if step == 2:  # the group detector links them
+            alerts.append(page("", now, keys=tuple(keys)))
+        firing += alerts
+        sent += pipeline.process(alerts, now=now, firing=firing)
+    sent += pipeline.flush(now=3600.0)
+    assert 1 <= len(sent) <= 3, [(n.group_labels, len(n.alerts)) for n in sent]
+    assert all(len(n.alerts) <= 10 for n in sent)
+    truncated = [n for n in sent if n.truncated]
+    assert truncated and truncated[0].alerts[0].evidence["statistics"][0]["z"] == 19.0  # strongest first
+    assert any(n.alerts[0].evidence.get("keys") == keys for n in sent)  # one alert names every key

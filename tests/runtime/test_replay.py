@@ -72,8 +72,8 @@ def test_replay_without_profile_still_catches_query_attacks(demo_run):
     result = advmon("replay", "events.jsonl", "--alerts-out", "noprof.jsonl", "--dlq-out", "noprof-dlq.jsonl", cwd=work)
     assert result.returncode == 0 and "no --profile" in result.stderr
     alerts = read_alerts(work / "noprof.jsonl")
-    assert any(a.slo == "query-attack-client" and a.client_id == "key_bb_4410" for a in alerts)
-    assert not any(a.slo.startswith("input-anomaly") for a in alerts)
+    assert any(a.slo == "client-standout" and a.client_id == "key_bb_4410" for a in alerts)
+    assert not any(a.slo == "profile-mismatch" for a in alerts)  # no profile: no input anomaly scores
 
 
 def test_replay_of_missing_file_is_a_clear_error(tmp_path):

@@ -7,7 +7,8 @@ from monitor.spec.rules import RulesError, default_rules_dir, load_rules, load_r
 
 def test_shipped_rules_load():
     rules = load_rules(default_rules_dir())
-    assert {s.name for s in rules.slos} >= {"input-anomaly", "query-attack-client"}
+    assert {s.name for s in rules.slos} >= {"profile-mismatch", "query-attack"}
+    assert [c.name for c in rules.clients] == ["client-standout"] and [g.name for g in rules.groups] == ["sybil-group"]
 
 
 def test_tier_that_can_never_fire_is_refused_with_line(tmp_path):
