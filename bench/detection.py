@@ -15,20 +15,22 @@ import hashlib
 import pickle
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.detect.engine import EventSignals  # noqa: E402
-from monitor.detect.profile_fit import fit_profile  # noqa: E402
-from monitor.detect.profiles import ModelProfile, Profile  # noqa: E402
-from monitor.runtime.inprocess import InProcessRuntime  # noqa: E402
-from monitor.settings import Settings  # noqa: E402
-from monitor.sim.evaluation import DayReport, SignalQuality, score_alerts, signal_quality  # noqa: E402
-from monitor.sim.families import DAY_START, FAMILIES, Day, Family, chunks, generate  # noqa: E402
+from monitor.sim.evaluation import (  # noqa: E402
+    DayReport,
+    Replayed,
+    SignalQuality,
+    reference_profile,
+    replay,
+    score_alerts,
+    signal_quality,
+)
+from monitor.sim.families import DAY_START, FAMILIES, Day, Family, generate  # noqa: E402
 from monitor.spec.rules import default_rules_dir, load_rules  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -48,54 +50,13 @@ def load_day(family: Family, cache: Path) -> Day:
     return day
 
 
-def reference_profile(day: Day, fpr: float = 0.002) -> Profile:
-    """Fitted on the model's training data, or on a clean window of the day's production traffic."""
-    family = day.family
-    if family.reference == "window":
-        return fit_profile(chunks(day.records), fpr=fpr, since=DAY_START, until=DAY_START + family.window_h * 3600)
-    model = {"digits": "digits-mlp", "cancer": "cancer-mlp", "text": "support-intents"}[family.data]
-    return Profile({f"{model}/{space}": ModelProfile.fit(x, labels, logits, fpr=fpr, seed=family.seed)
-                    for space, (x, labels, logits) in day.reference.items()})
-
-
-@dataclass
-class Replayed:
-    alerts: list
-    signals: dict[str, np.ndarray]
-    client_id: np.ndarray
-    ts: np.ndarray
-    seconds: float
-
-
-def replay(day: Day, profile: Profile, rules_dir: Path) -> Replayed:
-    settings = Settings.load(environ={})
-    parts: list[EventSignals] = []
-    runtime = InProcessRuntime.build(settings, load_rules(rules_dir), sinks=[], profile=profile,
-                                     on_batch=lambda result: parts.append(result.signals))
-    runtime.pipeline.routes = []  # forensic, as `advmon replay`: alerts are collected, never routed
-    started = time.perf_counter()
-    for records in chunks(day.records, settings.batch_size):
-        runtime.feed(records)
-    runtime.finish()
-    seconds = time.perf_counter() - started
-
-    def column(name: str) -> np.ndarray:
-        return np.concatenate([getattr(p, name) for p in parts])
-
-    signals = {name: column(name) for name in ("score_ratio", "confidence", "margin")}
-    signals["margin_rank"] = column("margin_rank")
-    for name in ("near_duplicate", "own_near_duplicate", "cross_near_duplicate"):
-        signals[name] = column(name).astype(float)
-    signals["matched_client"] = column("matched_client")
-    signals["model"] = column("model")
-    return Replayed(runtime.stats.alerts, signals, column("client_id"), column("ts"), seconds)
-
-
 SIGNALS = {  # name -> (per-event value, higher = more suspicious; the signal's own decision)
     "score_ratio": (lambda s: s["score_ratio"], lambda s: s["score_ratio"] > 1.0),
     "low_margin_rank": (lambda s: 1.0 - s["margin_rank"], lambda s: s["margin_rank"] < 0.01),
     "near_duplicate": (lambda s: s["near_duplicate"], lambda s: s["near_duplicate"] > 0),
     "own_near_duplicate": (lambda s: s["own_near_duplicate"], lambda s: s["own_near_duplicate"] > 0),
+    "private_near_dup": (lambda s: s["own_near_duplicate"] * (1 - s["cross_near_duplicate"]),
+                         lambda s: (s["own_near_duplicate"] > 0) & (s["cross_near_duplicate"] == 0)),
     "low_confidence": (lambda s: 1.0 - s["confidence"], lambda s: s["confidence"] < 0.5),
 }
 
@@ -154,7 +115,7 @@ def main() -> int:
         family = FAMILIES[name].scaled(hours=args.hours)
         family = family.scaled(attacks=tuple(a for a in family.attacks if a.start_h < args.hours - 0.5))
         day = load_day(family, Path(args.cache))
-        replayed = replay(day, reference_profile(day), Path(args.rules))
+        replayed = replay(day, reference_profile(day), load_rules(Path(args.rules)))
         result, quality = report(day, replayed)
         if args.dump:
             keys = day.attack_keys()

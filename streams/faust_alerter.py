@@ -27,6 +27,7 @@ from monitor.alerting.durable import DurableAlerter
 from monitor.contracts.alerts import Alert
 from monitor.contracts.sli_buckets import SliBatch
 from monitor.errors import WireError
+from monitor.notify.clock import FlushClock
 from monitor.notify.delivery import deliver
 from monitor.notify.pipeline import Pipeline
 from monitor.notify.sinks.jsonl import JsonlSink
@@ -82,6 +83,7 @@ class AlerterService:
         self.durable: DurableAlerter | None = None
         self.baselines = baselines  # the profile's measured benign rates: objectives may be relative to them
         self._remembered = False
+        self.clock = FlushClock()  # event time for group waits, also once traffic has stopped
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
@@ -107,8 +109,10 @@ class AlerterService:
         self.state = app.Table("state", partitions=1, schema=json_schema)
         self.delivered = app.Table("delivered", partitions=1, schema=json_schema)
         self.open_alerts = app.Table("open-alerts", partitions=1, schema=json_schema)
-        # Transitions routed into a group that still waits (group_wait / group_interval): sent by a later flush.
-        self.pending = app.Table("pending-notifications", partitions=1, schema=json_schema)
+        # Transitions routed into a group that still waits (group_wait / group_interval): sent by a later
+        # flush. The flush timer removes what it sent, outside any stream event, so this table picks its
+        # changelog partition with the partitioner instead of from the current event.
+        self.pending = app.Table("pending-notifications", partitions=1, schema=json_schema, use_partitioner=True)
         app.agent(sli_topic, name="evaluate", concurrency=1)(self._evaluate)
         app.agent(scores_topic, name="evaluate-scores", concurrency=1)(self._evaluate)
         app.agent(self.alerts_topic, name="deliver", concurrency=1)(self._deliver)
@@ -138,8 +142,9 @@ class AlerterService:
         if self.durable is None:  # tables not recovered yet: the evaluate agent has not started
             return
         self._remember_once()
-        now = self.durable.watermark(time.time())
-        if now > float("-inf"):
+        wall = time.time()
+        now = self.clock.now(self.durable.watermark(wall), wall)
+        if now is not None:
             await self._send(self.pipeline.flush(now))
 
     async def _send(self, notifications: list) -> None:
@@ -183,7 +188,9 @@ class AlerterService:
             await self._make_durable()
             count_alerts(self.metrics, alerts)
             export_alert_state(self.metrics, self.durable.alerter)
-            watermark = self.durable.watermark(time.time())
+            wall = time.time()
+            watermark = self.durable.watermark(wall)
+            self.clock.now(watermark, wall)  # the flush timer goes on from here once traffic stops
             if watermark > float("-inf"):
                 self.metrics.watermark.set(watermark)
 

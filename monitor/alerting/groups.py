@@ -43,6 +43,7 @@ from monitor.spec.rules import GroupRule
 
 MAX_LISTED = 50  # keys listed in the summary; the evidence lists them all
 FORGET_S = 86400  # a key silent this long counts as new when it returns
+UPDATE_EVERY_S = 300  # a growing group's alert names its new keys at most this often (unless it grew by half)
 
 
 @dataclass
@@ -90,7 +91,8 @@ class GroupEvaluator:
         self._pending_edges: dict[int, list[MatchEdges]] = {}
         self._models: dict[str, _ModelGraph] = {}
         self._open: dict[str, Alert] = {}  # dedup key -> the group's firing alert
-        self._members: dict[str, tuple[str, set[str]]] = {}  # dedup key -> (model, every key it has named)
+        self._members: dict[str, tuple[str, set[str]]] = {}  # dedup key -> (model, every key found in it)
+        self._named: dict[str, tuple[int, float]] = {}  # dedup key -> (keys its last transition named, when)
         self._last_hot: dict[str, float] = {}
         self._started: int | None = None  # the first bucket this evaluator saw
 
@@ -121,8 +123,10 @@ class GroupEvaluator:
         for key, alert in list(self._open.items()):
             if key not in hot and now - self._last_hot[key] >= self.rule.resolve_after:
                 del self._open[key]
-                del self._members[key]
-                alerts.append(alert.resolve(at=now, summary=f"resolved: {alert.summary}"))
+                members = sorted(self._members.pop(key)[1])
+                del self._named[key]
+                alerts.append(alert.resolve(at=now, summary=f"resolved: {alert.summary} (all {len(members)} keys "
+                                                            f"found in it: {', '.join(members)})"))
         return alerts
 
     def _add(self, bucket: int, rows: list[SliRows], edges: list[MatchEdges]) -> None:
@@ -153,14 +157,14 @@ class GroupEvaluator:
         return self._models[model]
 
     def _fresh(self, graph: _ModelGraph, members: set[str]) -> float:
-        """Share of the keys first seen within ``fresh_within``; nobody is fresh until the evaluator has
-        watched that long (at start-up every key is new to it)."""
+        """Share of the keys first seen within ``fresh_within``. At start-up every key is new to the evaluator, so
+        a key first seen in its first ``fresh_within`` is of unknown age and never counts as fresh."""
         if graph.head is None or self._started is None:
             return 0.0
         window = self.rule.fresh_within // self.bucket_s
-        if graph.head - self._started < window:
-            return 0.0
-        return sum(graph.head - graph.first_seen.get(c, graph.head) <= window for c in members) / len(members)
+        head, started = graph.head, self._started
+        return sum(head - window <= graph.first_seen.get(c, -1) and graph.first_seen[c] - started >= window
+                   for c in members) / len(members)
 
     def _groups(self, graph: _ModelGraph) -> list[set[str]]:
         """Connected components of candidates linked by strong enough edges, of ``min_keys`` or more keys,
@@ -189,7 +193,7 @@ class GroupEvaluator:
               samples: EvidenceSamples | None) -> list[Alert]:
         """Fold this evaluation's groups into the open alerts they overlap or link to (new groups linked to each
         other become one), then emit at most one transition per alert: a new group fires; an open one that has
-        gained half again as many keys as it names is updated to name them all."""
+        gained keys is updated to name them all, at once if it grew by half, else at most every UPDATE_EVERY_S."""
         staged: dict[str, set[str]] = {}  # alert key (or a new group's first key) -> keys this evaluation
         for group in groups:
             known = {k: m for k, (mine, m) in self._members.items() if mine == model}
@@ -201,15 +205,18 @@ class GroupEvaluator:
             if key in self._open:
                 hot.add(key)
                 self._last_hot[key] = now
-                members = self._members[key][1]
-                if len(members | group) >= 1.5 * len(members):
-                    self._members[key] = (model, members | group)
-                    self._open[key] = alert = self._alert(model, members | group, graph, now, samples, self._open[key])
+                members = self._members[key][1] | group
+                self._members[key] = (model, members)
+                named, at = self._named[key]
+                if len(members) > named and (len(members) >= 1.5 * named or now - at >= UPDATE_EVERY_S):
+                    self._open[key] = alert = self._alert(model, members, graph, now, samples, self._open[key])
+                    self._named[key] = (len(members), now)
                     alerts.append(alert)
                 continue
             alert = self._alert(model, group, graph, now, samples, None)
             self._open[alert.dedup_key] = alert
             self._members[alert.dedup_key] = (model, set(group))
+            self._named[alert.dedup_key] = (len(group), now)
             hot.add(alert.dedup_key)
             self._last_hot[alert.dedup_key] = now
             alerts.append(alert)

@@ -4,10 +4,11 @@ client's of the same model in the same minutes, so a shift that most clients sha
 Per closed bucket, every (model, client) row adds its histograms of per-event statistics to the client's
 decayed window (half-life ``half_life``): the margin's rank among the population's margins of its class and
 input-score band (``margin_rank``; attacks stop at the decision boundary), the input profile score
-(``input_score``), near-duplicates of the client's own earlier queries (``own_near_duplicate``; black-box
-probing, Chen et al.). A Mann-Whitney rank test compares the client's histogram with the rest of the
-population's (ties corrected; decayed counts as weights), giving the effect size AUC = P(client's value is
-more suspicious than a population value) and z.
+(``input_score``), near-duplicates of the client's own earlier queries that no other client sent
+(``private_near_duplicate``; black-box probing, Chen et al., without the repetition that popular content and
+templates give everyone), or of its own queries whether shared or not (``own_near_duplicate``). A Mann-Whitney
+rank test compares the client's histogram with the rest of the population's (ties corrected; decayed counts
+as weights), giving the effect size AUC = P(client's value is more suspicious than a population value) and z.
 
 False-alarm math. With A active clients, S statistics and one test per client, statistic and bucket
 (B buckets a month), a per-test error rate alpha keeps false pages at F per month when
@@ -79,6 +80,9 @@ STATISTICS: dict[str, _Statistic] = {
     "input_score": _Statistic("input_score", _histogram("score"),
                               np.r_[_EDGES[0] - 0.25, (_EDGES[1:] + _EDGES[:-1]) / 2, _EDGES[-1] * 1.5],
                               "mean input score (1 = threshold)"),
+    "private_near_duplicate": _Statistic("private_near_duplicate", _flagged_share("private_near_dup", "queries"),
+                                         np.array([0.0, 1.0]),
+                                         "share of queries near-duplicating its own and no other client's"),
     "own_near_duplicate": _Statistic("own_near_duplicate", _flagged_share("own_near_dup", "queries"),
                                      np.array([0.0, 1.0]), "share of queries near-duplicating its own"),
 }

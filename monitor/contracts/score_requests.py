@@ -140,7 +140,6 @@ def score_deltas(group: ScoreGroup, flagged: np.ndarray, bucket_s: int) -> tuple
     model = np.full(len(changed), group.model, dtype=object)
     deltas = SliRows((ts // bucket_s).astype(np.int64) * bucket_s, model, group.client_id[changed], values, first)
     newly = changed[production]
-    evidence = FlaggedEvents(group.event_id[newly], model[production], group.client_id[newly], group.ts[newly],
-                             np.full(len(newly), "anomalous-embedding", dtype=object),
-                             np.full(len(newly), "", dtype=object))
+    evidence = FlaggedEvents.of(group.event_id[newly], model[production], group.client_id[newly], group.ts[newly],
+                                ["anomalous-embedding"] * len(newly), [""] * len(newly))
     return deltas.combined(), evidence

@@ -25,11 +25,13 @@ import numpy as np
 #: traffic out; the ``adv_*`` and ``benign_*`` counters are canary-only); the "bad" ones also keep the event time
 #: of their first occurrence.
 #: ``own_near_dup``: near-duplicates of the client's own earlier queries; ``cross_near_dup``: of another
-#: client's; ``margin_events``: production events with a logged margin (the denominator of the margin sums).
+#: client's; ``private_near_dup``: of its own and of no other client's (repetition that popular content,
+#: templates and retries shared across clients do not explain); ``margin_events``: production events with a
+#: logged margin (the denominator of the margin sums).
 COUNTERS = (
     "events", "traffic_events", "anomalous", "queries", "duplicates", "query_flagged", "labelled", "errors",
     "adv_canary", "adv_fooled", "adv_missed", "benign_canary", "benign_flagged", "clean_events",
-    "own_near_dup", "cross_near_dup", "margin_events",
+    "own_near_dup", "cross_near_dup", "margin_events", "private_near_dup",
 )
 BAD_COUNTERS = ("anomalous", "query_flagged", "errors", "adv_fooled", "adv_missed", "benign_flagged")
 SUMS = ("conf_sum", "conf_sumsq", "clean_conf_sum", "margin_sum", "margin_sumsq")
@@ -40,6 +42,7 @@ SLI_DEFINITIONS: Mapping[str, tuple[str, str]] = {
     "near_duplicate_query_rate": ("query_flagged", "queries"),
     "own_near_duplicate_rate": ("own_near_dup", "queries"),
     "cross_near_duplicate_rate": ("cross_near_dup", "queries"),
+    "private_near_duplicate_rate": ("private_near_dup", "queries"),
     "error_rate": ("errors", "labelled"),
     "fooling_rate": ("adv_fooled", "adv_canary"),
     "detector_miss_rate": ("adv_missed", "adv_canary"),
@@ -65,7 +68,8 @@ HISTOGRAMS = {"label": LABEL_BINS, "input": INPUT_BINS, "margin_rank": MARGIN_RA
 _V1 = COUNTERS[:14] + SUMS[:3] + LABEL_BINS + INPUT_BINS
 #: Every column of ``SliRows.values``, in order (also the ``sli-buckets`` wire columns). Columns are only
 #: ever appended, so rows stored by an earlier build read with zeros in the new columns.
-VALUE_COLUMNS = _V1 + COUNTERS[14:] + SUMS[3:] + MARGIN_RANK_BINS + SCORE_BINS
+_V2 = _V1 + COUNTERS[14:17] + SUMS[3:] + MARGIN_RANK_BINS + SCORE_BINS
+VALUE_COLUMNS = _V2 + COUNTERS[17:]
 _VALUES = VALUE_COLUMNS
 _INDEX = {name: i for i, name in enumerate(_VALUES)}
 _BAD_INDEX = {name: i for i, name in enumerate(BAD_COUNTERS)}

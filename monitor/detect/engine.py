@@ -23,14 +23,14 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from monitor.contracts.edges import MatchEdges
-from monitor.contracts.flagged import FlaggedEvents
+from monitor.contracts.flagged import SCORE_COLUMNS, FlaggedEvents
 from monitor.contracts.score_requests import ADVERSARIAL_CANARY, BENIGN_CANARY, PRODUCTION, ScoreGroup
 from monitor.contracts.sli import ENTROPY_BINS, RANK_BINS, SCORE_EDGES, SliRows
 from monitor.detect.batch import EventBatch, Groups
 from monitor.detect.fingerprint import ClientCodes, Fingerprinter, QueryIndex, content_hashes
 from monitor.detect.lsh import embedding_fingerprints, planes_for
 from monitor.detect.margin_ranks import MarginRanks
-from monitor.detect.profiles import ModelProfile, Profile
+from monitor.detect.profiles import Profile
 from monitor.detect.text_fingerprint import TextFingerprinter, text_content_hashes
 
 
@@ -65,6 +65,7 @@ class EventFlags:
     clean_events: np.ndarray
     own_near_dup: np.ndarray
     cross_near_dup: np.ndarray
+    private_near_dup: np.ndarray
 
     def counters(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -113,6 +114,38 @@ class EventSignals:
 
 
 @dataclass(frozen=True)
+class ProfileReadings:
+    """Per event of a batch: flagged by a profile score, and every score (``SCORE_COLUMNS``: features and
+    embedding x Mahalanobis, kNN, energy), raw and on the threshold's scale; NaN where not scored."""
+
+    anomalous: np.ndarray
+    scores: np.ndarray
+    ratios: np.ndarray
+
+    @classmethod
+    def none(cls, n: int) -> ProfileReadings:
+        return cls(np.zeros(n, bool), np.full((n, len(SCORE_COLUMNS)), np.nan),
+                   np.full((n, len(SCORE_COLUMNS)), np.nan))
+
+    @property
+    def score_ratio(self) -> np.ndarray:
+        """The largest score on the threshold's scale (above 1: flagged); NaN where unscored."""
+        return _nanmax(self.ratios)
+
+    @property
+    def statistic(self) -> np.ndarray:
+        """The score the per-client statistics use: the raw input's where profiled, else the embedding's (so
+        that ingest with a remote scorer computes the same statistics as without one)."""
+        features, embedding = _nanmax(self.ratios[:, :3]), _nanmax(self.ratios[:, 3:])
+        return np.where(np.isfinite(features), features, embedding)
+
+
+def _nanmax(matrix: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(matrix)
+    return np.where(finite.any(axis=1), np.max(np.where(finite, matrix, -np.inf), axis=1, initial=-np.inf), np.nan)
+
+
+@dataclass(frozen=True)
 class BatchResult:
     rows: SliRows
     flagged: FlaggedEvents
@@ -157,7 +190,8 @@ class Engine:
         logit_groups = batch.logit_groups() if self.profile is not None or remote else {}
         logits_by_row = {row: vector for _, (rows, matrix) in logit_groups.items()
                          for row, vector in zip(rows.tolist(), matrix, strict=True)}
-        anomalous, score_ratio, statistic = self._score(batch, features, logits_by_row)
+        readings = self._score(batch, features, logits_by_row)
+        anomalous, score_ratio, statistic = readings.anomalous, readings.score_ratio, readings.statistic
         score_groups = (self._score_groups(batch, anomalous, marks.flagged, logit_groups, logits_by_row)
                         if remote else [])
         flags = _outcomes(batch, anomalous, marks)
@@ -178,8 +212,8 @@ class Engine:
         buckets = (batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s
         edges = MatchEdges.from_events(buckets, batch.model, batch.client_id,
                                        np.where(production, marks.matched_client, ""))
-        return BatchResult(rows, self._flagged(batch, flags, marks.exact_hash), self.watermark, late, signals,
-                           score_groups, edges)
+        return BatchResult(rows, self._flagged(batch, flags, marks, readings, margin_rank), self.watermark, late,
+                           signals, score_groups, edges)
 
     def _margin_ranks(self, batch: EventBatch, score_ratio: np.ndarray, production: np.ndarray) -> np.ndarray:
         """Rank each margin against the population's so far, then let production traffic teach the population."""
@@ -233,41 +267,30 @@ class Engine:
         marks.matched_client[rows] = np.where(matches.cross_flagged, self._clients.names(matches.matched_client), "")
         marks.exact_hash[rows] = matches.exact_hash
 
-    def _score(self, batch: EventBatch, features: Groups, logits_by_row: dict
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per event: flagged by a profile score; its largest score on the threshold scale (NaN: unscored); and
-        the score the per-client statistics use: the raw input's where profiled, else the embedding's (so that
-        ingest with a remote scorer computes the same statistics as without one)."""
-        anomalous, score_ratio = np.zeros(len(batch), bool), np.full(len(batch), np.nan)
-        by_space = {"features": np.full(len(batch), np.nan), "embedding": np.full(len(batch), np.nan)}
+    def _score(self, batch: EventBatch, features: Groups, logits_by_row: dict) -> ProfileReadings:
+        """Every profile score of every event (raw inputs, and embeddings unless a remote scorer takes them)."""
+        readings = ProfileReadings.none(len(batch))
         if self.profile is None:
-            return anomalous, score_ratio, score_ratio
+            return readings
         spaces = [("features", features)]
         if not self.settings.remote_embedding_scoring:
             spaces.append(("embedding", batch.embedding_groups()))
         for space, groups in spaces:
+            columns = slice(0, 3) if space == "features" else slice(3, 6)
             for dim, (rows, matrix) in groups.items():
                 for model in np.unique(batch.model[rows]):
                     profile = self.profile.get(model, space)
-                    if profile is not None and profile.dim == dim:
-                        mine = batch.model[rows] == model
-                        flagged, ratio = self._flag(profile, space, rows[mine], matrix[mine], logits_by_row)
-                        anomalous[rows[mine]] |= flagged
-                        score_ratio[rows[mine]] = np.fmax(score_ratio[rows[mine]], ratio)
-                        by_space[space][rows[mine]] = ratio
-        statistic = np.where(np.isfinite(by_space["features"]), by_space["features"], by_space["embedding"])
-        return anomalous, score_ratio, statistic
-
-    @staticmethod
-    def _flag(profile: ModelProfile, space: str, rows: np.ndarray, matrix: np.ndarray,
-              logits_by_row: dict) -> tuple[np.ndarray, np.ndarray]:
-        """Flags, and each event's largest score relative to its threshold (above 1 is flagged)."""
-        logits = None
-        if space == "embedding" and profile.thresholds[2] < np.inf:
-            logits = _logits_matrix(rows, logits_by_row, profile.means.shape[0])
-        scores = profile.score(matrix, logits)
-        ratios = profile.ratios(scores)
-        return scores.flagged, np.nanmax(np.where(np.isfinite(ratios), ratios, np.nan), axis=1, initial=-np.inf)
+                    if profile is None or profile.dim != dim:
+                        continue
+                    mine = rows[batch.model[rows] == model]
+                    logits = None
+                    if space == "embedding" and profile.thresholds[2] < np.inf:
+                        logits = _logits_matrix(mine, logits_by_row, profile.means.shape[0])
+                    scores = profile.score(matrix[batch.model[rows] == model], logits)
+                    readings.anomalous[mine] |= scores.flagged
+                    readings.scores[mine, columns] = np.column_stack([scores.mahalanobis, scores.knn, scores.energy])
+                    readings.ratios[mine, columns] = profile.ratios(scores)
+        return readings
 
     @staticmethod
     def _score_groups(batch: EventBatch, anomalous: np.ndarray, query_flagged: np.ndarray, logit_groups: Groups,
@@ -290,13 +313,16 @@ class Engine:
                     logits=_logits_matrix(r, logits_by_row, classes) if classes else None))
         return groups
 
-    def _flagged(self, batch: EventBatch, flags: EventFlags, exact: np.ndarray) -> FlaggedEvents:
+    def _flagged(self, batch: EventBatch, flags: EventFlags, marks: QueryMarks, readings: ProfileReadings,
+                 margin_rank: np.ndarray) -> FlaggedEvents:
         anomalous, near = flags.anomalous, flags.query_flagged
         rows = np.flatnonzero(anomalous | near)
         reason = np.where(anomalous[rows] & near[rows], "anomalous+near-duplicate",
                           np.where(anomalous[rows], "anomalous", "near-duplicate")).astype(object)
         return FlaggedEvents(batch.event_id[rows], batch.model[rows], batch.client_id[rows], batch.ts[rows], reason,
-                             self._fingerprint_names(batch.take(rows), exact[rows]))
+                             self._fingerprint_names(batch.take(rows), marks.exact_hash[rows]),
+                             readings.scores[rows], readings.ratios[rows], batch.margin[rows], margin_rank[rows],
+                             marks.own[rows], marks.cross[rows], marks.matched_client[rows])
 
     def _fingerprint_names(self, flagged: EventBatch, exact: np.ndarray) -> np.ndarray:
         """Flagged events only: the raw input's content hash, else the LSH signature of the embedding, else ""."""
@@ -321,6 +347,7 @@ def _outcomes(batch: EventBatch, anomalous: np.ndarray, marks: QueryMarks) -> Ev
         events=np.ones(len(batch), bool), traffic_events=production, anomalous=anomalous & production,
         queries=marks.fresh & production, duplicates=marks.duplicate, query_flagged=marks.flagged & production,
         own_near_dup=marks.own & production, cross_near_dup=marks.cross & production,
+        private_near_dup=marks.own & ~marks.cross & production,
         labelled=labelled, errors=labelled & wrong, adv_canary=adversarial, adv_fooled=adversarial & wrong,
         adv_missed=adversarial & ~detected, benign_canary=benign_canary, benign_flagged=benign_canary & detected,
         clean_events=~detected & production)

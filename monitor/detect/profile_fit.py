@@ -28,13 +28,14 @@ _Columns = dict[tuple[str, str], list[tuple[np.ndarray, str, list[float] | None]
 
 
 def fit_profile_file(path: str, fpr: float = 0.002, k: int = 50, since: float | None = None,
-                     until: float | None = None) -> Profile:
+                     until: float | None = None, covariance: str = "ledoit-wolf") -> Profile:
     """Fit a features profile and an embedding profile per model, where the events carry them."""
-    return fit_profile((records for records, _ in iter_lines(path)), fpr, k, since, until, name=path)
+    return fit_profile((records for records, _ in iter_lines(path)), fpr, k, since, until, name=path,
+                       covariance=covariance)
 
 
 def fit_profile(batches: Iterable[Sequence[bytes]], fpr: float = 0.002, k: int = 50, since: float | None = None,
-                until: float | None = None, name: str = "reference") -> Profile:
+                until: float | None = None, name: str = "reference", covariance: str = "ledoit-wolf") -> Profile:
     """The same from batches of raw records; only events with ``since <= ts < until`` count."""
     columns: _Columns = {}
     window: list[bytes] = []
@@ -42,7 +43,8 @@ def fit_profile(batches: Iterable[Sequence[bytes]], fpr: float = 0.002, k: int =
         events = parse_batch(records).batch.events
         kept = _collect(events, columns, since, until)
         window += [records[i] for i in kept] if len(events) == len(records) else _records_of(events, kept)
-    models = {f"{model}/{space}": _fit_space(model, space, rows, fpr, k) for (model, space), rows in columns.items()}
+    models = {f"{model}/{space}": _fit_space(model, space, rows, fpr, k, covariance)
+              for (model, space), rows in columns.items()}
     if not models:
         span = "" if since is None and until is None else f" between {since} and {until}"
         raise ProfileError(f"{name}: no events with input features or embeddings{span} to fit")
@@ -98,7 +100,7 @@ def _collect(events: Sequence, columns: _Columns, since: float | None, until: fl
     return kept
 
 
-def _fit_space(model: str, space: str, rows: list, fpr: float, k: int) -> ModelProfile:
+def _fit_space(model: str, space: str, rows: list, fpr: float, k: int, covariance: str) -> ModelProfile:
     dims = {len(v) for v, _, _ in rows}
     if len(dims) != 1:
         raise ProfileError(f"{model}/{space}: vectors of different lengths {sorted(dims)}; fit one model version "
@@ -110,4 +112,4 @@ def _fit_space(model: str, space: str, rows: list, fpr: float, k: int) -> ModelP
     logits = None
     if space == "embedding" and all(lg is not None for _, _, lg in rows) and len({len(lg) for _, _, lg in rows}) == 1:
         logits = np.array([lg for _, _, lg in rows], dtype=np.float32)
-    return ModelProfile.fit(matrix, labels, logits, fpr=fpr, k=k)
+    return ModelProfile.fit(matrix, labels, logits, fpr=fpr, k=k, covariance=covariance)

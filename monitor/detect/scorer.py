@@ -19,7 +19,7 @@ Scores with numpy, or with torch on a GPU (``device="cuda"``, see ``monitor.dete
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -68,8 +68,7 @@ class EmbeddingScorer:
         ingest names embedding-only events), so near-identical suspicious inputs share a key."""
         rows = np.flatnonzero(flagged & ~group.anomalous & (group.kind == PRODUCTION))
         names = embedding_fingerprints(group.embedding[rows]) if len(rows) else []
-        return FlaggedEvents(found.event_id, found.model, found.client_id, found.ts, found.reason,
-                             np.asarray(names, object))
+        return replace(found, fingerprint=np.asarray(names, object))
 
     def score(self, request: ScoreRequestBatch) -> ScorerResult:
         tables: list[SliRows] = []

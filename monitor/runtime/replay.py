@@ -8,7 +8,10 @@ from __future__ import annotations
 import os
 from typing import BinaryIO
 
+import orjson
+
 from monitor.contracts.dead_letters import DeadLetter
+from monitor.detect.engine import BatchResult
 from monitor.detect.parsing import iter_lines
 from monitor.detect.profiles import Profile
 from monitor.notify.sinks.jsonl import JsonlSink
@@ -38,16 +41,24 @@ class DeadLetterFile:
 
 
 def replay(path: str, settings: Settings, rules: Rules, profile_path: str | None = None,
-           alerts_out: str | None = None, dlq_out: str = "dead-letters.jsonl", batch_size: int = 4096) -> str:
-    """Process the file; returns a one-paragraph summary."""
+           alerts_out: str | None = None, dlq_out: str = "dead-letters.jsonl", batch_size: int = 4096,
+           suspicious_out: str | None = None) -> str:
+    """Process the file; returns a one-paragraph summary. ``suspicious_out``: every flagged event, with every
+    score, its ratio to its threshold and the reason (the ``suspicious-inputs`` record), one JSON line each."""
     profile = Profile.load(profile_path) if profile_path else None
     alerts_file = JsonlSink(alerts_out) if alerts_out else None
+    flagged_file = open(suspicious_out, "wb") if suspicious_out else None
+
+    def write_flagged(result: BatchResult) -> None:
+        if flagged_file is not None:
+            flagged_file.writelines(orjson.dumps(record) + b"\n" for record in result.flagged.records())
+
     if dlq_out and os.path.exists(dlq_out):
         os.remove(dlq_out)  # a stale file from an earlier run would be mistaken for this one's
     dead_file = DeadLetterFile(dlq_out)
     runtime = InProcessRuntime.build(
         settings, rules, sinks=[], profile=profile, on_dead=dead_file.write,
-        on_alerts=alerts_file.write if alerts_file else (lambda alerts: None),
+        on_alerts=alerts_file.write if alerts_file else (lambda alerts: None), on_batch=write_flagged,
     )
     runtime.pipeline.routes = []  # replay is forensic: alerts go to the file, never to receivers
     try:
@@ -58,6 +69,8 @@ def replay(path: str, settings: Settings, rules: Rules, profile_path: str | None
         dead_file.close()
         if alerts_file:
             alerts_file.close()
+        if flagged_file:
+            flagged_file.close()
     stats = runtime.stats
     firing = sum(a.status == "firing" for a in stats.alerts)
     lines = [f"advmon replay: {stats.events} events, {stats.dead} rejected, {stats.late} late, "
@@ -66,6 +79,8 @@ def replay(path: str, settings: Settings, rules: Rules, profile_path: str | None
         lines.append(f"  rejected records with their reasons: {dlq_out}")
     if alerts_out:
         lines.append(f"  alerts: {alerts_out}")
+    if suspicious_out:
+        lines.append(f"  flagged events with their scores: {suspicious_out}")
     if profile is None:
         lines.append("  no --profile: input-anomaly scores are off (fingerprints, SLIs and drift still run)")
     return "\n".join(lines)

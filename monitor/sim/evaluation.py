@@ -19,6 +19,7 @@ A ticket is explained by the population-wide change once that began, or by an at
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,14 @@ from typing import Any
 import numpy as np
 
 from monitor.contracts.alerts import Alert
+from monitor.detect.engine import EventSignals
+from monitor.detect.profile_fit import fit_profile
+from monitor.detect.profiles import ModelProfile, Profile
+from monitor.notify.sinks import Sink
+from monitor.runtime.inprocess import InProcessRuntime
+from monitor.settings import Settings
+from monitor.sim.families import DAY_START, Day, chunks
+from monitor.spec.rules import Rules
 
 AFTER_ATTACK_S = 3600.0  # a model-scoped alert this long after an attack ended still counts as about it
 
@@ -132,3 +141,48 @@ def signal_quality(values: np.ndarray, flagged: np.ndarray, attack: np.ndarray, 
     labels = np.r_[np.ones(a.sum()), np.zeros(b.sum())]
     auroc = float(roc_auc_score(labels, np.r_[values[a], values[b]]))
     return SignalQuality(auroc, float(flagged[attack].mean()), float(flagged[benign].mean()))
+
+
+def reference_profile(day: Day, fpr: float = 0.002) -> Profile:
+    """Fitted on the model's training data, or on a clean window of the day's production traffic."""
+    family = day.family
+    if family.reference == "window":
+        return fit_profile(chunks(day.records), fpr=fpr, since=DAY_START, until=DAY_START + family.window_h * 3600)
+    model = {"digits": "digits-mlp", "cancer": "cancer-mlp", "text": "support-intents"}[family.data]
+    return Profile({f"{model}/{space}": ModelProfile.fit(x, labels, logits, fpr=fpr, seed=family.seed)
+                    for space, (x, labels, logits) in day.reference.items()})
+
+
+@dataclass
+class Replayed:
+    alerts: list
+    signals: dict[str, np.ndarray]
+    client_id: np.ndarray
+    ts: np.ndarray
+    seconds: float
+
+
+def replay(day: Day, profile: Profile, rules: Rules, sinks: Sequence[Sink] = ()) -> Replayed:
+    """The day through the in-process runtime (as ``advmon replay``), collecting alerts and per-event signals."""
+    settings = Settings.load(environ={})
+    parts: list[EventSignals] = []
+    runtime = InProcessRuntime.build(settings, rules, sinks=sinks, profile=profile,
+                                     on_batch=lambda result: parts.append(result.signals))
+    if not sinks:
+        runtime.pipeline.routes = []  # forensic, as `advmon replay`: alerts are collected, never routed
+    started = time.perf_counter()
+    for records in chunks(day.records, settings.batch_size):
+        runtime.feed(records)
+    runtime.finish()
+    seconds = time.perf_counter() - started
+
+    def column(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts])
+
+    signals = {name: column(name) for name in ("score_ratio", "confidence", "margin")}
+    signals["margin_rank"] = column("margin_rank")
+    for name in ("near_duplicate", "own_near_duplicate", "cross_near_duplicate"):
+        signals[name] = column(name).astype(float)
+    signals["matched_client"] = column("matched_client")
+    signals["model"] = column("model")
+    return Replayed(runtime.stats.alerts, signals, column("client_id"), column("ts"), seconds)

@@ -175,8 +175,10 @@ class NoDataRule(_Rule):
     runbook: str = ""
 
 
-#: What a client can stand out on, against the live population (monitor.alerting.standout).
-STATISTICS = ("margin_rank", "input_score", "own_near_duplicate")
+#: What a client can stand out on, against the live population (monitor.alerting.standout), and the default
+#: set: repetition that other clients share (popular content, templates) is not a client's own probing.
+STATISTICS = ("margin_rank", "input_score", "private_near_duplicate", "own_near_duplicate")
+DEFAULT_STATISTICS = ("margin_rank", "input_score", "private_near_duplicate")
 
 
 class Statistic(_Rule):
@@ -194,7 +196,7 @@ class ClientRule(_Rule):
     statistic at once, the shift is the population's: one ticket, no pages."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    statistics: dict[str, Statistic] = Field(default_factory=lambda: {s: Statistic() for s in STATISTICS})
+    statistics: dict[str, Statistic] = Field(default_factory=lambda: {s: Statistic() for s in DEFAULT_STATISTICS})
     half_life: Duration = 300
     min_queries: int = Field(default=30, ge=5)
     false_pages_per_month: float = Field(default=1.0, gt=0)

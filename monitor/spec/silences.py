@@ -30,7 +30,7 @@ from monitor.spec.durations import Duration
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-def _epoch(value) -> float:
+def epoch(value) -> float:
     """RFC 3339 with a zone, or epoch seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -46,7 +46,7 @@ def _epoch(value) -> float:
     raise ValueError("must be an RFC 3339 time or epoch seconds")
 
 
-Instant = Annotated[float, BeforeValidator(_epoch)]
+Instant = Annotated[float, BeforeValidator(epoch)]
 
 
 class _Matching(BaseModel):

@@ -119,3 +119,23 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("advmon ")
+
+
+def test_profile_fit_on_a_window_of_production_traffic_measures_its_baselines(tmp_path, capsys):
+    import orjson
+
+    from monitor.detect.profiles import Profile
+
+    rng = np.random.default_rng(1)
+    lines = [orjson.dumps({"event_id": str(i), "ts": 1796083200 + i, "client_id": f"c{i % 9}", "model": "m",
+                           "input": {"features": (rng.random(8) * (1 if i < 600 else 5)).clip(0, 1).tolist()},
+                           "prediction": {"label": str(i % 3), "confidence": 0.9}, "ground_truth": str(i % 3)})
+             for i in range(1200)]
+    (tmp_path / "ev.jsonl").write_bytes(b"\n".join(lines))
+    assert main(["profile", "fit", str(tmp_path / "ev.jsonl"), "-o", str(tmp_path / "p.npz"),
+                 "--since", "2026-12-01T00:00:00Z", "--until", str(1796083200 + 600)]) == 0
+    profile = Profile.load(str(tmp_path / "p.npz"))
+    rates = profile.baselines["m"]
+    assert rates["error_rate"] == 0.0 and 0.0 <= rates["input_anomaly_rate"] < 0.05
+    assert "m: benign baselines" in capsys.readouterr().err
+    assert main(["profile", "fit", "-o", str(tmp_path / "q.npz")]) == 2  # neither a file nor a topic

@@ -200,7 +200,7 @@ def test_slow_receiver_delays_no_other_sink(kafka, prefix, daemons, traffic, tmp
     work, expected, dead, valid = traffic
     topics = topics_for(kafka, prefix)
     hook = WebhookServer()
-    hook.receiver.delay_s = 2.0
+    hook.receiver.delay_s = 5.0  # grouping makes few requests: each slow enough that waiting for them would show
     ingest, alerter = start_pair(daemons, work, tmp_path, rules=rules_with_webhook(tmp_path / "rules", hook.url))
     try:
         Producer(work, ingest.env).wait(timeout=120)
@@ -215,7 +215,7 @@ def test_slow_receiver_delays_no_other_sink(kafka, prefix, daemons, traffic, tmp
         requests = len(hook.receiver.requests)
         assert requests * hook.receiver.delay_s > 2 * file_s + 10  # the other sink did not wait for the slow one
         assert duplicates(hook.transitions) == 0 and duplicates(delivered_ids(path)) == 0
-        fault_report("receiver answers in 2 s per request", "0 alerts", f"{duplicates(hook.transitions)} alerts",
+        fault_report(f"receiver answers in {hook.receiver.delay_s:.0f} s per request", "0 alerts", f"{duplicates(hook.transitions)} alerts",
                      f"file sink done {file_s:.0f} s after the last alert was published, slow receiver {hook_s:.0f} s",
                      f"{requests} requests to the slow receiver, sent from its own thread")
     finally:
