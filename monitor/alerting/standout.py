@@ -41,6 +41,7 @@ shift is the population's (a staged rollout, a new app version): one ticket, and
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,6 +168,17 @@ class ClientStandoutEvaluator:
         self._open: dict[tuple[str, str], Alert] = {}
         self._last_hot: dict[tuple[str, str], float] = {}
         self._evaluations = 0
+
+    @property
+    def live_clients(self) -> int:
+        """Clients holding a window now (a client idle for long is released)."""
+        return sum(len(clients.rows) for clients in self._models.values())
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the clients' windows: the histogram rows and the key tables."""
+        return sum(c.sums.nbytes + c.since.nbytes + sys.getsizeof(c.rows) + sys.getsizeof(c.names)
+                   + sum(sys.getsizeof(name) for name in c.rows) for c in self._models.values())
 
     @property
     def firing(self) -> list[Alert]:

@@ -96,3 +96,19 @@ def test_many_clients_standing_out_at_once_is_a_shift_not_pages():
         evaluator.ingest(SliRows.concat(rows))
         alerts += evaluator.evaluate(end_bucket=b + 1)
     assert alerts == []
+
+
+def test_memory_grows_with_clients_and_is_counted_per_client():
+    evaluator = ClientStandoutEvaluator(ClientRule(name="s"), bucket_s=60)
+    assert evaluator.live_clients == 0 and evaluator.memory_bytes == 0
+    sizes = []
+    for clients in (10, 200):
+        n = 4 * clients
+        flags = {"queries": np.ones(n, bool), "traffic_events": np.ones(n, bool)}
+        evaluator.ingest(SliRows.from_columns(bucket=np.zeros(n, np.int64), model=np.array(["m"] * n, dtype=object),
+                                              client=np.array([f"k{i % clients}" for i in range(n)], dtype=object),
+                                              ts=np.zeros(n), flags=flags, confidence=np.ones(n)))
+        evaluator.evaluate(end_bucket=1)
+        sizes.append((evaluator.live_clients, evaluator.memory_bytes))
+    (few, few_bytes), (many, many_bytes) = sizes
+    assert (few, many) == (10, 200) and many_bytes > 10 * few_bytes / 2

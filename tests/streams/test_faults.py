@@ -215,7 +215,8 @@ def test_slow_receiver_delays_no_other_sink(kafka, prefix, daemons, traffic, tmp
         requests = len(hook.receiver.requests)
         assert requests * hook.receiver.delay_s > 2 * file_s + 10  # the other sink did not wait for the slow one
         assert duplicates(hook.transitions) == 0 and duplicates(delivered_ids(path)) == 0
-        fault_report(f"receiver answers in {hook.receiver.delay_s:.0f} s per request", "0 alerts", f"{duplicates(hook.transitions)} alerts",
+        fault_report(f"receiver answers in {hook.receiver.delay_s:.0f} s per request",
+                     "0 alerts", f"{duplicates(hook.transitions)} alerts",
                      f"file sink done {file_s:.0f} s after the last alert was published, slow receiver {hook_s:.0f} s",
                      f"{requests} requests to the slow receiver, sent from its own thread")
     finally:
