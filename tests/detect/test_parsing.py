@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.contracts.dead_letters import DeadLetter
+from monitor.contracts.events import InferenceEvent
 from monitor.detect.parsing import iter_lines, parse_batch, validate_record
 
 
@@ -67,7 +68,9 @@ def test_float16_embedding_and_epoch_seconds():
             event(prediction={"label": True, "confidence": 0.5}),
             "invalid event: prediction.label: must be a string or an integer class id, got bool",
         ),
-        (event(input={"features": [1, "x"]}), "invalid event: input.features: must contain only numbers"),
+        (event(input={"features": [1, "x"]}), "invalid event: input.features.1: Input should be a valid number"),
+        (event(input={"features": [1.0, True]}), "invalid event: input.features.1: Input should be a valid number"),
+        (event(input={"features": [[1.0]]}), "invalid event: input.features.0: Input should be a valid number"),
         (event(input={"features": []}), "invalid event: input.features: must not be empty"),
         (event(input={"embedding": {"b64": "AAA", "dtype": "float32"}}), "invalid event: input.embedding"),
         (event(input={"embedding": {"b64": "AACAfw==", "dtype": "float32"}}), "invalid event: input.embedding"),
@@ -92,7 +95,7 @@ def test_oversized_record_rejected_before_parsing():
 
 def test_vector_length_is_bounded():
     result = validate_record(event(input={"features": [0.0] * 70_000}), max_bytes=10 << 20)
-    assert "more than the limit of 65536" in result
+    assert "input.features: List should have at most 65536 items" in result
 
 
 def test_dead_letter_keeps_original_bytes_and_source(tmp_path):
@@ -158,3 +161,12 @@ def test_garbage_never_raises_and_nothing_is_lost(records):
     assert all(d.reason and d.raw in records for d in parsed.dead)
     for e in parsed.batch.events:
         assert e.event_id and e.client_id and math.isfinite(e.ts) and 0 <= e.prediction.confidence <= 1
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_vectors_built_in_python_reject_non_finite_values(bad):
+    """JSON cannot carry NaN or infinity (the parser rejects them); events built in Python are checked too."""
+    record = orjson.loads(event())
+    record["prediction"]["logits"] = [0.5, bad]
+    with pytest.raises(ValueError, match="logits.1"):
+        InferenceEvent.model_validate(record)
