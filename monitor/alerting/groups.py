@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from monitor.alerting.hysteresis import cooled
 from monitor.alerting.samples import EvidenceSamples
 from monitor.contracts.alerts import Alert
 from monitor.contracts.edges import MatchEdges
@@ -120,13 +121,11 @@ class GroupEvaluator:
         for model, graph in self._models.items():
             graph.decay_to(end_bucket - 1, self.decay)
             alerts += self._note(model, self._groups(graph), graph, now, hot, samples)
-        for key, alert in list(self._open.items()):
-            if key not in hot and now - self._last_hot[key] >= self.rule.resolve_after:
-                del self._open[key]
-                members = sorted(self._members.pop(key)[1])
-                del self._named[key]
-                alerts.append(alert.resolve(at=now, summary=f"resolved: {alert.summary} (all {len(members)} keys "
-                                                            f"found in it: {', '.join(members)})"))
+        for key, alert in cooled(self._open, self._last_hot, hot, now, self.rule.resolve_after):
+            members = sorted(self._members.pop(key)[1])
+            del self._named[key]
+            alerts.append(alert.resolve(at=now, summary=f"resolved: {alert.summary} (all {len(members)} keys "
+                                                        f"found in it: {', '.join(members)})"))
         return alerts
 
     def _add(self, bucket: int, rows: list[SliRows], edges: list[MatchEdges]) -> None:

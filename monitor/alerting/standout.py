@@ -41,6 +41,7 @@ shift is the population's (a staged rollout, a new app version): one ticket, and
 
 from __future__ import annotations
 
+import heapq
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor.alerting.hysteresis import cooled
 from monitor.alerting.samples import EvidenceSamples
 from monitor.contracts.alerts import Alert
 from monitor.contracts.sli import SCORE_EDGES, SliRows, histogram_columns, value_index
@@ -121,6 +123,7 @@ class _Clients:
     sums: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     since: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # first bucket of current activity
     head: int | None = None  # the bucket the sums are decayed to
+    free: list[int] = field(default_factory=list)  # released rows, a heap: a new client takes the lowest
 
     def __post_init__(self) -> None:
         self.sums = np.zeros((0, sum(self.widths)))
@@ -130,7 +133,7 @@ class _Clients:
         for i, client in enumerate(clients.tolist()):
             row = self.rows.get(client)
             if row is None:
-                row = self.rows[client] = self.names.index(None) if None in self.names else len(self.names)
+                row = self.rows[client] = heapq.heappop(self.free) if self.free else len(self.names)
                 if row == len(self.names):
                     self.names.append(client)
                 else:
@@ -149,6 +152,7 @@ class _Clients:
             name = self.names[row]
             if name is not None:
                 del self.rows[name]
+                heapq.heappush(self.free, row)
             self.names[row] = None
         self.sums[rows] = 0.0
 
@@ -288,12 +292,8 @@ class ClientStandoutEvaluator:
         return alert
 
     def _resolve_cooled(self, hot: set[tuple[str, str]], now: float) -> list[Alert]:
-        resolved = []
-        for key, alert in list(self._open.items()):
-            if key not in hot and now - self._last_hot[key] >= self.rule.resolve_after:
-                del self._open[key]
-                resolved.append(alert.resolve(at=now, summary=f"resolved: {alert.summary}"))
-        return resolved
+        return [alert.resolve(at=now, summary=f"resolved: {alert.summary}")
+                for _, alert in cooled(self._open, self._last_hot, hot, now, self.rule.resolve_after)]
 
     def _release_idle(self) -> None:
         """Clients quiet for many half-lives and without an open alert give their row back."""
