@@ -197,8 +197,9 @@ class Engine:
         flags = _outcomes(batch, anomalous, marks)
         production = flags.traffic_events
         margin_rank = self._margin_ranks(batch, statistic, production)
+        buckets = (batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s
         rows = SliRows.from_columns(
-            bucket=(batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s,
+            bucket=buckets,
             model=batch.model, client=batch.client_id, ts=batch.ts, flags=flags.counters(),
             confidence=batch.confidence, margin=batch.margin,
             bins={"label": np.where(production, label_bins(batch.label), -1),
@@ -209,7 +210,6 @@ class Engine:
         signals = EventSignals(batch.event_id, batch.model, batch.client_id, batch.ts, batch.confidence, score_ratio,
                                anomalous, marks.flagged, marks.duplicate, batch.margin, marks.own, marks.cross,
                                marks.matched_client, margin_rank)
-        buckets = (batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s
         edges = MatchEdges.from_events(buckets, batch.model, batch.client_id,
                                        np.where(production, marks.matched_client, ""))
         return BatchResult(rows, self._flagged(batch, flags, marks, readings, margin_rank), self.watermark, late,
@@ -264,7 +264,9 @@ class Engine:
         marks.flagged[rows] = matches.flagged
         marks.own[rows] = matches.own_flagged
         marks.cross[rows] = matches.cross_flagged
-        marks.matched_client[rows] = np.where(matches.cross_flagged, self._clients.names(matches.matched_client), "")
+        matched = np.full(len(rows), "", dtype=object)
+        matched[matches.cross_flagged] = self._clients.names(matches.matched_client[matches.cross_flagged])
+        marks.matched_client[rows] = matched
         marks.exact_hash[rows] = matches.exact_hash
 
     def _score(self, batch: EventBatch, features: Groups, logits_by_row: dict) -> ProfileReadings:
@@ -282,11 +284,12 @@ class Engine:
                     profile = self.profile.get(model, space)
                     if profile is None or profile.dim != dim:
                         continue
-                    mine = rows[batch.model[rows] == model]
+                    of_model = batch.model[rows] == model
+                    mine = rows[of_model]
                     logits = None
                     if space == "embedding" and profile.thresholds[2] < np.inf:
                         logits = _logits_matrix(mine, logits_by_row, profile.means.shape[0])
-                    scores = profile.score(matrix[batch.model[rows] == model], logits)
+                    scores = profile.score(matrix[of_model], logits)
                     readings.anomalous[mine] |= scores.flagged
                     readings.scores[mine, columns] = np.column_stack([scores.mahalanobis, scores.knn, scores.energy])
                     readings.ratios[mine, columns] = profile.ratios(scores)

@@ -146,7 +146,9 @@ class ClientCodes:
         return np.asarray(values, np.uint64)[inverse]
 
     def names(self, codes: np.ndarray) -> np.ndarray:
-        return np.array([self._names.get(int(c), "") for c in codes.tolist()], dtype=object)
+        distinct, inverse = np.unique(np.asarray(codes, np.uint64), return_inverse=True)
+        known = np.array([self._names.get(c, "") for c in distinct.tolist()], dtype=object)
+        return known[inverse]
 
 
 @dataclass(frozen=True)
