@@ -1,7 +1,7 @@
 """Ingest throughput on a real Kafka broker, beside the raw clients' consume+parse rate in the same run.
 
-    python3 bench/ingest.py                    # starts a throwaway broker on 127.0.0.1, demo traffic (3h)
-    python3 bench/ingest.py --duration 1h --bootstrap 127.0.0.1:9092
+    python3 bench/ingest.py                    # starts a throwaway broker on 127.0.0.1, realistic 1.3 KB records
+    python3 bench/ingest.py --records demo --duration 1h --bootstrap 127.0.0.1:9092
 
 Prints events/s for: aiokafka getmany + orjson.loads (the floor an ingest worker cannot beat),
 kafka-python poll + orjson.loads, and ``advmon ingest`` (parse + validate + engine + one Kafka
@@ -23,6 +23,8 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from realistic import realistic  # noqa: E402
 
 from monitor.settings import Settings  # noqa: E402
 from monitor.sim.synth import Scenario  # noqa: E402
@@ -101,13 +103,19 @@ async def ingest_rate(settings: Settings, profile, n: int) -> tuple[float, dict]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bootstrap", help="an existing broker (default: start a throwaway one)")
+    parser.add_argument("--records", choices=("realistic", "demo"), default="realistic")
+    parser.add_argument("--hours", type=float, default=2.0, help="realistic records: hours at 10 events/s")
     parser.add_argument("--duration", default="3h", help="demo event time to generate (3h is about 96k records)")
     parser.add_argument("--partitions", type=int, default=6)
     args = parser.parse_args()
 
-    scenario = Scenario.build(seed=0, duration_s=parse_duration(args.duration))
-    records = [r for chunk in scenario.chunks() for r in chunk.records]
-    profile = scenario.reference_profile()
+    if args.records == "realistic":
+        made = realistic(hours=args.hours)
+        records, profile = made.records, made.profile
+    else:
+        scenario = Scenario.build(seed=0, duration_s=parse_duration(args.duration))
+        records = [r for chunk in scenario.chunks() for r in chunk.records]
+        profile = scenario.reference_profile()
     broker = None
     if args.bootstrap is None:
         broker = LocalBroker(Path(tempfile.mkdtemp(prefix="advmon-bench-kafka-"))).start()
@@ -130,7 +138,7 @@ def main() -> int:
             broker.stop()
     total = sum(stages.values()) or 1.0
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{n:,} records, {mean_bytes:,.0f} bytes mean, {args.partitions} partitions, local broker")
+          f"{n:,} {args.records} records, {mean_bytes:,.0f} bytes mean, {args.partitions} partitions, local broker")
     print(f"{'aiokafka getmany, no parse':40} {raw_nopars:12,.0f} records/s")
     print(f"{'aiokafka getmany + orjson.loads':40} {raw:12,.0f} records/s   (the floor)")
     print(f"{'kafka-python poll + orjson.loads':40} {kp:12,.0f} records/s   ({kp / raw:.2f}x aiokafka)")

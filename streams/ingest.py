@@ -10,6 +10,7 @@ import logging
 import time
 from collections import Counter
 
+import msgspec
 import numpy as np
 
 from monitor.contracts.score_requests import ScoreRequestBatch
@@ -102,6 +103,6 @@ def with_raw_inputs(docs: list[dict], batch: EventBatch) -> list[dict]:
         return docs
     row = {event_id: i for i, event_id in enumerate(batch.event_id.tolist())}
     for doc in docs:
-        event = batch.events[row[doc["event_id"]]]
-        doc["input"] = event.input.model_dump(mode="json", exclude_none=True) if event.input else None
+        raw = batch.inputs[row[doc["event_id"]]]
+        doc["input"] = None if raw is None else {k: v for k, v in msgspec.to_builtins(raw).items() if v is not None}
     return docs

@@ -25,7 +25,6 @@ from collections import defaultdict, deque
 from typing import Any
 
 import numpy as np
-from river import drift
 
 from monitor.alerting.samples import EvidenceSamples
 from monitor.contracts.alerts import Alert
@@ -55,6 +54,8 @@ class DriftEvaluator:
         return list(self._open.values())
 
     def _new_detector(self):
+        from river import drift  # on first use: river's package import costs about a second (it loads scikit-learn)
+
         if self.rule.detector == "adwin":
             return drift.ADWIN(delta=self.rule.delta)
         if self.rule.detector == "kswin":

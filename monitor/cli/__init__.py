@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 
 from monitor import __version__
-from monitor.cli import demo, kafka, profile, replay, rules
+from monitor.cli import demo, kafka, profile, replay, rules, schema
 from monitor.errors import AdvmonError, RulesError
 
-COMMAND_GROUPS = (demo, replay, profile, rules, kafka)
+COMMAND_GROUPS = (demo, replay, profile, rules, schema, kafka)
 
 
 def build_parser() -> argparse.ArgumentParser:

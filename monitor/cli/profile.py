@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from monitor.cli.common import existing_file, setting_option, settings_of
-from monitor.detect.profiles import COVARIANCES
+from monitor.detect.profiles import COVARIANCES, DEFAULT_BANK
 from monitor.errors import ConfigError, InputError
 
 
@@ -22,7 +22,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     fit.add_argument("--topic", help="read the window from this Kafka topic (e.g. inference-logs) instead of a file")
     setting_option(fit, "--bootstrap", dest="kafka_bootstrap", help="Kafka bootstrap servers, with --topic")
     fit.add_argument("--fpr", type=float, default=0.002, help="benign false-positive rate to calibrate at")
-    fit.add_argument("--k", type=int, default=50, help="neighbour rank of the kNN score")
+    fit.add_argument("--k", type=int, default=50, help="neighbour rank of the kNN score (in the whole reference)")
+    fit.add_argument("--bank", type=int, default=DEFAULT_BANK,
+                     help="reference embeddings kept for the kNN score (a uniform sample; k is scaled to it; scoring "
+                          "costs this many dot products per event)")
     fit.add_argument("--covariance", choices=COVARIANCES, default="ledoit-wolf",
                      help="shrinkage estimator of the shared covariance (mcd: robust to outliers in the reference)")
     fit.set_defaults(func=run_fit)
@@ -44,10 +47,11 @@ def run_fit(args: argparse.Namespace) -> int:
 
         settings = settings_of(args)
         profile = fit_profile(read_window(settings.kafka_bootstrap, args.topic, since), fpr=args.fpr, k=args.k,
-                              since=since, until=until, name=args.topic, covariance=args.covariance)
+                              since=since, until=until, name=args.topic, covariance=args.covariance,
+                              bank_size=args.bank)
     elif args.reference:
         profile = fit_profile_file(existing_file(args.reference), fpr=args.fpr, k=args.k, since=since, until=until,
-                                   covariance=args.covariance)
+                                   covariance=args.covariance, bank_size=args.bank)
     else:
         raise InputError("give a JSON Lines file of clean events, or --topic with --since and --until")
     profile.save(args.output)

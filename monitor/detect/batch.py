@@ -1,71 +1,105 @@
-"""Columnar view of validated events: the unit every detector and aggregator works on.
+"""Columnar view of validated events: the unit every detector and aggregator works on. Built once per batch
+from the validated records: numpy columns, and every kind of vector as float32 matrices grouped by length.
 
->>> from monitor.contracts.events import InferenceEvent
->>> make = lambda i, x: InferenceEvent.model_validate({"event_id": str(i), "ts": i, "client_id": "c",
-...     "prediction": {"label": "1", "confidence": 0.5}, "input": {"features": x}})
->>> b = EventBatch.from_events([make(0, [1, 2]), make(1, [3, 4, 5]), make(2, [6, 7])])
->>> {n: rows.tolist() for n, (rows, m) in b.feature_groups().items()}
-{2: [0, 2], 3: [1]}
+>>> from monitor.contracts.events import validate_event
+>>> make = lambda i, x: validate_event(('{"event_id":"%d","ts":%d,"client_id":"c","input":{"features":%s},'
+...     '"prediction":{"label":1,"confidence":0.5}}' % (i, i, x)).encode())
+>>> b, rejected = EventBatch.from_records([make(0, [1, 2]), make(1, [3, 4, 5]), make(2, [6, 7])])
+>>> {n: rows.tolist() for n, (rows, m) in b.feature_groups().items()}, b.label.tolist(), rejected
+({2: [0, 2], 3: [1]}, ['1', '1', '1'], {})
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 
-from monitor.contracts.events import InferenceEvent
+from monitor.contracts.events import EncodedEmbedding, InferenceEvent, ModelInput, epoch_seconds
+from monitor.detect.vectors import Groups, encoded_groups, list_groups, merge_groups, take_groups
 
-Groups = dict[int, tuple[np.ndarray, np.ndarray]]
+__all__ = ["EventBatch", "Groups"]
+
+_NO_INPUT = ModelInput()
 
 
 @dataclass(frozen=True)
 class EventBatch:
-    events: tuple[InferenceEvent, ...]
     ts: np.ndarray = field(repr=False)
     confidence: np.ndarray = field(repr=False)
     event_id: np.ndarray = field(repr=False)
     model: np.ndarray = field(repr=False)
     client_id: np.ndarray = field(repr=False)
     label: np.ndarray = field(repr=False)
-    ground_truth: np.ndarray = field(repr=False)
-    traffic: np.ndarray = field(repr=False)
+    ground_truth: np.ndarray = field(repr=False)  # object: the label, or None
+    traffic: np.ndarray = field(repr=False)  # object: the ``tags.traffic`` class ("" for ordinary traffic)
+    features: Groups = field(repr=False, default_factory=dict)
+    embeddings: Groups = field(repr=False, default_factory=dict)
+    logits: Groups = field(repr=False, default_factory=dict)
+    probs: Groups = field(repr=False, default_factory=dict)
+    text_rows: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, np.int64))
+    text_values: tuple[str, ...] = field(repr=False, default=())
+    inputs: tuple[ModelInput | None, ...] = field(repr=False, default=())  # each event's input (forensics)
 
     @classmethod
-    def from_events(cls, events: list[InferenceEvent]) -> EventBatch:
-        def column(values: list) -> np.ndarray:
-            array = np.empty(len(values), dtype=object)
-            array[:] = values
-            return array
-
-        return cls(
-            events=tuple(events),
-            ts=np.fromiter((e.ts for e in events), dtype=np.float64, count=len(events)),
-            confidence=np.fromiter((e.prediction.confidence for e in events), dtype=np.float64, count=len(events)),
-            event_id=column([e.event_id for e in events]),
-            model=column([e.model for e in events]),
-            client_id=column([e.client_id for e in events]),
-            label=column([e.prediction.label for e in events]),
-            ground_truth=column([e.ground_truth for e in events]),
-            traffic=column([e.traffic for e in events]),
+    def from_records(cls, records: list[InferenceEvent]) -> tuple[EventBatch, dict[int, str]]:
+        """The batch of validated records, and the records whose vectors do not decode (index -> reason):
+        the caller drops those (``take``) and dead-letters them."""
+        inputs = [r.input or _NO_INPUT for r in records]
+        predictions = [r.prediction for r in records]
+        embeddings = [i.embedding for i in inputs]
+        encoded = [e if isinstance(e, EncodedEmbedding) else None for e in embeddings]
+        decoded, rejected = encoded_groups([e.b64 if e else None for e in encoded],
+                                           [e.dtype if e else "float32" for e in encoded])
+        texts = [i for i, x in enumerate(inputs) if x.text is not None and x.features is None]
+        batch = cls(
+            ts=np.array([epoch_seconds(r.ts) for r in records], np.float64),
+            confidence=np.array([p.confidence for p in predictions], np.float64),
+            event_id=_objects([r.event_id for r in records]),
+            model=_objects([r.model for r in records]),
+            client_id=_objects([r.client_id for r in records]),
+            label=_objects([_label(p.label) for p in predictions]),
+            ground_truth=_objects([_label(r.ground_truth) for r in records]),
+            traffic=_objects([r.traffic for r in records]),
+            features=list_groups([i.features for i in inputs]),
+            embeddings=merge_groups(list_groups([None if isinstance(e, EncodedEmbedding) else e for e in embeddings]),
+                                    decoded),
+            logits=list_groups([p.logits for p in predictions]),
+            probs=list_groups([p.probs for p in predictions]),
+            text_rows=np.asarray(texts, np.int64),
+            text_values=tuple(inputs[i].text or "" for i in texts),
+            inputs=tuple(r.input for r in records),
         )
+        return batch, rejected
+
+    @classmethod
+    def empty(cls) -> EventBatch:
+        return cls.from_records([])[0]
 
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self.ts)
 
     def take(self, rows: np.ndarray) -> EventBatch:
         """A sub-batch of the given row indices (or boolean mask), order kept."""
-        rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+        rows = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, np.int64)
+        n = len(self)
+        position = np.full(n, -1, np.int64)
+        position[rows] = np.arange(len(rows))
+        kept_texts = position[self.text_rows] >= 0
         return EventBatch(
-            events=tuple(self.events[i] for i in rows),
-            **{name: getattr(self, name)[rows] for name in _COLUMNS},
+            self.ts[rows], self.confidence[rows], self.event_id[rows], self.model[rows], self.client_id[rows],
+            self.label[rows], self.ground_truth[rows], self.traffic[rows],
+            features=take_groups(self.features, rows, n), embeddings=take_groups(self.embeddings, rows, n),
+            logits=take_groups(self.logits, rows, n), probs=take_groups(self.probs, rows, n),
+            text_rows=position[self.text_rows[kept_texts]],
+            text_values=tuple(t for t, k in zip(self.text_values, kept_texts.tolist(), strict=True) if k),
+            inputs=tuple(self.inputs[i] for i in rows.tolist()),
         )
 
     @cached_property
     def has_truth(self) -> np.ndarray:
-        return np.array([g is not None for g in self.ground_truth], dtype=bool)
+        return self.ground_truth.astype(bool)  # labels are never empty: None is the only falsy value
 
     @cached_property
     def is_correct(self) -> np.ndarray:
@@ -74,48 +108,35 @@ class EventBatch:
 
     @cached_property
     def is_canary(self) -> np.ndarray:
-        return np.array([t.startswith("canary") for t in self.traffic], dtype=bool)
+        return np.char.startswith(self.traffic.astype(str), "canary") if len(self) else np.zeros(0, bool)
 
     @cached_property
     def is_adversarial_canary(self) -> np.ndarray:
         return self.traffic == "canary-adversarial"
 
-    @cached_property
-    def _feature_groups(self) -> Groups:
-        return _group_vectors(self.events, lambda e: e.input.features_array() if e.input else None)
-
-    @cached_property
-    def _embedding_groups(self) -> Groups:
-        return _group_vectors(self.events, lambda e: e.input.embedding_array() if e.input else None)
-
-    @cached_property
-    def _logit_groups(self) -> Groups:
-        return _group_vectors(
-            self.events,
-            lambda e: None if e.prediction.logits is None else np.asarray(e.prediction.logits, np.float32),
-        )
-
     def feature_groups(self) -> Groups:
-        """Raw numeric inputs grouped by length: ``{length: (rows, matrix float32)}`` (built once; read-only)."""
-        return self._feature_groups
+        """Raw numeric inputs grouped by length: ``{length: (rows, matrix float32)}`` (read-only)."""
+        return self.features
 
     def embedding_groups(self) -> Groups:
-        """Embeddings grouped by dimension: ``{dim: (rows, matrix float32)}`` (built once; read-only)."""
-        return self._embedding_groups
+        """Embeddings grouped by dimension: ``{dim: (rows, matrix float32)}`` (read-only)."""
+        return self.embeddings
 
-    @cached_property
-    def _prob_groups(self) -> Groups:
-        return _group_vectors(
-            self.events,
-            lambda e: None if e.prediction.probs is None else np.asarray(e.prediction.probs, np.float32),
-        )
+    def logit_groups(self) -> Groups:
+        """Logits grouped by number of classes: ``{classes: (rows, matrix float32)}`` (read-only)."""
+        return self.logits
+
+    @property
+    def texts(self) -> tuple[np.ndarray, list[str]]:
+        """Rows whose input is text without raw numeric features, and their texts."""
+        return self.text_rows, list(self.text_values)
 
     @cached_property
     def margin(self) -> np.ndarray:
         """Top-1 minus top-2 class probability (from logits, else logged probabilities); NaN where neither
         was logged. Attacks stop just past the decision boundary: their margins are small."""
         out = np.full(len(self), np.nan)
-        for groups, softmax in ((self._prob_groups, False), (self._logit_groups, True)):
+        for groups, softmax in ((self.probs, False), (self.logits, True)):
             for _, (rows, matrix) in groups.items():
                 if matrix.shape[1] < 2:
                     continue
@@ -124,35 +145,29 @@ class EventBatch:
                 out[rows] = top[:, 1] - top[:, 0]
         return out
 
-    @cached_property
-    def texts(self) -> tuple[np.ndarray, list[str]]:
-        """Rows whose input is text without raw numeric features, and their texts."""
-        rows, texts = [], []
-        for i, event in enumerate(self.events):
-            if event.input is not None and event.input.text is not None and event.input.features is None:
-                rows.append(i)
-                texts.append(event.input.text)
-        return np.asarray(rows, np.int64), texts
-
-    def logit_groups(self) -> Groups:
-        """Logits grouped by number of classes: ``{classes: (rows, matrix float32)}`` (built once; read-only)."""
-        return self._logit_groups
+    def logits_matrix(self, rows: np.ndarray, classes: int) -> np.ndarray:
+        """``(len(rows), classes)`` logits of the given rows (sorted batch rows); NaN where an event logged
+        none, or logits of another length."""
+        out = np.full((len(rows), classes), np.nan, np.float32)
+        group = self.logits.get(classes)
+        if group is not None:
+            have, matrix = group
+            at = np.searchsorted(have, rows)
+            found = (at < len(have)) & (have[np.minimum(at, len(have) - 1)] == rows) if len(have) else at < 0
+            out[found] = matrix[at[found]]
+        return out
 
 
-_COLUMNS = ("ts", "confidence", "event_id", "model", "client_id", "label", "ground_truth", "traffic")
+def _objects(values: list) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def _label(value: str | int | None) -> str | None:
+    return value if value is None or isinstance(value, str) else str(value)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def _group_vectors(events: tuple[InferenceEvent, ...], extract) -> Groups:
-    rows: dict[int, list[int]] = defaultdict(list)
-    vectors: dict[int, list[np.ndarray]] = defaultdict(list)
-    for index, event in enumerate(events):
-        vector = extract(event)
-        if vector is not None:
-            rows[vector.size].append(index)
-            vectors[vector.size].append(vector)
-    return {size: (np.asarray(rows[size], dtype=np.int64), np.stack(vectors[size])) for size in rows}

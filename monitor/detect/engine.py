@@ -187,13 +187,9 @@ class Engine:
         marks = self._fingerprint(batch, features)
         _embedding_bins(batch, marks.input_bin)
         remote = self.settings.remote_embedding_scoring
-        logit_groups = batch.logit_groups() if self.profile is not None or remote else {}
-        logits_by_row = {row: vector for _, (rows, matrix) in logit_groups.items()
-                         for row, vector in zip(rows.tolist(), matrix, strict=True)}
-        readings = self._score(batch, features, logits_by_row)
+        readings = self._score(batch, features)
         anomalous, score_ratio, statistic = readings.anomalous, readings.score_ratio, readings.statistic
-        score_groups = (self._score_groups(batch, anomalous, marks.flagged, logit_groups, logits_by_row)
-                        if remote else [])
+        score_groups = self._score_groups(batch, anomalous, marks.flagged) if remote else []
         flags = _outcomes(batch, anomalous, marks)
         production = flags.traffic_events
         margin_rank = self._margin_ranks(batch, statistic, production)
@@ -233,7 +229,7 @@ class Engine:
             fingerprinter = self._numeric_fingerprinter(dim)
             if fingerprinter is not None:
                 self._match(batch, marks, rows, dim, fingerprinter.threshold, fingerprinter.hashes(matrix),
-                            content_hashes(matrix))
+                            content_hashes(matrix, self.settings.fingerprint_secret))
                 marks.input_bin[rows] = fingerprinter.coarse_bins(matrix, ENTROPY_BINS)
         rows, texts = batch.texts
         if len(rows):
@@ -269,7 +265,7 @@ class Engine:
         marks.matched_client[rows] = matched
         marks.exact_hash[rows] = matches.exact_hash
 
-    def _score(self, batch: EventBatch, features: Groups, logits_by_row: dict) -> ProfileReadings:
+    def _score(self, batch: EventBatch, features: Groups) -> ProfileReadings:
         """Every profile score of every event (raw inputs, and embeddings unless a remote scorer takes them)."""
         readings = ProfileReadings.none(len(batch))
         if self.profile is None:
@@ -288,7 +284,7 @@ class Engine:
                     mine = rows[of_model]
                     logits = None
                     if space == "embedding" and profile.thresholds[2] < np.inf:
-                        logits = _logits_matrix(mine, logits_by_row, profile.means.shape[0])
+                        logits = batch.logits_matrix(mine, profile.means.shape[0])
                     scores = profile.score(matrix[of_model], logits)
                     readings.anomalous[mine] |= scores.flagged
                     readings.scores[mine, columns] = np.column_stack([scores.mahalanobis, scores.knn, scores.energy])
@@ -296,13 +292,13 @@ class Engine:
         return readings
 
     @staticmethod
-    def _score_groups(batch: EventBatch, anomalous: np.ndarray, query_flagged: np.ndarray, logit_groups: Groups,
-                      logits_by_row: dict) -> list[ScoreGroup]:
+    def _score_groups(batch: EventBatch, anomalous: np.ndarray, query_flagged: np.ndarray) -> list[ScoreGroup]:
         """Embeddings per (model, dimension) with what this batch already decided, for the scorer; logits
         of the most common length travel with them."""
         detected = anomalous | query_flagged
         kind = np.where(batch.is_adversarial_canary, ADVERSARIAL_CANARY,
                         np.where(batch.is_canary, BENIGN_CANARY, PRODUCTION)).astype(np.int8)
+        logit_groups = batch.logit_groups()
         classes = max(logit_groups, key=lambda c: len(logit_groups[c][0])) if logit_groups else None
         groups = []
         for _, (rows, matrix) in batch.embedding_groups().items():
@@ -313,7 +309,7 @@ class Engine:
                     model=model, event_id=batch.event_id[r], client_id=batch.client_id[r], ts=batch.ts[r],
                     confidence=batch.confidence[r], kind=kind[r], anomalous=anomalous[r], detected=detected[r],
                     embedding=matrix[mine],
-                    logits=_logits_matrix(r, logits_by_row, classes) if classes else None))
+                    logits=batch.logits_matrix(r, classes) if classes else None))
         return groups
 
     def _flagged(self, batch: EventBatch, flags: EventFlags, marks: QueryMarks, readings: ProfileReadings,
@@ -354,15 +350,6 @@ def _outcomes(batch: EventBatch, anomalous: np.ndarray, marks: QueryMarks) -> Ev
         labelled=labelled, errors=labelled & wrong, adv_canary=adversarial, adv_fooled=adversarial & wrong,
         adv_missed=adversarial & ~detected, benign_canary=benign_canary, benign_flagged=benign_canary & detected,
         clean_events=~detected & production)
-
-
-def _logits_matrix(rows: np.ndarray, logits_by_row: dict, classes: int) -> np.ndarray:
-    out = np.full((len(rows), classes), np.nan, np.float32)
-    for i, row in enumerate(rows.tolist()):
-        vector = logits_by_row.get(row)
-        if vector is not None and len(vector) == classes:
-            out[i] = vector
-    return out
 
 
 def rank_bins(ranks: np.ndarray) -> np.ndarray:

@@ -18,32 +18,36 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from monitor.detect.batch import EventBatch
 from monitor.detect.parsing import iter_lines, parse_batch
-from monitor.detect.profiles import ModelProfile, Profile
+from monitor.detect.profiles import DEFAULT_BANK, ModelProfile, Profile
 from monitor.errors import ProfileError
 
 MIN_EVENTS = 200
 
-_Columns = dict[tuple[str, str], list[tuple[np.ndarray, str, list[float] | None]]]
+#: (model, space) -> chunks of (vectors, labels, logits with NaN rows where an event logged none)
+_Columns = dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]
 
 
 def fit_profile_file(path: str, fpr: float = 0.002, k: int = 50, since: float | None = None,
-                     until: float | None = None, covariance: str = "ledoit-wolf") -> Profile:
+                     until: float | None = None, covariance: str = "ledoit-wolf",
+                     bank_size: int = DEFAULT_BANK) -> Profile:
     """Fit a features profile and an embedding profile per model, where the events carry them."""
     return fit_profile((records for records, _ in iter_lines(path)), fpr, k, since, until, name=path,
-                       covariance=covariance)
+                       covariance=covariance, bank_size=bank_size)
 
 
 def fit_profile(batches: Iterable[Sequence[bytes]], fpr: float = 0.002, k: int = 50, since: float | None = None,
-                until: float | None = None, name: str = "reference", covariance: str = "ledoit-wolf") -> Profile:
+                until: float | None = None, name: str = "reference", covariance: str = "ledoit-wolf",
+                bank_size: int = DEFAULT_BANK) -> Profile:
     """The same from batches of raw records; only events with ``since <= ts < until`` count."""
     columns: _Columns = {}
     window: list[bytes] = []
     for records in batches:
-        events = parse_batch(records).batch.events
-        kept = _collect(events, columns, since, until)
-        window += [records[i] for i in kept] if len(events) == len(records) else _records_of(events, kept)
-    models = {f"{model}/{space}": _fit_space(model, space, rows, fpr, k, covariance)
+        parsed = parse_batch(records)
+        kept = _collect(parsed.batch, columns, since, until)
+        window += [records[i] for i in parsed.valid[kept].tolist()]
+    models = {f"{model}/{space}": _fit_space(model, space, rows, fpr, k, covariance, bank_size)
               for (model, space), rows in columns.items()}
     if not models:
         span = "" if since is None and until is None else f" between {since} and {until}"
@@ -77,39 +81,37 @@ def measure_baselines(records: Sequence[bytes], profile: Profile,
     return out
 
 
-def _records_of(events: Sequence, kept: list[int]) -> list[bytes]:
-    """Valid events re-encoded (when some records of a batch were invalid, indices no longer line up)."""
-    import orjson
-
-    return [orjson.dumps(events[i].model_dump(mode="json", exclude_none=True)) for i in kept]
-
-
-def _collect(events: Sequence, columns: _Columns, since: float | None, until: float | None) -> list[int]:
-    """Add the window's vectors to ``columns``; returns the indices of the events inside the window."""
-    kept = []
-    for index, event in enumerate(events):
-        if (since is not None and event.ts < since) or (until is not None and event.ts >= until):
-            continue
-        kept.append(index)
-        if event.input is None:
-            continue
-        logits = event.prediction.logits
-        for space, vector in (("features", event.input.features_array()), ("embedding", event.input.embedding_array())):
-            if vector is not None:
-                columns.setdefault((event.model, space), []).append((vector, event.prediction.label, logits))
-    return kept
+def _collect(batch: EventBatch, columns: _Columns, since: float | None, until: float | None) -> np.ndarray:
+    """Add the window's vectors to ``columns``; returns the rows of the events inside the window."""
+    inside = np.ones(len(batch), bool)
+    if since is not None:
+        inside &= batch.ts >= since
+    if until is not None:
+        inside &= batch.ts < until
+    window = batch.take(inside)
+    for space, groups in (("features", window.feature_groups()), ("embedding", window.embedding_groups())):
+        for _, (rows, matrix) in groups.items():
+            for model in np.unique(window.model[rows]).tolist():
+                mine = window.model[rows] == model
+                logits = window.logit_groups()
+                classes = max(logits, key=lambda c: len(logits[c][0])) if logits else 0
+                columns.setdefault((model, space), []).append(
+                    (matrix[mine], window.label[rows[mine]], window.logits_matrix(rows[mine], classes)))
+    return np.flatnonzero(inside)
 
 
-def _fit_space(model: str, space: str, rows: list, fpr: float, k: int, covariance: str) -> ModelProfile:
-    dims = {len(v) for v, _, _ in rows}
+def _fit_space(model: str, space: str, chunks: list, fpr: float, k: int, covariance: str,
+               bank_size: int) -> ModelProfile:
+    dims = {m.shape[1] for m, _, _ in chunks}
     if len(dims) != 1:
         raise ProfileError(f"{model}/{space}: vectors of different lengths {sorted(dims)}; fit one model version "
                            "at a time")
-    if len(rows) < MIN_EVENTS:
-        raise ProfileError(f"{model}/{space}: {len(rows)} events, need at least {MIN_EVENTS} clean events to fit")
-    matrix = np.stack([v for v, _, _ in rows])
-    labels = np.array([label for _, label, _ in rows])
+    matrix = np.concatenate([m for m, _, _ in chunks])
+    if len(matrix) < MIN_EVENTS:
+        raise ProfileError(f"{model}/{space}: {len(matrix)} events, need at least {MIN_EVENTS} clean events to fit")
+    labels = np.concatenate([lb for _, lb, _ in chunks]).astype(str)
     logits = None
-    if space == "embedding" and all(lg is not None for _, _, lg in rows) and len({len(lg) for _, _, lg in rows}) == 1:
-        logits = np.array([lg for _, _, lg in rows], dtype=np.float32)
-    return ModelProfile.fit(matrix, labels, logits, fpr=fpr, k=k, covariance=covariance)
+    if space == "embedding" and len({lg.shape[1] for _, _, lg in chunks}) == 1:
+        stacked = np.concatenate([lg for _, _, lg in chunks])
+        logits = stacked if stacked.shape[1] and np.isfinite(stacked).all() else None  # every event logged them
+    return ModelProfile.fit(matrix, labels, logits, fpr=fpr, k=k, covariance=covariance, bank_size=bank_size)

@@ -33,6 +33,9 @@ from monitor.errors import ProfileError
 SCORE_NAMES = ("mahalanobis", "knn", "energy")
 _BASELINES = "__baselines__"  # the profile file's entry holding the baselines (JSON bytes)
 _MAX_BANK = 5000
+#: Reference embeddings kept for the kNN score: a uniform sample (a coreset for the score's quantile), with k
+#: scaled so that the k-th neighbour stays the same quantile of the reference. Scoring costs bank size per event.
+DEFAULT_BANK = 2048
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class ModelProfile:
         k: int = 50,
         seed: int = 0,
         covariance: str = "ledoit-wolf",
+        bank_size: int = DEFAULT_BANK,
     ) -> ModelProfile:
         """Fit on half of the clean data, calibrate thresholds on the other half. The shared covariance is
         shrunk (``ledoit-wolf`` or ``oas``; ``mcd``: Minimum Covariance Determinant, for a reference that
@@ -128,8 +132,9 @@ class ModelProfile:
         means = np.stack([embeddings[fit_rows][labels[fit_rows] == c].mean(axis=0) for c in classes])
         centered = embeddings[fit_rows] - means[np.searchsorted(classes, labels[fit_rows])]
         precision = shared_precision(centered, covariance, seed)
-        bank = _normalize(embeddings[fit_rows][:_MAX_BANK])
-        k = max(1, min(k, len(bank)))
+        reference = min(len(fit_rows), _MAX_BANK)
+        bank = _normalize(embeddings[fit_rows][: min(reference, bank_size)])
+        k = max(1, min(round(k * len(bank) / max(reference, 1)), len(bank)))
         unfitted = cls(means.astype(np.float32), precision.astype(np.float32), bank.astype(np.float32), k,
                        np.full(3, np.inf))
         calib = unfitted.score(

@@ -154,7 +154,7 @@ def generate(family: Family) -> Day:
 def _record(family: Family, serial: int, ts: float, doc: dict) -> bytes:
     doc["event_id"] = hashlib.blake2b(f"{family.name}/{serial}".encode(), digest_size=8).hexdigest()
     doc["ts"] = round(DAY_START + ts, 3)
-    return orjson.dumps(doc)
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)  # float32 arrays in their shortest form
 
 
 @dataclass
@@ -347,7 +347,7 @@ class _NumericWorld(_World):
         label = int(out.probs[i].argmax())
         doc: dict[str, Any] = {
             "model": f"{self.family.data}-mlp", "model_version": str(self.family.seed), "client_id": client,
-            "input": {"features": x.tolist()},
+            "input": {"features": np.ascontiguousarray(x, np.float32)},
             "prediction": {"label": str(label), "confidence": round(float(out.probs[i, label]), 5),
                            "logits": np.round(out.logits[i], 4).tolist()}}
         if self.image:  # the digits service also logs its penultimate layer, as binary float32

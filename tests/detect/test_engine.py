@@ -49,8 +49,10 @@ def doc(**fields):
 
 
 @pytest.mark.parametrize("raw, reason", [
-    (b'{"event_id":"e","ts":1e999,"client_id":"c","prediction":{"label":"1","confidence":0.5}}', "invalid JSON"),
-    (b'{"event_id":"e","ts":1,"client_id":"c","prediction":{"label":"1","confidence":-1e400}}', "invalid JSON"),
+    (b'{"event_id":"e","ts":1e999,"client_id":"c","prediction":{"label":"1","confidence":0.5}}',
+     "invalid event: ts: Number out of range"),
+    (b'{"event_id":"e","ts":1,"client_id":"c","prediction":{"label":"1","confidence":-1e400}}',
+     "invalid event: prediction.confidence: Number out of range"),
     (b'{"event_id":"\\ud800","ts":1,"client_id":"c","prediction":{"label":"1","confidence":0.5}}', "invalid JSON"),
     (b'{"event_id":"e","ts":1,"client_id":"\xff\xfe","prediction":{"label":"1","confidence":0.5}}', "invalid JSON"),
     (orjson.dumps(doc(input={"features": [1e308, 1e308]})), None),  # finite: accepted, then clipped by quantization

@@ -1,0 +1,95 @@
+"""The query index against a brute-force reference: every near-duplicate verdict, own or cross-client, exact
+repeats, whatever the batching."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.detect.fingerprint import QueryIndex, _distinct_pair_counts, _Run, content_hashes
+
+
+def queries(seed: int, n: int = 300, width: int = 12, vocabulary: int = 60):
+    """Hash sets (0-padded rows) drawn so that many overlap, clients, and exact repeats."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(1, vocabulary, (n, width)).astype(np.uint64)
+    for i in range(1, n):  # a third are variations of an earlier query
+        if rng.random() < 0.33:
+            j = rng.integers(0, i)
+            keep = rng.random(width) < 0.8
+            base[i] = np.where(keep, base[j], base[i])
+    rows = np.zeros_like(base)
+    for i, row in enumerate(base):
+        distinct = np.unique(row)[::-1]
+        rows[i, : len(distinct)] = distinct
+    content = rows.sum(axis=1) * np.uint64(2654435761)  # equal hash sets: "byte-identical" queries
+    clients = rng.integers(1, 6, n).astype(np.uint64)
+    return rows, content, clients
+
+
+def brute_force(rows, content, clients, threshold):
+    seen, stored = set(), []
+    flagged, own, cross, duplicate, best_cross = [], [], [], [], []
+    for hashes, exact, client in zip(rows, content, clients, strict=True):
+        if int(exact) in seen:
+            duplicate.append(True), flagged.append(False), own.append(False), cross.append(False)
+            best_cross.append(set())
+            continue
+        seen.add(int(exact))
+        mine = set(hashes[hashes != 0].tolist())
+        overlaps = [(len(mine & other), owner) for other, owner in stored]
+        top = max([o for o, _ in overlaps], default=0)
+        top_cross = max([o for o, w in overlaps if w != client], default=0)
+        duplicate.append(False)
+        flagged.append(top >= threshold)
+        own.append(max([o for o, w in overlaps if w == client], default=0) >= threshold)
+        cross.append(top_cross >= threshold)
+        best = {w for o, w in overlaps if w != client and o == top_cross}
+        best_cross.append(best if top_cross >= threshold else set())
+        stored.append((mine, client))
+    return [np.array(a) for a in (flagged, own, cross, duplicate)] + [best_cross]
+
+
+@pytest.mark.parametrize("seed, batch", [(0, 300), (1, 64), (2, 7), (3, 1)])
+def test_matches_equal_brute_force_whatever_the_batching(seed, batch):
+    rows, content, clients = queries(seed)
+    index = QueryIndex(threshold=6, postings_cap=10_000)
+    parts = [index.update(rows[i:i + batch], content[i:i + batch], now=0.0, clients=clients[i:i + batch])
+             for i in range(0, len(rows), batch)]
+    flagged, own, cross, duplicate, best_cross = brute_force(rows, content, clients, 6)
+    got = {name: np.concatenate([getattr(p, name) for p in parts]) for name in
+           ("flagged", "own_flagged", "cross_flagged", "duplicate", "matched_client")}
+    assert flagged.any() and own.any() and cross.any() and duplicate.any()  # the data exercises every verdict
+    assert (got["flagged"] == flagged).all() and (got["own_flagged"] == own).all()
+    assert (got["cross_flagged"] == cross).all() and (got["duplicate"] == duplicate).all()
+    assert all(int(m) in best for m, best, c in zip(got["matched_client"], best_cross, cross, strict=True) if c)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 40)), max_size=30), min_size=1, max_size=4))
+def test_distinct_pair_counts_count_every_pair(parts_as_lists):
+    parts = [(np.array(sorted(r for r, _ in p), np.int64), np.array([e for _, e in sorted(p)], np.int64))
+             for p in parts_as_lists]
+    rows, earlier, counts = _distinct_pair_counts(parts, 6)
+    expected = {}
+    for p in parts_as_lists:
+        for pair in p:
+            expected[pair] = expected.get(pair, 0) + 1
+    assert dict(zip(zip(rows.tolist(), earlier.tolist(), strict=True), counts.tolist(), strict=True)) == expected
+
+
+def test_merged_runs_keep_older_postings_first_among_equal_hashes():
+    older = _Run(np.array([1, 3, 3, 7], np.uint64), np.array([0, 1, 2, 3]))
+    newer = _Run(np.array([0, 3, 9], np.uint64), np.array([4, 5, 6]))
+    merged = _Run.merge(older, newer)
+    assert merged.hashes.tolist() == [0, 1, 3, 3, 3, 7, 9] and merged.ids.tolist() == [4, 0, 1, 2, 5, 3, 6]
+
+
+def test_content_hashes_tell_exact_bytes_apart():
+    x = np.random.default_rng(0).random((200, 64), dtype=np.float32)
+    x[100] = x[3]
+    y = x.copy()
+    y[:, 5] = np.nextafter(y[:, 5], np.float32(2))  # one ulp in one value
+    hashed = content_hashes(x, b"s")
+    assert len(set(hashed.tolist())) == 199 and hashed[100] == hashed[3]
+    assert not set(hashed.tolist()) & set(content_hashes(y, b"s").tolist())
