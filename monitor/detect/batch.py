@@ -73,10 +73,6 @@ class EventBatch:
         )
         return batch, rejected
 
-    @classmethod
-    def empty(cls) -> EventBatch:
-        return cls.from_records([])[0]
-
     def __len__(self) -> int:
         return len(self.ts)
 

@@ -100,6 +100,11 @@ def test_profile_fit_round_trip(tmp_path, capsys):
     profile = Profile.load(str(tmp_path / "p.npz"))
     assert set(profile.models) == {"m/features", "m/embedding"}
     assert np.isfinite(profile.get("m", "embedding").thresholds).all()
+    assert profile.get("m", "features").bank.shape == (200, 8) and profile.get("m", "features").k == 50
+    assert main(["profile", "fit", str(tmp_path / "ref.jsonl"), "-o", str(tmp_path / "s.npz"), "--bank", "50"]) == 0
+    sampled = Profile.load(str(tmp_path / "s.npz")).get("m", "features")
+    assert sampled.bank.shape == (50, 8) and sampled.k == 12  # the same quantile: 50 of 200, 12 of 50
+    assert main(["profile", "fit", str(tmp_path / "ref.jsonl"), "-o", str(tmp_path / "z.npz"), "--bank", "0"]) != 0
 
 
 def test_errors_are_one_line_with_an_exit_code_and_no_traceback(tmp_path):
