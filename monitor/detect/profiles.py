@@ -79,24 +79,6 @@ def shared_precision(centered: np.ndarray, method: str = "ledoit-wolf", seed: in
     return np.linalg.inv(estimate)
 
 
-def kth_similarity(queries: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
-    """Each query's k-th largest inner product with the bank, exactly, by faiss's brute-force search (BLAS
-    products, then a heap of k per query: 4-5x numpy's matmul and partition on 2,048 x 96, measured), on one
-    thread: an ingest worker is one process per core.
-
-    >>> bank = np.eye(3, dtype=np.float32)
-    >>> kth_similarity(np.array([[1.0, 0.5, 0.0]], np.float32), bank, 2).tolist()
-    [0.5]
-    """
-    import faiss
-
-    if faiss.omp_get_max_threads() != 1:
-        faiss.omp_set_num_threads(1)
-    found, _ = faiss.knn(np.ascontiguousarray(queries, np.float32), np.ascontiguousarray(bank, np.float32), k,
-                         metric=faiss.METRIC_INNER_PRODUCT)
-    return found[:, k - 1]
-
-
 def _normalize(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.maximum(norms, 1e-12)
@@ -182,7 +164,9 @@ class ModelProfile:
             (fp * f).sum(axis=1)[:, None] - 2 * fp @ self.means.T + ((self.means @ self.precision) * self.means).sum(1)
         )
         mahalanobis = quad.min(axis=1).astype(np.float64)
-        knn = (1.0 - kth_similarity(_normalize(f), self.bank, self.k)).astype(np.float64)
+        similarity = _normalize(f) @ self.bank.T
+        kth = np.partition(similarity, similarity.shape[1] - self.k, axis=1)[:, similarity.shape[1] - self.k]
+        knn = (1.0 - kth).astype(np.float64)
         energy = np.full(len(f), np.nan) if logits is None else energy_score(logits)
         return Scores.decided(self.thresholds, mahalanobis, knn, energy)
 
