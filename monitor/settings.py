@@ -21,7 +21,7 @@ import socket
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.detect.engine import EngineSettings
@@ -60,6 +60,18 @@ class Settings(BaseSettings):
     scorer_backend: Literal["auto", "numpy", "torch"] = "auto"  # auto: torch on CUDA when present, else numpy
     store_raw_inputs: bool = False  # suspicious-inputs records carry the raw input (else fingerprints only)
     remote_scoring: bool = False  # ingest ships embeddings to `advmon scorer` instead of scoring them
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per line on stderr
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _separated(cls, prefix: str) -> str:
+        """``evb1`` becomes ``evb1.``: a prefix always ends with a separator (``.``, ``_`` or ``-``).
+
+        >>> Settings(topic_prefix="evb1").topic_prefix, Settings(topic_prefix="team-a_").topic_prefix
+        ('evb1.', 'team-a_')
+        """
+        return prefix if not prefix or prefix[-1] in "._-" else f"{prefix}."
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,

@@ -39,3 +39,12 @@ def test_unknown_advmon_variables_are_warned_about_but_receiver_secrets_are_not(
     with caplog.at_level(logging.WARNING, logger="advmon"):
         warn_unknown_variables(rules)
     assert "ADVMON_GRACE_SECOND is not an advmon setting" in caplog.text and "ADVMON_PD_KEY" not in caplog.text
+
+
+def test_a_topic_prefix_always_ends_with_a_separator():
+    from streams.topics import Topics
+
+    topics = Topics.from_settings(Settings.load(environ={"ADVMON_TOPIC_PREFIX": "evb1"}))
+    assert topics.inference_logs == "evb1.inference-logs" and topics.alerts == "evb1.alerts"
+    assert Settings.load(environ={"ADVMON_TOPIC_PREFIX": "evb1-"}).topic_prefix == "evb1-"
+    assert Settings.load(environ={}).topic_prefix == ""

@@ -10,13 +10,14 @@ stderr and its ``exit_code``; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from monitor import __version__
 from monitor.cli import demo, kafka, profile, replay, rules, schema
-from monitor.errors import AdvmonError, RulesError
+from monitor.cli.logs import configure_logging
+from monitor.errors import AdvmonError, ConfigError, RulesError
+from monitor.settings import Settings
 
 COMMAND_GROUPS = (demo, replay, profile, rules, schema, kafka)
 
@@ -33,10 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("kafka", "aiokafka", "faust", "mode"):  # client chatter; their warnings still show
-        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    level, fmt = _log_options()
+    configure_logging("DEBUG" if args.verbose else level, fmt)
     try:
         return int(args.func(args))
     except RulesError as exc:
@@ -48,3 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("advmon: interrupted", file=sys.stderr)
         return 130
+
+
+def _log_options() -> tuple[str, str]:
+    """``ADVMON_LOG_LEVEL`` and ``ADVMON_LOG_FORMAT``; defaults when a variable is invalid (the command
+    reports it when it loads its settings)."""
+    try:
+        settings = Settings.load()
+    except ConfigError:
+        return "INFO", "text"
+    return settings.log_level, settings.log_format

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from monitor.cli.common import rules_of, serve_metrics, setting_option, settings_of
 
@@ -22,7 +23,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--events-out", help="also write the generated events as JSON Lines (input for replay)")
     demo.add_argument("--profile-out", help="also write the reference profile the demo fitted")
     demo.add_argument("--alerts-out", help="also write alerts as JSON Lines")
-    demo.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    demo.add_argument("--no-progress", action="store_true",
+                      help="no progress line on stderr (there is none when stderr is not a terminal)")
     demo.set_defaults(func=run)
 
 
@@ -36,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
         forever=args.forever, speed=args.speed,
         serve=lambda registry: serve_metrics(settings.metrics_port, settings.http_host, registry),
         events_out=args.events_out, profile_out=args.profile_out, alerts_out=args.alerts_out,
-        progress=not args.no_progress,
+        progress=not args.no_progress and sys.stderr.isatty(),  # a progress line is for a person at a terminal
     )

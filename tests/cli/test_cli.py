@@ -1,5 +1,6 @@
 """The console entry points as a user runs them."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -42,7 +43,7 @@ def test_demo_serves_metrics_while_it_runs_and_ends_by_itself(tmp_path):
     assert "advmon_batch_seconds_bucket" in scraped
     assert "key_" not in scraped  # raw client ids never become label values
     assert proc.returncode == 0, err
-    assert "events in" in out and "cycle 0" in err  # summary and progress
+    assert "events in" in out and "cycle 0" not in err  # the summary; no progress line when stderr is a pipe
 
 
 def test_rules_check_prints_derived_tiers(capsys):
@@ -118,6 +119,22 @@ def test_errors_are_one_line_with_an_exit_code_and_no_traceback(tmp_path):
                              cwd=tmp_path, capture_output=True, text=True)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "profile" in missing.stderr and "no such file" in missing.stderr
+
+
+def test_logs_as_json_lines_at_the_configured_level(tmp_path):
+    (tmp_path / "events.jsonl").write_bytes(
+        b'{"event_id":"a","ts":1,"client_id":"c","prediction":{"label":"1","confidence":0.5}}\n')
+    env = {"PATH": "/usr/bin:/bin", "ADVMON_LOG_FORMAT": "json", "ADVMON_BUKET_SECONDS": "5"}
+    replayed = subprocess.run([sys.executable, "-m", "monitor", "replay", "events.jsonl"], cwd=tmp_path,
+                              capture_output=True, text=True, env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    logged = [line for line in replayed.stderr.splitlines() if not line.startswith(("advmon replay:", "  "))]
+    records = [json.loads(line) for line in logged]  # every log line is one JSON object (the summary is not a log)
+    typo = [r for r in records if "ADVMON_BUKET_SECONDS" in r["message"]]
+    assert typo and typo[0]["level"] == "WARNING" and typo[0]["ts"].endswith("Z")
+    quiet = subprocess.run([sys.executable, "-m", "monitor", "replay", "events.jsonl"], cwd=tmp_path,
+                           capture_output=True, text=True, env={**env, "ADVMON_LOG_LEVEL": "ERROR"})
+    assert quiet.returncode == 0 and "ADVMON_BUKET_SECONDS" not in quiet.stderr
 
 
 def test_version(capsys):
