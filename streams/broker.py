@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import re
 import shutil
 import signal
 import socket
@@ -48,8 +49,11 @@ def resolve_kafka(kafka_dir: Path = KAFKA_DIR) -> Path:
             raise RuntimeError(
                 "Maven (mvn) is needed to resolve Apache Kafka; install it (Debian: apt-get install maven)"
             )
-        subprocess.run(["mvn", "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime",
-                        f"-DoutputDirectory={lib}"], cwd=kafka_dir, check=True)
+        done = subprocess.run(["mvn", "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime",
+                               f"-DoutputDirectory={lib}"], cwd=kafka_dir, capture_output=True, text=True)
+        if done.returncode != 0:  # Maven's own output only then, without its terminal escape codes
+            output = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", done.stdout + done.stderr).strip()
+            raise RuntimeError(f"Maven could not resolve Apache Kafka (exit {done.returncode}):\n{output[-4000:]}")
     return lib
 
 
@@ -190,6 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9092, help="client port on 127.0.0.1 (default 9092)")
     parser.add_argument("--controller-port", type=int, default=None, help="KRaft controller port (default: port + 1)")
     args = parser.parse_args(argv)
+    try:
+        return _act(args)
+    except (RuntimeError, TimeoutError) as exc:  # Maven or Java missing or failing, a broker not starting
+        print(f"streams.broker {args.action}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _act(args: argparse.Namespace) -> int:
     if args.action == "resolve":
         print(resolve_kafka())
         return 0
