@@ -67,8 +67,7 @@ def _github(api: str, headers: dict, spec: dict, timeout_s: float) -> None:
 
 def _jira(base: str, headers: dict, spec: dict, timeout_s: float) -> None:
     jql = f'project = "{spec["project"]}" AND labels = "{spec["label"]}" ORDER BY created DESC'
-    found = _call("GET", f"{base}/rest/api/2/search?jql={quote(jql)}&maxResults=1&fields=status", headers, None,
-                  timeout_s)
+    found = _jira_search(base, headers, f"jql={quote(jql)}&maxResults=1&fields=status", timeout_s)
     issue = found["issues"][0] if found.get("issues") else None
     if spec["status"] == "firing":
         if issue is None:
@@ -83,6 +82,17 @@ def _jira(base: str, headers: dict, spec: dict, timeout_s: float) -> None:
         _call("POST", f"{base}/rest/api/2/issue/{issue['key']}/comment", headers, {"body": spec["text"]}, timeout_s)
         if issue["fields"]["status"]["statusCategory"]["key"] != "done":
             _transition(base, headers, issue["key"], spec["resolve_transition"], timeout_s)
+
+
+def _jira_search(base: str, headers: dict, query: str, timeout_s: float) -> dict:
+    """Jira Cloud's search (``/rest/api/3/search/jql``; Cloud answers 410 on the old one); Jira Data Center
+    and Server have only ``/rest/api/2/search``, so a 404 or 405 from the first falls back to it."""
+    try:
+        return _call("GET", f"{base}/rest/api/3/search/jql?{query}", headers, None, timeout_s)
+    except _Failed as exc:
+        if exc.status not in (404, 405):
+            raise
+    return _call("GET", f"{base}/rest/api/2/search?{query}", headers, None, timeout_s)
 
 
 def _transition(base: str, headers: dict, key: str, name: str, timeout_s: float) -> None:

@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import orjson
+import pytest
 
 from monitor.contracts.alerts import Alert
 from monitor.notify.payloads import ticket_label
@@ -19,8 +20,9 @@ from monitor.telemetry.metrics import Metrics
 class FakeApi:
     """Just enough of the GitHub issues and Jira REST APIs, in memory; ``fail_next`` answers 503 once."""
 
-    def __init__(self):
+    def __init__(self, jira_search="cloud"):
         self.issues, self.calls, self.fail_next = [], [], 0
+        self.jira_search = jira_search  # cloud: only /rest/api/3/search/jql; data-center: only /rest/api/2/search
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,7 +69,10 @@ class FakeApi:
             else:
                 issue["state"] = body["state"]
             return 200, issue
-        if url.path == "/rest/api/2/search":
+        if url.path == "/rest/api/2/search" and self.jira_search == "cloud":
+            return 410, {"errorMessages": ["The requested API has been removed. Please migrate to /search/jql."]}
+        search = "/rest/api/3/search/jql" if self.jira_search == "cloud" else "/rest/api/2/search"
+        if url.path == search:
             label = re.search(r'labels = "([^"]+)"', query["jql"][0]).group(1)
             found = [self._jira_view(i) for i in self.issues if label in i["labels"]]
             return 200, {"issues": found[:1]}
@@ -104,8 +109,8 @@ def incident(fired_at, resolved_at):
     return a, a.resolve(at=resolved_at)
 
 
-def run_incidents(kind, extra):
-    api, clock = FakeApi(), type("Clock", (), {"now": 1e6, "__call__": lambda self: self.now})()
+def run_incidents(kind, extra, jira_search="cloud"):
+    api, clock = FakeApi(jira_search), type("Clock", (), {"now": 1e6, "__call__": lambda self: self.now})()
     rules = load_rules_text(f"receivers: [{{name: t, type: {kind}, url: '{api.url}', key_env: TOKEN, {extra}}}]\n"
                             "routes: [{receivers: [t]}]")
     sinks, dispatcher = build_sinks(rules, Metrics(), outbox_store={}, environ={"TOKEN": "me@acme.io:tok"},
@@ -135,9 +140,13 @@ def test_github_issue_is_created_once_closed_reopened_and_closed_again():
     assert all(auth == "Bearer me@acme.io:tok" for _, _, auth in api.calls)
 
 
-def test_jira_issue_follows_the_same_lifecycle_through_transitions():
-    api, states, alert = run_incidents("jira", "project: SEC")
+@pytest.mark.parametrize("jira", ["cloud", "data-center"])
+def test_jira_issue_follows_the_same_lifecycle_through_transitions(jira):
+    api, states, alert = run_incidents("jira", "project: SEC", jira)
     assert len(api.issues) == 1 and api.issues[0]["key"] == "SEC-1"
     assert states == ["open"] and api.issues[0]["state"] == "closed"
     assert len(api.issues[0]["comments"]) == 3
     assert all(auth.startswith("Basic ") for _, _, auth in api.calls)
+    searched = {path.split("?")[0] for method, path, _ in api.calls if "search" in path}
+    assert searched == ({"/rest/api/3/search/jql"} if jira == "cloud"
+                        else {"/rest/api/3/search/jql", "/rest/api/2/search"})  # data center: falls back
