@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 
 import msgspec
 import numpy as np
@@ -86,14 +85,12 @@ class IngestWorker(TransactionalWorker):
 
 
 def _max_ts_per_partition(batches: dict, parsed: ParsedBatch) -> dict[str, float]:
-    """Records were parsed partition by partition, so each partition's valid events are one slice."""
-    dead = Counter(letter.source.rsplit("@", 1)[0] for letter in parsed.dead)
-    names = [partition_name(tp) for tp in batches]
-    valid = np.array([len(batches[tp]) - dead[name] for tp, name in zip(batches, names, strict=True)])
-    ends = np.cumsum(valid)
-    return {
-        name: float(parsed.batch.ts[end - n : end].max()) for name, n, end in zip(names, valid, ends, strict=True) if n
-    }
+    """Records were parsed partition by partition: each valid event's record index names its partition."""
+    sizes = [len(messages) for messages in batches.values()]
+    partition = np.repeat(np.arange(len(sizes)), sizes)[parsed.valid]
+    latest = np.full(len(sizes), -np.inf)
+    np.maximum.at(latest, partition, parsed.batch.ts)
+    return {partition_name(tp): float(ts) for tp, ts in zip(batches, latest.tolist(), strict=True) if ts > -np.inf}
 
 
 def with_raw_inputs(docs: list[dict], batch: EventBatch) -> list[dict]:

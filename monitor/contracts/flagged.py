@@ -27,7 +27,8 @@ SCORE_COLUMNS = tuple(f"{space}.{score}" for space in ("features", "embedding")
                       for score in ("mahalanobis", "knn", "energy"))
 
 
-def _objects(values: Any) -> np.ndarray:
+def object_array(values: Any) -> np.ndarray:
+    """A 1-d object array of ``values`` (strings, None), never a 2-d one even if they are sequences."""
     array = np.empty(len(values), dtype=object)
     array[:] = list(values)
     return array
@@ -65,8 +66,8 @@ class FlaggedEvents:
            client_id: Sequence[str] | np.ndarray, ts: Sequence[float] | np.ndarray, reason: Sequence[str] | np.ndarray,
            fingerprint: Sequence[str] | np.ndarray, **details: np.ndarray) -> FlaggedEvents:
         """Identity columns; ``details`` (scores, ratios, margin, ...) default to not measured."""
-        return cls(_objects(event_id), _objects(model), _objects(client_id), np.asarray(ts, np.float64),
-                   _objects(reason), _objects(fingerprint), **{**_missing(len(event_id)), **details})
+        return cls(object_array(event_id), object_array(model), object_array(client_id), np.asarray(ts, np.float64),
+                   object_array(reason), object_array(fingerprint), **{**_missing(len(event_id)), **details})
 
     @classmethod
     def empty(cls) -> FlaggedEvents:

@@ -17,6 +17,7 @@ from functools import cached_property
 import numpy as np
 
 from monitor.contracts.events import EncodedEmbedding, InferenceEvent, ModelInput, epoch_seconds
+from monitor.contracts.flagged import object_array
 from monitor.detect.vectors import Groups, encoded_groups, list_groups, merge_groups, take_groups
 
 __all__ = ["EventBatch", "Groups"]
@@ -56,12 +57,12 @@ class EventBatch:
         batch = cls(
             ts=np.array([epoch_seconds(r.ts) for r in records], np.float64),
             confidence=np.array([p.confidence for p in predictions], np.float64),
-            event_id=_objects([r.event_id for r in records]),
-            model=_objects([r.model for r in records]),
-            client_id=_objects([r.client_id for r in records]),
-            label=_objects([_label(p.label) for p in predictions]),
-            ground_truth=_objects([_label(r.ground_truth) for r in records]),
-            traffic=_objects([r.traffic for r in records]),
+            event_id=object_array([r.event_id for r in records]),
+            model=object_array([r.model for r in records]),
+            client_id=object_array([r.client_id for r in records]),
+            label=object_array([_label(p.label) for p in predictions]),
+            ground_truth=object_array([_label(r.ground_truth) for r in records]),
+            traffic=object_array([r.traffic for r in records]),
             features=list_groups([i.features for i in inputs]),
             embeddings=merge_groups(list_groups([None if isinstance(e, EncodedEmbedding) else e for e in embeddings]),
                                     decoded),
@@ -141,6 +142,11 @@ class EventBatch:
                 out[rows] = top[:, 1] - top[:, 0]
         return out
 
+    @property
+    def common_logit_classes(self) -> int:
+        """The number of classes most events of the batch logged logits for (0: none logged any)."""
+        return max(self.logits, key=lambda c: len(self.logits[c][0])) if self.logits else 0
+
     def logits_matrix(self, rows: np.ndarray, classes: int) -> np.ndarray:
         """``(len(rows), classes)`` logits of the given rows (sorted batch rows); NaN where an event logged
         none, or logits of another length."""
@@ -152,12 +158,6 @@ class EventBatch:
             found = (at < len(have)) & (have[np.minimum(at, len(have) - 1)] == rows) if len(have) else at < 0
             out[found] = matrix[at[found]]
         return out
-
-
-def _objects(values: list) -> np.ndarray:
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
-    return array
 
 
 def _label(value: str | int | None) -> str | None:

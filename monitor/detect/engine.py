@@ -298,8 +298,7 @@ class Engine:
         detected = anomalous | query_flagged
         kind = np.where(batch.is_adversarial_canary, ADVERSARIAL_CANARY,
                         np.where(batch.is_canary, BENIGN_CANARY, PRODUCTION)).astype(np.int8)
-        logit_groups = batch.logit_groups()
-        classes = max(logit_groups, key=lambda c: len(logit_groups[c][0])) if logit_groups else None
+        classes = batch.common_logit_classes
         groups = []
         for _, (rows, matrix) in batch.embedding_groups().items():
             for model in np.unique(batch.model[rows]):

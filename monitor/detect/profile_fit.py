@@ -89,8 +89,7 @@ def _collect(batch: EventBatch, columns: _Columns, since: float | None, until: f
     if until is not None:
         inside &= batch.ts < until
     window = batch.take(inside)
-    logits = window.logit_groups()
-    classes = max(logits, key=lambda c: len(logits[c][0])) if logits else 0  # the most common length
+    classes = window.common_logit_classes
     for space, groups in (("features", window.feature_groups()), ("embedding", window.embedding_groups())):
         for _, (rows, matrix) in groups.items():
             for model in np.unique(window.model[rows]).tolist():
