@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     remote_scoring: bool = False  # ingest ships embeddings to `advmon scorer` instead of scoring them
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per line on stderr
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    collect_token: SecretStr | None = None  # `advmon collect`: the bearer token its POSTs must carry
 
     @field_validator("topic_prefix")
     @classmethod

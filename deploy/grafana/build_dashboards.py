@@ -2,26 +2,72 @@
 
 Three views: executive (fooling-rate trend, SLO compliance, incidents), on-call (what is burning
 now, who, and is advmon healthy) and debug (distributions, drift statistics, flagged samples).
-A test checks the committed JSON is this script's output and that every query names a metric the
-code exports.
+Every dashboard picks its Prometheus data source (``$datasource``) and filters by ``$job`` and ``$model``
+(multi-value, all by default): each query's advmon metrics get ``job=~"$job"`` and, where the metric has a
+``model`` label, ``model=~"$model"``. A test checks the committed JSON is this script's output and that
+every query names a metric the code exports.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+from monitor.telemetry.metrics import Metrics
+
 OUT = Path(__file__).resolve().parent / "dashboards"
-DS = {"type": "prometheus", "uid": "prometheus"}
+DS = {"type": "prometheus", "uid": "${datasource}"}
+_METRIC = re.compile(r"\b(advmon_[a-z_]+?)(_bucket|_total)?\b(\{([^}]*)\})?")
+
+
+def _metrics_with_model() -> set[str]:
+    metrics = vars(Metrics()).values()
+    return {getattr(m, "_name", getattr(m, "name", "")) for m in metrics
+            if "model" in (getattr(m, "_labelnames", None) or getattr(m, "labelnames", None) or ())}
+
+
+WITH_MODEL = _metrics_with_model()
+
+
+def filtered(expr: str) -> str:
+    """``expr`` with every advmon metric selector narrowed to the dashboard's ``$job`` and ``$model``."""
+    def narrow(match: re.Match) -> str:
+        name, suffix, matchers = match.group(1), match.group(2) or "", match.group(4)
+        extra = ['job=~"$job"'] + (['model=~"$model"'] if name in WITH_MODEL or name + suffix in WITH_MODEL else [])
+        return f"{name}{suffix}{{{', '.join(([matchers] if matchers else []) + extra)}}}"
+    return _METRIC.sub(narrow, expr)
 
 
 def panel(title, exprs, x, y, w=12, h=8, kind="timeseries", unit=None, description=""):
+    heatmap = kind == "heatmap"
+    targets = []
+    for i, (expr, legend) in enumerate(exprs):
+        target = {"refId": chr(65 + i), "expr": filtered(expr), "legendFormat": "{{le}}" if heatmap else legend}
+        if heatmap:
+            target["format"] = "heatmap"
+        targets.append(target)
     p = {"type": kind, "title": title, "description": description, "gridPos": {"x": x, "y": y, "w": w, "h": h},
-         "datasource": DS,
-         "targets": [{"refId": chr(65 + i), "expr": e, "legendFormat": legend} for i, (e, legend) in enumerate(exprs)]}
+         "datasource": DS, "targets": targets}
+    if heatmap:
+        p["options"] = {"calculate": False, "yAxis": {"unit": unit or "short"}}
     if unit:
         p["fieldConfig"] = {"defaults": {"unit": unit}, "overrides": []}
     return p
+
+
+def _variables() -> list[dict]:
+    datasource = {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+                  "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": []}
+
+    def label_values(name, label):
+        return {"name": name, "label": label.capitalize(), "type": "query", "datasource": DS,
+                "query": {"query": f"label_values(advmon_events_total, {label})", "refId": name},
+                "definition": f"label_values(advmon_events_total, {label})", "multi": True, "includeAll": True,
+                "allValue": ".*", "current": {"text": "All", "value": "$__all"}, "refresh": 2, "sort": 1,
+                "hide": 0, "options": []}
+
+    return [datasource, label_values("job", "job"), label_values("model", "model")]
 
 
 def dashboard(uid, title, panels):
@@ -29,7 +75,7 @@ def dashboard(uid, title, panels):
         p["id"] = number
     return {"uid": uid, "title": title, "tags": ["advmon"], "timezone": "utc", "schemaVersion": 39,
             "refresh": "30s", "time": {"from": "now-6h", "to": "now"}, "panels": panels,
-            "templating": {"list": []}, "annotations": {"list": []}}
+            "templating": {"list": _variables()}, "annotations": {"list": []}}
 
 
 def ratio(sli, window, by="model"):
@@ -154,10 +200,10 @@ def oncall():
 def debug():
     return dashboard("advmon-debug", "advmon / debug", [
         panel("Confidence distribution", [(
-            "sum by (le, model) (increase(advmon_prediction_confidence_bucket[15m]))", "{{model}} {{le}}")],
+            "sum by (le) (increase(advmon_prediction_confidence_bucket[15m]))", "{{le}}")],
             0, 0, 12, 8, "heatmap"),
         panel("Anomaly score / threshold distribution (above 1: flagged)", [(
-            "sum by (le, model) (increase(advmon_anomaly_score_ratio_bucket[15m]))", "{{model}} {{le}}")],
+            "sum by (le) (increase(advmon_anomaly_score_ratio_bucket[15m]))", "{{le}}")],
             12, 0, 12, 8, "heatmap"),
         panel("Drift detector statistic and threshold",
               [("advmon_drift_statistic", "{{rule}} {{model}} {{stat}}")], 0, 8),
@@ -172,11 +218,14 @@ def debug():
         panel("Late events/s and watermark lag",
               [("rate(advmon_late_events_total[5m])", "late events/s"), ("time() - advmon_watermark_seconds",
                                                                          "watermark lag (s)")], 12, 24),
-        panel("Client query entropy (bits) per closed minute", [(
-            "sum by (le, model, kind) (increase(advmon_client_query_entropy_bits_bucket[15m]))",
-            "{{model}} {{kind}} {{le}}")], 0, 32, 12, 8, "heatmap"),
+        panel("Client input entropy (bits) per closed minute", [(
+            'sum by (le) (increase(advmon_client_query_entropy_bits_bucket{kind="input"}[15m]))', "{{le}}")],
+            0, 32, 12, 8, "heatmap"),
+        panel("Client label entropy (bits) per closed minute", [(
+            'sum by (le) (increase(advmon_client_query_entropy_bits_bucket{kind="label"}[15m]))', "{{le}}")],
+            0, 40, 12, 8, "heatmap"),
         panel("Client query rate (queries/s) per closed minute", [(
-            "sum by (le, model) (increase(advmon_client_query_rate_bucket[15m]))", "{{model}} {{le}}")],
+            "sum by (le) (increase(advmon_client_query_rate_bucket[15m]))", "{{le}}")],
             12, 32, 12, 8, "heatmap"),
     ])
 

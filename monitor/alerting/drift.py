@@ -122,11 +122,11 @@ class DriftEvaluator:
             first_event_ts=change_at, fired_at=now,
             evidence={"series": self.rule.series, "before": round(before, 4), "now": round(value, 4),
                       "clients_moved": shared, "clients": clients},
-            summary=f"{self.rule.summary or self.rule.name}: model {model}, {self.rule.series} now {value:.3f} "
+            summary=f"{self.rule.headline(model)}: model {model}, {self.rule.series} now {value:.3f} "
                     f"(was {before:.3f}; {self.rule.detector} detected a change); {shared} of {clients} active "
                     f"clients moved the same way" + (": a shift of the population" if clients and shared >= clients / 2
                                                      else ": look at those clients (an attack can hide in drift)"),
-            runbook_url=self.rule.runbook,
+            runbook_url=self.rule.runbook, rule_labels=self.rule.labels,
         )
         self._open[model] = alert
         return alert

@@ -241,7 +241,7 @@ class GroupEvaluator:
         evidence = {"keys": members, "queries": round(queries, 1), "cross_share": round(share, 4),
                     "fresh_share": round(self._fresh(graph, group), 4),
                     "population_cross_share": round(pop_share, 4), "population_clients": len(population)}
-        summary = (f"{self.rule.summary or self.rule.name}: {len(members)} keys of model {model} whose queries "
+        summary = (f"{self.rule.headline(model)}: {len(members)} keys of model {model} whose queries "
                    f"chain to each other's ({share:.0%} of their {queries:.0f} recent queries near-duplicate "
                    f"another key's, vs {pop_share:.1%} for the other {len(population)} clients): {listed}")
         if previous is not None:
@@ -252,4 +252,4 @@ class GroupEvaluator:
             severity=self.rule.severity, model=model, client_id=None, sli="cross_near_duplicate_rate",
             first_event_ts=float(min(graph.since.get(c, graph.head or 0) for c in members) * self.bucket_s),
             fired_at=now, fingerprints=fingerprints, sample_event_ids=event_ids, evidence=evidence, summary=summary,
-            runbook_url=self.rule.runbook)
+            runbook_url=self.rule.runbook, rule_labels=self.rule.labels)

@@ -56,8 +56,9 @@ class NoDataEvaluator:
                 self._open[model] = alert = Alert.firing(
                     rule=f"{self.rule.name}/{self.rule.severity}", slo=self.rule.name, severity=self.rule.severity,
                     model=model, sli="events", first_event_ts=silent_since, fired_at=now,
-                    summary=f"{self.rule.summary or self.rule.name}: model {model} has had no events since "
-                            f"{self.rule.after // 60} min or more", runbook_url=self.rule.runbook)
+                    summary=f"{self.rule.headline(model)}: model {model} has had no events since "
+                            f"{self.rule.after // 60} min or more", runbook_url=self.rule.runbook,
+                    rule_labels=self.rule.labels)
                 alerts.append(alert)
             elif not quiet and model in self._open and last >= end_bucket - 1:
                 alerts.append(

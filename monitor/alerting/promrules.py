@@ -10,31 +10,54 @@ river drift detectors, the per-client population tests and the Sybil groups stay
 profile's measured baselines (``max_rate: 3x baseline``) renders with its absolute ``objective``: Prometheus
 does not know the baselines.
 
+Names and metadata follow Sloth's conventions, so Sloth's dashboards and tooling read them: the error ratio
+per window ``slo:sli_error:ratio_rate<window>`` (labels ``sloth_service="advmon"``, ``sloth_slo``,
+``sloth_id``, ``sloth_window``, the SLO's own ``labels`` and ``model``), and per SLO
+``slo:objective:ratio``, ``slo:error_budget:ratio``, ``slo:time_period:days``,
+``slo:current_burn_rate:ratio``, ``slo:period_burn_rate:ratio``,
+``slo:period_error_budget_remaining:ratio`` and ``sloth_slo_info``. Alerts carry ``severity``, ``slo``,
+``sloth_severity`` and the SLO's labels; summaries fill ``{model}`` from the alert's labels.
+
 >>> from monitor.spec.rules import load_rules_text
->>> rules = load_rules_text("slos: [{name: anomaly, sli: input_anomaly_rate, objective: 0.99, min_events: 100}]")
->>> groups = render_prometheus_rules(rules)["groups"]
->>> [r.get("record") or r["alert"] for r in groups[0]["rules"]][:2], groups[0]["rules"][-1]["labels"]
-(['advmon:slo_error_ratio:rate5m', 'advmon:slo_error_ratio:rate30m'], {'severity': 'ticket', 'slo': 'anomaly'})
+>>> rules = load_rules_text("slos: [{name: anomaly, sli: input_anomaly_rate, objective: 0.99, min_events: 100,"
+...                         " labels: {team: ml-sec}, summary: '{model} sees odd inputs'}]")
+>>> group = render_prometheus_rules(rules)["groups"][0]
+>>> [r.get("record") or r["alert"] for r in group["rules"]][:2]
+['slo:sli_error:ratio_rate5m', 'slo:sli_error:ratio_rate30m']
+>>> alert = group["rules"][-1]
+>>> alert["labels"]
+{'team': 'ml-sec', 'severity': 'ticket', 'slo': 'anomaly', 'sloth_severity': 'ticket'}
+>>> alert["annotations"]["summary"]
+'{{ $labels.model }} sees odd inputs'
 """
 
 from __future__ import annotations
 
+from monitor.contracts.alerts import alert_name as contract_alert_name
 from monitor.contracts.sli import SLI_DEFINITIONS
 from monitor.spec.durations import format_duration
-from monitor.spec.rules import Rules, Slo
+from monitor.spec.rules import Rules, Slo, absolute_url
 
-RECORD = "advmon:slo_error_ratio:rate{window}"
+RECORD = "slo:sli_error:ratio_rate{window}"
 BAD, TOTAL = "advmon_sli_bad_events_total", "advmon_sli_events_total"
+SERVICE = "advmon"
 
 
 def alert_name(slo: Slo, severity: str) -> str:
-    return (
-        "Advmon" + "".join(part.capitalize() for part in slo.name.replace("_", "-").split("-")) + severity.capitalize()
-    )
+    return contract_alert_name(slo.name, severity)
 
 
 def _windows(slo: Slo) -> list[int]:
     return sorted({w for tier in slo.tiers for w in (tier.long_s, tier.short_s)})
+
+
+def sloth_labels(slo: Slo) -> dict[str, str]:
+    """Sloth's identity labels of an SLO's series, then the SLO's own labels."""
+    return {"sloth_id": f"{SERVICE}-{slo.name}", "sloth_service": SERVICE, "sloth_slo": slo.name, **slo.labels}
+
+
+def _filter(slo: Slo) -> str:
+    return f'{{sloth_id="{SERVICE}-{slo.name}", sloth_service="{SERVICE}", sloth_slo="{slo.name}"}}'
 
 
 def _ratio(slo: Slo, window: int) -> dict:
@@ -43,7 +66,44 @@ def _ratio(slo: Slo, window: int) -> dict:
     return {"record": RECORD.format(window=name),
             "expr": f"sum by (model) (rate({BAD}{selector}[{name}]))\n"
                     f"/ sum by (model) (rate({TOTAL}{selector}[{name}]))",
-            "labels": {"slo": slo.name}}
+            "labels": {**sloth_labels(slo), "sloth_window": name, "slo": slo.name}}
+
+
+def _period_ratio(slo: Slo, shortest: int) -> dict:
+    """The error ratio over the SLO period, averaged from the shortest window's record (as Sloth does: cheap)."""
+    period, short = format_duration(slo.period), RECORD.format(window=format_duration(shortest))
+    return {"record": RECORD.format(window=period),
+            "expr": f"sum_over_time({short}{_filter(slo)}[{period}])\n"
+                    f"/ ignoring (sloth_window)\ncount_over_time({short}{_filter(slo)}[{period}])",
+            "labels": {"sloth_window": period}}
+
+
+def _metadata(slo: Slo, shortest: int) -> list[dict]:
+    """Sloth's metadata records: objective, budget, period, burn rates and the error budget remaining."""
+    labels, sel = {**sloth_labels(slo), "slo": slo.name}, _filter(slo)
+    budget = 1.0 - slo.objective
+
+    def burn(window: str) -> str:
+        return (f"{RECORD.format(window=window)}{sel}\n/ on (sloth_id, sloth_slo, sloth_service) group_left\n"
+                f"slo:error_budget:ratio{sel}")
+
+    records = [("slo:objective:ratio", f"vector({slo.objective:.6g})"),
+               ("slo:error_budget:ratio", f"vector({budget:.6g})"),
+               ("slo:time_period:days", f"vector({slo.period / 86400:g})"),
+               ("slo:current_burn_rate:ratio", burn(format_duration(shortest))),
+               ("slo:period_burn_rate:ratio", burn(format_duration(slo.period))),
+               ("slo:period_error_budget_remaining:ratio", f"1 - slo:period_burn_rate:ratio{sel}")]
+    info = {"record": "sloth_slo_info", "expr": "vector(1)",
+            "labels": {**labels, "sloth_objective": f"{slo.objective * 100:g}", "sloth_mode": "advmon",
+                       "sloth_spec": "advmon/rules"}}
+    return [{"record": name, "expr": expr, "labels": labels} for name, expr in records] + [info]
+
+
+def prometheus_summary(slo: Slo, severity: str) -> str:
+    """The SLO's summary template in Prometheus' template language (client ids are not labels here)."""
+    if not slo.summary:
+        return f"{slo.name}: {slo.sli} burning its error budget"
+    return slo.summary.format(model="{{ $labels.model }}", client_id="", name=slo.name, severity=severity)
 
 
 def _alert(slo: Slo, severity: str) -> dict:
@@ -53,16 +113,15 @@ def _alert(slo: Slo, severity: str) -> dict:
         long_name, short_name = tier.names
         threshold = f"{tier.factor:.6g} * {budget:.6g}"
         clauses.append(
-            f'(\n  {RECORD.format(window=long_name)}{{slo="{slo.name}"}} > {threshold}\n'
-            f'  and {RECORD.format(window=short_name)}{{slo="{slo.name}"}} > {threshold}\n'
+            f'(\n  max without (sloth_window) ({RECORD.format(window=long_name)}{_filter(slo)} > {threshold})\n'
+            f'  and max without (sloth_window) ({RECORD.format(window=short_name)}{_filter(slo)} > {threshold})\n'
             f'  and on (model) sum by (model) (increase({TOTAL}{{sli="{slo.sli}"}}[{long_name}]))'
             f' >= {slo.min_events}\n)'
         )
     return {"alert": alert_name(slo, severity), "expr": "\nor\n".join(clauses),
             "keep_firing_for": format_duration(slo.resolve_after),
-            "labels": {"severity": severity, "slo": slo.name},
-            "annotations": {"summary": slo.summary or f"{slo.name}: {slo.sli} burning its error budget",
-                            "runbook_url": slo.runbook}}
+            "labels": {**slo.labels, "severity": severity, "slo": slo.name, "sloth_severity": severity},
+            "annotations": {"summary": prometheus_summary(slo, severity), "runbook_url": slo.runbook}}
 
 
 def render_prometheus_rules(rules: Rules) -> dict:
@@ -70,19 +129,30 @@ def render_prometheus_rules(rules: Rules) -> dict:
     for slo in rules.slos:
         if slo.scope != "model" or slo.sli not in SLI_DEFINITIONS:
             continue
-        records = [_ratio(slo, w) for w in _windows(slo)]
+        windows = _windows(slo)
+        records = [_ratio(slo, w) for w in windows]
+        if slo.period not in windows:
+            records.append(_period_ratio(slo, windows[0]))
         alerts = [_alert(slo, severity) for severity in ("page", "ticket") if severity in slo.severities]
         groups.append({"name": f"advmon-slo-{slo.name}", "interval": "1m", "rules": records + alerts})
-    return {"groups": [*groups, _pipeline_group()]}
+        groups.append({"name": f"advmon-slo-{slo.name}-meta", "interval": "1m", "rules": _metadata(slo, windows[0])})
+    return {"groups": [*groups, _pipeline_group(rules)]}
 
 
-def _pipeline_group() -> dict:
+def render_prometheus_rule_resource(rules: Rules, name: str = "advmon-slos") -> dict:
+    """The same groups as a prometheus-operator ``PrometheusRule`` resource."""
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "advmon", "role": "alert-rules"}},
+            "spec": render_prometheus_rules(rules)}
+
+
+def _pipeline_group(rules: Rules) -> dict:
     """What the daemon cannot see from the inside: all traffic (and with it event time) stopping."""
     return {"name": "advmon-pipeline", "rules": [{
         "alert": "AdvmonNoTraffic", "expr": "(sum(rate(advmon_events_total[15m])) or vector(0)) == 0", "for": "5m",
         "labels": {"severity": "ticket"},
         "annotations": {"summary": "advmon ingest has counted no events for 15 minutes (or is not scraped)",
-                        "runbook_url": "docs/runbooks.md#advmonnotraffic"}}]}
+                        "runbook_url": absolute_url(rules.runbook_base, "docs/runbooks.md#advmonnotraffic")}}]}
 
 
 def skipped_slos(rules: Rules) -> list[str]:

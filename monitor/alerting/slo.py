@@ -140,10 +140,11 @@ class SloEvaluator:
             burn_rates={long_name: round(long_burn, 3), short_name: round(short_burn, 3)},
             windows=[long_name, short_name], first_event_ts=first if np.isfinite(first) else None, fired_at=now,
             fingerprints=fingerprints, sample_event_ids=event_ids,
-            summary=f"{self.slo.summary or self.slo.name}: {who}, {self.slo.sli} {long_burn * budget:.2%} over "
+            summary=f"{self.slo.headline(model, client, severity)}: {who}, {self.slo.sli} {long_burn * budget:.2%} "
+                    f"over "
                     f"{long_name} and {short_burn * budget:.2%} over {short_name} where {budget:.2%} is allowed"
                     f"{self._allowance(model)} (burning the error budget {long_burn:.1f}x and {short_burn:.1f}x)",
-            runbook_url=self.slo.runbook,
+            runbook_url=self.slo.runbook, rule_labels=self.slo.labels,
         )
         self._open[(row, severity)] = alert
         return alert

@@ -285,9 +285,9 @@ class ClientStandoutEvaluator:
             fired_at=now, fingerprints=fingerprints, sample_event_ids=event_ids,
             evidence={"statistics": evidence, "population_clients": clients,
                       "z_threshold": round(self.z_threshold, 2)},
-            summary=f"{self.rule.summary or self.rule.name}: client {client} of model {model} stands out from "
+            summary=f"{self.rule.headline(model, client)}: client {client} of model {model} stands out from "
                     f"{clients} clients in the same minutes: {what}",
-            runbook_url=self.rule.runbook)
+            runbook_url=self.rule.runbook, rule_labels=self.rule.labels)
         self._open[key] = alert
         return alert
 

@@ -1,4 +1,5 @@
-"""The Kafka commands: ``advmon topics create``, the daemons ``ingest``, ``alerter`` and ``scorer``, and ``produce``."""
+"""The Kafka commands: ``advmon topics create``, the daemons ``ingest``, ``alerter``, ``scorer`` and ``collect``,
+and ``produce``."""
 
 from __future__ import annotations
 
@@ -59,6 +60,19 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="reference profile whose measured baselines relative objectives use (ADVMON_PROFILE_PATH)")
     alerter.add_argument("--alerts-out", help="also append delivered alerts as JSON Lines")
     alerter.set_defaults(func=run_alerter)
+
+    collect = commands.add_parser(
+        "collect", help="HTTP endpoint: event batches and KServe inference-logger CloudEvents -> inference-logs"
+    )
+    _bootstrap(collect)
+    collect.add_argument("--host", default=None, help="listen address (default ADVMON_HTTP_HOST or 127.0.0.1)")
+    collect.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    collect.add_argument("--max-body-bytes", type=int, default=8 << 20, help="larger bodies get 413 (default 8 MiB)")
+    collect.add_argument("--client-header", default="X-Client-Id",
+                         help="the request header naming the client, forwarded by KServe's logger.metadataHeaders")
+    collect.add_argument("--no-auth", action="store_true",
+                         help="accept POSTs without a bearer token (default: ADVMON_COLLECT_TOKEN is required)")
+    collect.set_defaults(func=run_collect)
 
     produce = commands.add_parser("produce", help="write inference records to Kafka (a JSON Lines file or --demo)")
     _bootstrap(produce)
@@ -126,6 +140,34 @@ def run_alerter(args: argparse.Namespace) -> int:
     rules = rules_of(settings)
     profile = profile_of(settings.profile_path) if settings.profile_path else None
     return run(settings, rules, alerts_out=args.alerts_out, baselines=profile.baselines if profile else None)
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from monitor.cli.common import warn_unknown_variables
+    from monitor.errors import ConfigError
+    from monitor.telemetry.metrics import Metrics
+    from streams.collect import Collector, serve
+
+    settings = settings_of(args)
+    warn_unknown_variables()
+    token = settings.collect_token.get_secret_value() if settings.collect_token else None
+    if token is None and not args.no_auth:
+        raise ConfigError("advmon collect needs ADVMON_COLLECT_TOKEN (the bearer token callers send), "
+                          "or --no-auth on a trusted network")
+    collector = Collector(settings, Metrics(), token, client_header=args.client_header)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(collector, args.host or settings.http_host, args.port, args.max_body_bytes, stop)
+
+    asyncio.run(main())
+    return 0
 
 
 def run_produce(args: argparse.Namespace) -> int:

@@ -16,6 +16,16 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 
+def alert_name(rule_name: str, severity: str) -> str:
+    """Alertmanager's ``alertname``: the same for a daemon alert and the Prometheus rule of the same SLO.
+
+    >>> alert_name("query-attack", "ticket")
+    'AdvmonQueryAttackTicket'
+    """
+    parts = rule_name.replace("_", "-").split("-")
+    return "Advmon" + "".join(part.capitalize() for part in parts) + severity.capitalize()
+
+
 def dedup_key_for(slo: str, severity: str, model: str, client_id: str | None) -> str:
     """Stable across trigger and resolve (PagerDuty ``dedup_key``, Opsgenie ``alias``)."""
     return hashlib.sha256(f"{slo}|{severity}|{model}|{client_id or ''}".encode()).hexdigest()[:32]
@@ -48,6 +58,8 @@ class Alert(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     summary: str
     runbook_url: str = ""
+    #: The rule's own labels (team, service, ...): routes and Alertmanager match on them with the rest.
+    rule_labels: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def firing(cls, subject: str | None = None, **fields) -> Alert:
@@ -70,9 +82,13 @@ class Alert(BaseModel):
         })
 
     @property
+    def alertname(self) -> str:
+        return alert_name(self.slo, self.severity)
+
+    @property
     def labels(self) -> dict[str, str]:
         """The labels routes, groups and inhibitions match on."""
-        return {"rule": self.rule, "slo": self.slo, "severity": self.severity, "model": self.model,
+        return {**self.rule_labels, "rule": self.rule, "slo": self.slo, "severity": self.severity, "model": self.model,
                 "client_id": self.client_id or "", "sli": self.sli}
 
     def to_json(self) -> bytes:

@@ -1,8 +1,9 @@
 """HTTP requests for each receiver type, built from a notification (pure: no I/O, secrets passed in).
 
 PagerDuty Events API v2 and Opsgenie get one request per alert transition (trigger/resolve keyed by
-``dedup_key`` / ``alias``, so a repeat is harmless); Alertmanager-style webhooks (payload version 4),
-Slack-style webhooks and plain webhooks get one request per notification group.
+``dedup_key`` / ``alias``, so a repeat is harmless); Alertmanager's API (``alertmanager-api``: the alerts of a
+group posted to ``/api/v2/alerts`` of every instance, as Prometheus posts them), Alertmanager-style webhooks
+(payload version 4), Slack-style webhooks and plain webhooks get one request per notification group.
 
 >>> from monitor.contracts.alerts import Alert
 >>> from monitor.notify.pipeline import Notification
@@ -17,6 +18,12 @@ Slack-style webhooks and plain webhooks get one request per notification group.
 >>> [r] = build_deliveries(pd, Notification("pager", "g1", {}, (a.resolve(at=1795601400.0),)), Secrets(key="R0UT1NG"))
 >>> orjson.loads(r.body)["event_action"], r.delivery_id != d.delivery_id
 ('resolve', True)
+>>> am = Receiver(name="am", type="alertmanager-api", url="http://am-0:9093,http://am-1:9093")
+>>> deliveries = build_deliveries(am, Notification("am", "g1", {}, (a,), valid_until=1795601760.0), Secrets())
+>>> [(d.url, orjson.loads(d.body)[0]["labels"]["alertname"]) for d in deliveries]
+[('http://am-0:9093/api/v2/alerts', 'AdvmonAnomalyPage'), ('http://am-1:9093/api/v2/alerts', 'AdvmonAnomalyPage')]
+>>> orjson.loads(deliveries[0].body)[0]["endsAt"]   # four repeat intervals: re-posted before then while it fires
+'2026-11-25T10:16:00.000Z'
 """
 
 from __future__ import annotations
@@ -125,18 +132,67 @@ def _group_id(receiver: Receiver, notification: Notification) -> str:
     return f"{receiver.name}:{notification.group_key}:{hashlib.sha256(ids.encode()).hexdigest()[:16]}"
 
 
+def alertmanager_labels(alert: Alert) -> dict[str, str]:
+    """What Alertmanager routes, groups, silences and inhibits on: ``alertname`` (as the rendered Prometheus
+    rules name it), ``severity``, ``slo``, ``model``, the rule and SLI, and ``client_id`` where there is one."""
+    return {"alertname": alert.alertname, **{k: v for k, v in alert.labels.items() if v}}
+
+
+def alertmanager_annotations(alert: Alert) -> dict[str, str]:
+    """Strings for templates: the summary, the runbook, and the evidence and burn rates as JSON."""
+    notes = {"summary": alert.summary, "runbook_url": alert.runbook_url,
+             "evidence": orjson.dumps(alert.evidence).decode() if alert.evidence else "",
+             "burn_rates": orjson.dumps(alert.burn_rates).decode() if alert.burn_rates else "",
+             "first_event": iso(alert.first_event_ts) if alert.first_event_ts else "",
+             "time_to_detect_s": f"{alert.time_to_detect_s:.0f}" if alert.time_to_detect_s is not None else "",
+             "sample_event_ids": ",".join(alert.sample_event_ids), "dedup_key": alert.dedup_key}
+    return {k: v for k, v in notes.items() if v}
+
+
+def generator_url(receiver: Receiver, alert: Alert) -> str:
+    """The on-call dashboard of the alert's model in Grafana, where the receiver names Grafana."""
+    if not receiver.grafana_url:
+        return ""
+    return f"{receiver.grafana_url.rstrip('/')}/d/advmon-oncall/?var-model={quote(alert.model, safe='')}"
+
+
+def _alertmanager_api(receiver, notification, secrets, url) -> list[Delivery]:
+    """Alertmanager's ``POST /api/v2/alerts``: a firing alert holds until ``endsAt`` (re-posted before then while
+    it fires), a resolved one ends when it resolved; every instance of an HA cluster gets every alert."""
+    alerts = []
+    for a in notification.alerts:
+        ends = a.resolved_at if a.status == "resolved" else notification.valid_until
+        posted = {"labels": alertmanager_labels(a), "annotations": alertmanager_annotations(a),
+                  "startsAt": iso(a.fired_at)}
+        if ends is not None:
+            posted["endsAt"] = iso(ends)
+        if receiver.grafana_url:
+            posted["generatorURL"] = generator_url(receiver, a)
+        alerts.append(posted)
+    headers = dict(_JSON) if not secrets.key else {**_JSON, "Authorization": f"Bearer {secrets.key}"}
+    group = _group_id(receiver, notification)
+    body = orjson.dumps(alerts)
+    return [Delivery(f"{group}#{i}", receiver.name, "POST", f"{base.rstrip('/')}/api/v2/alerts", dict(headers), body)
+            for i, base in enumerate(url.split(","))]
+
+
 def _alertmanager(receiver, notification, secrets, url) -> list[Delivery]:
     """Alertmanager's webhook payload, version 4."""
-    alerts = [{"status": a.status, "labels": {k: v for k, v in a.labels.items() if v},
-               "annotations": {"summary": a.summary, "runbook_url": a.runbook_url},
-               "startsAt": iso(a.fired_at), "endsAt": iso(a.resolved_at), "generatorURL": "",
+    alerts = [{"status": a.status, "labels": alertmanager_labels(a), "annotations": alertmanager_annotations(a),
+               "startsAt": iso(a.fired_at), "endsAt": iso(a.resolved_at), "generatorURL": generator_url(receiver, a),
                "fingerprint": a.dedup_key[:16]} for a in notification.alerts]
-    common = dict(set.intersection(*(set(x["labels"].items()) for x in alerts))) if alerts else {}
-    body = {"version": "4", "groupKey": notification.group_key, "truncatedAlerts": 0,
+    body = {"version": "4", "groupKey": notification.group_key, "truncatedAlerts": notification.truncated,
             "status": "firing" if any(a.status == "firing" for a in notification.alerts) else "resolved",
-            "receiver": receiver.name, "groupLabels": notification.group_labels, "commonLabels": common,
-            "commonAnnotations": {}, "externalURL": "", "alerts": alerts}
+            "receiver": receiver.name, "groupLabels": notification.group_labels,
+            "commonLabels": _common([x["labels"] for x in alerts]),
+            "commonAnnotations": _common([x["annotations"] for x in alerts]),
+            "externalURL": receiver.grafana_url or "", "alerts": alerts}
     return [Delivery(_group_id(receiver, notification), receiver.name, "POST", url, dict(_JSON), orjson.dumps(body))]
+
+
+def _common(mappings: list[dict[str, str]]) -> dict[str, str]:
+    """The entries every mapping shares (Alertmanager's ``commonLabels`` / ``commonAnnotations``)."""
+    return dict(set.intersection(*(set(m.items()) for m in mappings))) if mappings else {}
 
 
 def _slack(receiver, notification, secrets, url) -> list[Delivery]:
@@ -196,5 +252,6 @@ def _ticket_text(alert: Alert) -> str:
     return "\n".join(lines)
 
 
-_BUILDERS = {"pagerduty": _pagerduty, "opsgenie": _opsgenie, "alertmanager": _alertmanager, "slack": _slack,
+_BUILDERS = {"alertmanager-api": _alertmanager_api, "pagerduty": _pagerduty, "opsgenie": _opsgenie,
+             "alertmanager": _alertmanager, "slack": _slack,
              "webhook": _webhook, "github": _ticket, "jira": _ticket}

@@ -47,6 +47,9 @@ class Notification:
     alerts: tuple[Alert, ...]
     reminder_at: float | None = None  # set when this repeats a notification already sent (repeat_interval)
     truncated: int = 0  # alerts of the group not listed (over the route's max_alerts)
+    #: Until when a receiver may hold the firing alerts without hearing again: four repeat intervals (the next
+    #: reminder is due after one), as Prometheus sets ``endsAt`` on what it re-sends to Alertmanager.
+    valid_until: float | None = None
 
 
 def inhibit(alerts: Sequence[Alert], firing: Sequence[Alert]) -> list[Alert]:
@@ -170,7 +173,7 @@ class Pipeline:
         group.due = None
         group.last_sent = now
         return Notification(group.receiver, group.key, group.labels, tuple(listed), now if reminder else None,
-                            len(alerts) - len(listed))
+                            len(alerts) - len(listed), valid_until=now + 4 * group.route.repeat_interval)
 
 
 def _group_key(receiver: str, labels: dict[str, str]) -> str:

@@ -14,6 +14,8 @@ A rules directory holds one or more ``*.yaml`` files whose top-level sections ar
 
 from __future__ import annotations
 
+import re
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,6 +37,49 @@ Severity = Literal["page", "ticket"]
 
 class _Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: Labels every alert has; a rule's own ``labels`` may not redefine them.
+ALERT_LABELS = ("alertname", "rule", "slo", "severity", "model", "client_id", "sli")
+#: What a rule's ``summary`` may name, e.g. ``"{model}: inputs unlike the reference ({severity})"``.
+SUMMARY_FIELDS = ("model", "client_id", "name", "severity")
+
+
+class _Alerting(_Rule):
+    """What every alerting rule carries to its alerts: labels for routing (team, service), a summary template
+    and a runbook (relative to the rules' ``runbook_base``, or absolute)."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    summary: str = ""
+    runbook: str = ""
+
+    @model_validator(mode="after")
+    def _labels_and_summary_usable(self) -> _Alerting:
+        bad = sorted(k for k in self.labels if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", k)
+                     or k.startswith("__") or k.startswith("sloth_") or k in ALERT_LABELS)
+        if bad:
+            raise ValueError(f"labels {', '.join(bad)} are not allowed (Prometheus label names, not __*, sloth_* "
+                             f"or the alert's own {', '.join(ALERT_LABELS)})")
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(self.summary) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"summary is not a valid template: {exc}") from None
+        unknown = sorted(fields - set(SUMMARY_FIELDS))
+        if unknown:
+            raise ValueError(f"summary names {', '.join('{' + f + '}' for f in unknown)}; it may name "
+                             + ", ".join("{" + f + "}" for f in SUMMARY_FIELDS))
+        return self
+
+    def headline(self, model: str, client_id: str | None = None, severity: str = "") -> str:
+        """The summary with its fields filled in (the rule's name where it has none).
+
+        >>> DriftRule(name="confidence", summary="{model}: confidence moved ({severity})").headline("digits")
+        'digits: confidence moved (ticket)'
+        """
+        if not self.summary:
+            return str(getattr(self, "name", ""))
+        return self.summary.format(model=model, client_id=client_id or "", name=getattr(self, "name", ""),
+                                   severity=severity or getattr(self, "severity", ""))
 
 
 class WindowSpec(_Rule):
@@ -82,7 +127,7 @@ class Tier:
         return format_duration(self.long_s), format_duration(self.short_s)
 
 
-class Slo(_Rule):
+class Slo(_Alerting):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     sli: str
     scope: Literal["model", "client"] = "model"
@@ -92,8 +137,6 @@ class Slo(_Rule):
     min_events: int = Field(default=50, ge=1)
     severities: tuple[Severity, ...] = ("page", "ticket")
     resolve_after: Duration = 300
-    summary: str = ""
-    runbook: str = ""
     windows: tuple[WindowSpec, ...] = DEFAULT_WINDOWS
 
     @property
@@ -139,7 +182,7 @@ class Slo(_Rule):
         return max(t.long_s for t in self.tiers)
 
 
-class DriftRule(_Rule):
+class DriftRule(_Alerting):
     """An online drift detector on a per-model series of clean (non-anomalous) traffic."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
@@ -154,8 +197,6 @@ class DriftRule(_Rule):
     grace_points: int = Field(default=30, ge=1)
     severity: Severity = "ticket"
     resolve_after: Duration = 3600
-    summary: str = ""
-    runbook: str = ""
 
     @model_validator(mode="after")
     def _series_known(self) -> DriftRule:
@@ -164,15 +205,13 @@ class DriftRule(_Rule):
         return self
 
 
-class NoDataRule(_Rule):
+class NoDataRule(_Alerting):
     """A model that had traffic and then none for ``after`` (event time, while other models go on)."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     after: Duration = 900
     severity: Severity = "ticket"
     models: tuple[str, ...] = ()  # empty: every model seen
-    summary: str = ""
-    runbook: str = ""
 
 
 #: What a client can stand out on, against the live population (monitor.alerting.standout), and the default
@@ -187,7 +226,7 @@ class Statistic(_Rule):
     min_effect: float = Field(default=0.7, gt=0.5, lt=1.0)
 
 
-class ClientRule(_Rule):
+class ClientRule(_Alerting):
     """Each client against every other client of the model in the same minutes (decayed windows), one rank test
     per statistic. The z threshold follows from the false-alarm budget (Bonferroni): with ``active_clients``
     tested every bucket on each statistic, a per-test error rate of ``false_pages_per_month`` / (tests per
@@ -204,8 +243,6 @@ class ClientRule(_Rule):
     population_shift_share: float = Field(default=0.2, gt=0, le=1)
     severity: Severity = "page"
     resolve_after: Duration = 900
-    summary: str = ""
-    runbook: str = ""
 
     @model_validator(mode="after")
     def _statistics_known(self) -> ClientRule:
@@ -226,7 +263,7 @@ class ClientRule(_Rule):
         return NormalDist().inv_cdf(1.0 - self.false_pages_per_month / tests)
 
 
-class GroupRule(_Rule):
+class GroupRule(_Alerting):
     """Clients whose queries chain to each other's: most of each one's queries near-duplicate another client's
     (``min_cross_share`` of at least ``min_queries``, decayed with ``half_life``), linked by at least
     ``min_matches`` such matches, ``min_keys`` or more of them, at least ``min_fresh_share`` of them keys
@@ -244,8 +281,6 @@ class GroupRule(_Rule):
     min_fresh_share: float = Field(default=0.5, ge=0, le=1)  # of a group's keys; 0 judges old keys too
     severity: Severity = "page"
     resolve_after: Duration = 1800
-    summary: str = ""
-    runbook: str = ""
 
 
 class Route(_Rule):
@@ -278,8 +313,9 @@ class Receiver(_Rule):
     variables that hold them (the routing/API key, a webhook URL that embeds a token, an HMAC key)."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    type: Literal["pagerduty", "opsgenie", "alertmanager", "slack", "webhook", "github", "jira"]
-    url: str | None = Field(default=None, pattern=r"^https?://")
+    type: Literal["alertmanager-api", "pagerduty", "opsgenie", "alertmanager", "slack", "webhook", "github", "jira"]
+    #: ``alertmanager-api``: the base URL of each Alertmanager of an HA cluster, comma-separated (each gets all).
+    url: str | None = Field(default=None, pattern=r"^https?://[^,\s]+(,https?://[^,\s]+)*$")
     url_env: str | None = Field(default=None, pattern=_ENV_NAME)
     key_env: str | None = Field(default=None, pattern=_ENV_NAME)
     hmac_secret_env: str | None = Field(default=None, pattern=_ENV_NAME)
@@ -290,6 +326,8 @@ class Receiver(_Rule):
     issue_type: str = "Task"
     resolve_transition: str = "Done"
     reopen_transition: str = "To Do"
+    #: Grafana's base URL: alerts link to the on-call dashboard of their model (Alertmanager's ``generatorURL``).
+    grafana_url: str | None = Field(default=None, pattern=r"^https?://")
 
     @model_validator(mode="after")
     def _complete(self) -> Receiver:
@@ -311,6 +349,8 @@ class Receiver(_Rule):
 
 
 class Rules(_Rule):
+    #: Where relative ``runbook`` paths live, e.g. ``https://git.example/ml/advmon/blob/main/``: alerts link there.
+    runbook_base: str | None = Field(default=None, pattern=r"^https?://\S+/$")
     windows: tuple[WindowSpec, ...] = DEFAULT_WINDOWS
     slos: tuple[Slo, ...] = ()
     drift: tuple[DriftRule, ...] = ()
@@ -321,6 +361,21 @@ class Rules(_Rule):
     routes: tuple[Route, ...] = (Route(receivers=("stdout",)),)
     silences: tuple[Silence, ...] = ()
     maintenance: tuple[MaintenanceWindow, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absolute_runbooks(cls, data: Any) -> Any:
+        """Relative runbooks joined to ``runbook_base``, so pagers and tickets get a link that opens."""
+        base = data.get("runbook_base") if isinstance(data, dict) else None
+        if not isinstance(base, str):
+            return data
+        out = dict(data)
+        for section in ("slos", "drift", "no_data", "clients", "groups"):
+            if isinstance(out.get(section), list):
+                out[section] = [dict(r, runbook=absolute_url(base, r["runbook"]))
+                                if isinstance(r, dict) and isinstance(r.get("runbook"), str) else r
+                                for r in out[section]]
+        return out
 
     @model_validator(mode="after")
     def _receivers_exist(self) -> Rules:
@@ -342,6 +397,17 @@ class Rules(_Rule):
         if repeated:
             raise ValueError(f"rule names must be unique; repeated: {', '.join(repeated)}")
         return self
+
+
+def absolute_url(base: str | None, path: str) -> str:
+    """``path`` under ``base`` unless it is already absolute (or there is no base).
+
+    >>> absolute_url("https://git.example/ml/advmon/blob/main/", "docs/runbooks.md#query-attack")
+    'https://git.example/ml/advmon/blob/main/docs/runbooks.md#query-attack'
+    """
+    if not base or not path or re.match(r"^[a-z][a-z0-9+.-]*://", path):
+        return path
+    return base + path.lstrip("/")
 
 
 def _apply_window_table(document: dict) -> dict:
@@ -370,7 +436,7 @@ def _line_of(node: yaml.Node | None, loc: Sequence[Any]) -> int | None:
 
 
 def _validate(documents: list[tuple[str, dict, yaml.Node | None]]) -> Rules:
-    merged: dict[str, list] = {}
+    merged: dict[str, Any] = {}
     origin: dict[tuple[str, int], tuple[str, yaml.Node | None, int]] = {}
     problems: list[str] = []
     for name, document, node in documents:
@@ -386,8 +452,9 @@ def _validate(documents: list[tuple[str, dict, yaml.Node | None]]) -> Rules:
             for offset, item in enumerate(document.get(section) or []):
                 origin[(section, len(merged.setdefault(section, [])))] = (name, node, offset)
                 merged[section].append(item)
-        if "windows" in document:
-            merged["windows"] = document["windows"]
+        for scalar in ("windows", "runbook_base"):
+            if scalar in document:
+                merged[scalar] = document[scalar]
     if problems:
         raise RulesError("\n".join(problems))
     try:

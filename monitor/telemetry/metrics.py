@@ -57,6 +57,10 @@ class Metrics:
         self.dead_letters = Counter(
             "advmon_dead_letters_total", "Records rejected to the dead-letter output", ["reason"], registry=r
         )
+        self.collected = Counter("advmon_collected_records_total", "Records `advmon collect` received, by endpoint "
+                                 "(events, kserve) and outcome (accepted, rejected)", ["source", "outcome"], registry=r)
+        self.collect_pending = Gauge("advmon_collect_pending_calls", "KServe calls waiting for their other half",
+                                     registry=r)
         self.late_events = Counter(
             "advmon_late_events_total", "Events older than the watermark minus grace", registry=r
         )

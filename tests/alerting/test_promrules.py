@@ -12,7 +12,7 @@ import yaml
 from monitor.alerting.promrules import alert_name, render_prometheus_rules
 from monitor.alerting.slo import SloEvaluator
 from monitor.contracts.sli import SliRows
-from monitor.spec.rules import default_rules_dir, load_rules, load_rules_text
+from monitor.spec.rules import RulesError, default_rules_dir, load_rules, load_rules_text
 from monitor.spec.yaml_dump import dump_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,8 +54,11 @@ def daemon_firing(slo, bad, total):
 def test_prometheus_fires_when_the_daemon_fires(tmp_path):
     rules = load_rules_text("""
 slos:
+runbook_base: https://git.example/ml/advmon/blob/main/
+slos:
   - {name: attack, sli: input_anomaly_rate, objective: 0.99, min_events: 100, resolve_after: 10m,
-     severities: [page], summary: adversarial inputs, runbook: docs/runbooks.md#attack}
+     severities: [page], summary: "{model}: adversarial inputs", runbook: docs/runbooks.md#attack,
+     labels: {team: ml-sec}}
 """)
     slo = rules.slos[0]
     minutes = 240
@@ -75,8 +78,11 @@ slos:
         state = daemon[end - 1]
         if len(set(daemon[max(0, end - 4):min(minutes, end + 2)])) > 1:
             continue  # a transition minute: rate()'s extrapolation may land it a minute apart
-        expected = [{"exp_labels": {"severity": "page", "slo": "attack", "model": "m"},
-                     "exp_annotations": {"summary": "adversarial inputs", "runbook_url": "docs/runbooks.md#attack"}}]
+        expected = [{"exp_labels": {"severity": "page", "slo": "attack", "model": "m", "team": "ml-sec",
+                                    "sloth_severity": "page", "sloth_id": "advmon-attack", "sloth_service": "advmon",
+                                    "sloth_slo": "attack"},
+                     "exp_annotations": {"summary": "m: adversarial inputs", "runbook_url":
+                                         "https://git.example/ml/advmon/blob/main/docs/runbooks.md#attack"}}]
         tests.append(
             {"eval_time": f"{end}m", "alertname": alert_name(slo, "page"), "exp_alerts": expected if state else []}
         )
@@ -87,7 +93,14 @@ slos:
         "input_series": [
             {"series": 'advmon_sli_bad_events_total{sli="input_anomaly_rate", model="m"}', "values": cumulative(bad)},
             {"series": 'advmon_sli_events_total{sli="input_anomaly_rate", model="m"}', "values": cumulative(total)}],
-        "alert_rule_test": tests}]}
+        "alert_rule_test": tests,
+        "promql_expr_test": [  # Sloth's metadata records, read by Sloth's dashboards
+            {"expr": "slo:objective:ratio", "eval_time": "10m", "exp_samples": [{"value": 0.99, "labels": (
+                'slo:objective:ratio{sloth_id="advmon-attack", sloth_service="advmon", sloth_slo="attack", '
+                'slo="attack", team="ml-sec"}')}]},
+            {"expr": 'slo:sli_error:ratio_rate1h{model="m"}', "eval_time": "150m", "exp_samples": [{"value": 0.3,
+             "labels": 'slo:sli_error:ratio_rate1h{model="m", sloth_id="advmon-attack", sloth_service="advmon", '
+                       'sloth_slo="attack", sloth_window="1h", slo="attack", team="ml-sec"}'}]}]}]}
     (tmp_path / "test.yml").write_text(yaml.safe_dump(fixture, sort_keys=False))
     result = promtool("test", "rules", "test.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -97,7 +110,7 @@ def test_per_client_slos_do_not_render():
     rules = load_rules_text("slos: [{name: a, sli: input_anomaly_rate, objective: 0.99},"
                             " {name: b, sli: input_anomaly_rate, scope: client, objective: 0.99}]")
     rendered = {g["name"] for g in render_prometheus_rules(rules)["groups"]}
-    assert rendered == {"advmon-slo-a", "advmon-pipeline"}  # the pipeline group: advmon's own no-traffic alert
+    assert rendered == {"advmon-slo-a", "advmon-slo-a-meta", "advmon-pipeline"}  # pipeline: advmon's no-traffic alert
     shipped = {g["name"] for g in render_prometheus_rules(load_rules(default_rules_dir()))["groups"]}
     assert "advmon-slo-profile-mismatch" in shipped
 
@@ -111,3 +124,44 @@ def test_alertmanager_config_carries_the_rendered_inhibition_and_passes_amtool()
         pytest.fail("amtool is not installed (Debian package prometheus-alertmanager; .ci/run installs it)")
     result = subprocess.run(["amtool", "check-config", str(config_path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_rule_resource_carries_the_same_groups_and_passes_promtool(tmp_path):
+    rendered = subprocess.run(["advmon", "rules", "render", str(default_rules_dir()), "--format", "prometheusrule"],
+                              capture_output=True, text=True, check=True).stdout
+    resource = yaml.safe_load(rendered)
+    assert resource["apiVersion"] == "monitoring.coreos.com/v1" and resource["kind"] == "PrometheusRule"
+    assert resource["spec"] == render_prometheus_rules(load_rules(default_rules_dir()))
+    (tmp_path / "groups.yml").write_text(dump_yaml(resource["spec"]))
+    result = promtool("check", "rules", "groups.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_slo_labels_and_summary_templates_reach_the_daemons_alerts():
+    rules = load_rules_text("""
+runbook_base: https://git.example/ml/advmon/blob/main/
+slos:
+  - {name: attack, sli: input_anomaly_rate, objective: 0.99, min_events: 100, severities: [page],
+     summary: "{model} sees adversarial inputs ({severity})", runbook: docs/runbooks.md#attack,
+     labels: {team: ml-sec}}
+""")
+    evaluator = SloEvaluator(rules.slos[0], bucket_s=60)
+    for minute in range(70):
+        events = 100
+        evaluator.ingest(SliRows.from_columns(
+            bucket=np.full(events, minute * 60), model=np.full(events, "m", dtype=object),
+            client=np.full(events, "c", dtype=object), ts=np.full(events, minute * 60.0),
+            flags={"traffic_events": np.ones(events, bool), "anomalous": np.arange(events) < 40},
+            confidence=np.ones(events)))
+        evaluator.evaluate(end_bucket=minute + 1)
+    [alert] = evaluator.firing
+    assert alert.summary.startswith("m sees adversarial inputs (page): model m,")
+    assert alert.runbook_url == "https://git.example/ml/advmon/blob/main/docs/runbooks.md#attack"
+    assert alert.labels["team"] == "ml-sec" and alert.rule_labels == {"team": "ml-sec"}
+
+
+def test_rule_labels_may_not_redefine_the_alerts_own():
+    with pytest.raises(RulesError, match="labels severity are not allowed"):
+        load_rules_text("slos: [{name: a, sli: input_anomaly_rate, objective: 0.99, labels: {severity: low}}]")
+    with pytest.raises(RulesError, match=r"summary names \{client\}"):
+        load_rules_text("slos: [{name: a, sli: input_anomaly_rate, objective: 0.99, summary: '{client} odd'}]")

@@ -1,6 +1,7 @@
 """docker-compose.yml is valid for the real compose tool and everything it points at exists."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -15,15 +16,16 @@ from monitor.telemetry.metrics import Metrics
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def compose_config() -> dict:
+def compose_config(**environ) -> dict:
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         command = ["docker", "compose"]
     elif shutil.which("docker-compose"):
         command = ["docker-compose"]
     else:
         pytest.fail("neither `docker compose` nor `docker-compose` is installed (.ci/run installs docker-compose)")
+    env = {k: v for k, v in os.environ.items() if k != "ADVMON_REMOTE_SCORING"} | environ
     result = subprocess.run([*command, "-f", "docker-compose.yml", "--profile", "gpu", "config"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -75,3 +77,33 @@ def test_dashboards_query_only_metrics_the_code_exports():
             for target in panel["targets"]:
                 for name in re.findall(r"\badvmon_[a-z_]+", target["expr"]):
                     assert name in exported, (path.name, panel["title"], name)
+
+
+def test_compose_alerter_loads_the_shipped_rules_with_the_alertmanager_route(tmp_path):
+    from monitor.contracts.alerts import Alert
+    from monitor.notify.pipeline import route
+    from monitor.spec.rules import load_rules
+
+    alerter = compose_config()["services"]["alerter"]
+    mounts = dict((v["target"], v["source"]) if isinstance(v, dict) else v.split(":")[1::-1]
+                  for v in alerter["volumes"])
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    for target, source in mounts.items():
+        if target.startswith("/etc/advmon/rules/"):
+            (rules_dir / Path(target).name).write_text(Path(source).read_text())
+    assert alerter["command"][alerter["command"].index("--rules") + 1] == "/etc/advmon/rules"
+    rules = load_rules(rules_dir)
+    [receiver] = [r for r in rules.receivers if r.type == "alertmanager-api"]
+    assert receiver.url == "http://alertmanager:9093"
+    page = Alert.firing(rule="client-standout", slo="client-standout", severity="page", model="m", client_id="c",
+                        sli="margin_rank", fired_at=0.0, summary="s")
+    assert [r.receivers for r in route(page, rules.routes)] == [("alertmanager",), ("stdout",)]
+
+
+def test_gpu_profile_sends_ingest_embeddings_to_the_scorer():
+    def remote(**environ):
+        return str(compose_config(**environ)["services"]["ingest"]["environment"]["ADVMON_REMOTE_SCORING"]).lower()
+
+    assert remote() == "false"  # no scorer runs without the profile: ingest scores embeddings itself
+    assert remote(ADVMON_REMOTE_SCORING="true") == "true"
