@@ -26,6 +26,7 @@ from monitor.contracts.events import validate_event
 from monitor.intake.protocols import prediction_of
 
 log = logging.getLogger("advmon.client")
+BOOTSTRAP_TIMEOUT_MS = 5000  # one connection attempt of the sender thread (kafka-python's default is 30 s)
 Record = Mapping[str, Any] | bytes
 
 
@@ -160,8 +161,8 @@ class InferenceLogger(_QueuedLogger):
         while not self._queue.empty() and self._thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        if self._thread.is_alive():  # a connection attempt in progress ends within its bootstrap timeout
+            self._thread.join(max(0.0, deadline - time.monotonic()) + BOOTSTRAP_TIMEOUT_MS / 1000 + 1.0)
         return self.stats
 
     def __enter__(self) -> InferenceLogger:
@@ -176,8 +177,9 @@ class InferenceLogger(_QueuedLogger):
             try:
                 from kafka import KafkaProducer
 
+                options = {"bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS, **self.producer_options}
                 producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-                                         linger_ms=20, **self.producer_options)
+                                         linger_ms=20, **options)
             except Exception as exc:  # the broker may come later; records queue (and drop) meanwhile
                 log.warning("advmon client: Kafka not reachable (%s); retrying", type(exc).__name__)
                 self._stop.wait(2.0)

@@ -1,7 +1,9 @@
 """Consume a batch, compute, and publish the outputs and the consumed offsets in one Kafka transaction.
 
 The shared loop of ``advmon ingest`` and ``advmon scorer``: a crash at any point either publishes
-everything a batch produced and moves its offsets, or nothing (the batch is processed again).
+everything a batch produced and moves its offsets, or nothing (the batch is processed again). A producer
+that fails mid-transaction (the broker restarting under it) is replaced and the batch's outputs published
+again in a new transaction, unless the group's committed offsets show the first one did commit.
 Readers use ``read_committed``. The transactional id is stable per instance (``ADVMON_INSTANCE_ID``),
 so a restarted instance fences its predecessor; static group membership gives its partitions back
 at once. The consumer is aiokafka's ``getmany`` (the fastest Python client here; see ``bench/ingest.py``).
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from monitor.contracts.dead_letters import DeadLetter
@@ -73,8 +76,7 @@ class TransactionalWorker:
             self.input_topic, bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id, client_id=member,
             group_instance_id=member, enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=1 << 20, isolation_level="read_committed")
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, transactional_id=member,
-                                    enable_idempotence=True, linger_ms=5, max_request_size=8 << 20)
+        producer = self.new_producer()
         await _start_with_retry(producer, consumer, s.kafka_bootstrap)
         log.info("%s %s consuming %s from %s", self.role, s.instance_id, self.input_topic, s.kafka_bootstrap)
         self.health.ready = True
@@ -84,7 +86,10 @@ class TransactionalWorker:
                 batches = await consumer.getmany(timeout_ms=500, max_records=s.batch_size)
                 if batches:
                     outputs = await self.handle(batches, consumer)
-                    await self._publish(producer, batches, outputs)
+                    try:
+                        await self._publish(producer, batches, outputs)
+                    except (KafkaError, OSError) as exc:
+                        producer = await self._recover(producer, consumer, batches, outputs, exc)
                     self.batches += 1
                     self.records += sum(len(m) for m in batches.values())
         finally:
@@ -93,6 +98,53 @@ class TransactionalWorker:
                      self.records)
             await consumer.stop()
             await producer.stop()
+
+    def new_producer(self) -> AIOKafkaProducer:
+        """The transactional producer; its id is stable per instance, so a new one fences the old one."""
+        s = self.settings
+        return AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap,
+                                transactional_id=f"{self.group_id}-{s.instance_id}", enable_idempotence=True,
+                                linger_ms=5, max_request_size=8 << 20)
+
+    async def _recover(self, failed: AIOKafkaProducer, consumer: AIOKafkaConsumer, batches: dict,
+                       outputs: Sequence[Output], error: Exception, attempts: int = 30) -> AIOKafkaProducer:
+        """Replace a producer that failed mid-transaction and publish the batch again, exactly once: a new
+        producer with the same transactional id aborts whatever the old one left open; if the group's
+        committed offsets already cover the batch, its transaction had committed and nothing is sent again."""
+        log.warning("%s: transaction failed (%s: %s); replacing the producer", self.role, type(error).__name__, error)
+        try:
+            await failed.stop()
+        except Exception:  # a dead sender re-raises its error on stop
+            pass
+        for attempt in range(1, attempts + 1):
+            producer = self.new_producer()
+            try:
+                await producer.start()
+                if await self._committed(consumer, batches):
+                    log.info("%s: the failed transaction had committed; nothing to publish again", self.role)
+                else:
+                    await self._publish(producer, batches, outputs)
+                return producer
+            except (KafkaError, OSError) as exc:
+                try:
+                    await producer.stop()
+                except Exception:
+                    pass
+                if attempt == attempts:
+                    raise ServiceUnavailable(f"{self.role}: cannot publish a batch after {attempts} attempts: "
+                                             f"{exc}") from None
+                log.warning("%s: publishing again failed (%s); retrying in 2 s", self.role, type(exc).__name__)
+                await asyncio.sleep(2.0)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _committed(consumer: AIOKafkaConsumer, batches: dict) -> bool:
+        """Whether the group's committed offsets already include every record of the batch."""
+        for tp, messages in batches.items():
+            committed = await consumer.committed(tp)
+            if committed is None or committed <= messages[-1].offset:
+                return False
+        return True
 
     async def _publish(self, producer: AIOKafkaProducer, batches: dict, outputs: Sequence[Output]) -> None:
         started = time.perf_counter()

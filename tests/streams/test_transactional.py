@@ -1,0 +1,70 @@
+"""The transactional loop on the real broker: a producer that fails mid-transaction is replaced and the batch
+is published exactly once, whether the failed transaction had committed or not."""
+
+import asyncio
+import logging
+
+import pytest
+from aiokafka.errors import KafkaError
+
+from monitor.settings import Settings
+from monitor.telemetry.metrics import Metrics
+from streams.http import Health
+from streams.produce import produce
+from streams.topics import TopicSpec, create_topics
+from streams.transactional import Output, TransactionalWorker
+from tests.streams.conftest import read_topic
+
+RECORDS = 40
+
+
+class EchoWorker(TransactionalWorker):
+    """Publishes each input record to ``<input>.out``; its first publish fails as the test says."""
+
+    role = "echo"
+
+    def __init__(self, settings, input_topic, fail):
+        super().__init__(settings, Metrics(), Health(), input_topic)
+        self.fail, self.failed = fail, False
+
+    async def handle(self, batches, consumer):
+        return [Output(f"{self.input_topic}.out", m.value, m.key) for ms in batches.values() for m in ms]
+
+    async def _publish(self, producer, batches, outputs):
+        if self.failed:
+            return await super()._publish(producer, batches, outputs)
+        self.failed = True
+        if self.fail == "after-commit":  # committed, but the answer never came back
+            await super()._publish(producer, batches, outputs)
+            raise KafkaError("injected: connection closed after the commit")
+        async with producer.transaction():  # aborted by the error, as when the broker goes away
+            for output in outputs:
+                await producer.send(output.topic, output.value, key=output.key)
+            raise KafkaError("injected: connection closed before the commit")
+
+
+@pytest.mark.parametrize("fail", ["before-commit", "after-commit"])
+def test_a_failed_transaction_is_published_exactly_once(kafka, prefix, fail, caplog):
+    caplog.set_level(logging.INFO, logger="advmon.streams")
+    source = f"{prefix}echo-in"
+    create_topics(kafka.bootstrap, [TopicSpec(source, 2), TopicSpec(f"{source}.out", 1)])
+    produce(kafka.bootstrap, source, [f'{{"i": {i}, "client_id": "c{i % 3}"}}'.encode() for i in range(RECORDS)])
+    worker = EchoWorker(Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=prefix, instance_id="echo-0",
+                                 batch_size=16), source, fail)
+
+    async def run():
+        async def stop_when_done():
+            while worker.records < RECORDS:
+                await asyncio.sleep(0.1)
+            worker.stopping.set()
+        stopper = asyncio.create_task(stop_when_done())
+        await asyncio.wait_for(worker.run(), timeout=120)
+        stopper.cancel()
+
+    asyncio.run(run())
+    assert worker.failed
+    out = read_topic(kafka.bootstrap, f"{source}.out", until=lambda r: len(r) >= RECORDS, timeout_s=10)
+    values = sorted(r.value for r in out)
+    assert len(values) == RECORDS and len(set(values)) == RECORDS  # none lost, none twice
+    assert "replacing the producer" in caplog.text
+    assert ("the failed transaction had committed" in caplog.text) == (fail == "after-commit")
