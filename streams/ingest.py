@@ -75,7 +75,7 @@ class IngestWorker(TransactionalWorker):
         outputs = [Output(t.sli_buckets, message.encode(), instance.encode())]
         if self.settings.remote_scoring:
             request = ScoreRequestBatch(instance, self.watermark, result.score_groups)
-            outputs.append(Output(t.score_requests, request.encode(), instance.encode()))
+            outputs += [Output(t.score_requests, chunk.encode(), instance.encode()) for chunk in request.chunks()]
         outputs += [dead_letter_output(t.dead_letters, letter) for letter in parsed.dead]
         docs = result.flagged.records()
         if self.settings.store_raw_inputs:

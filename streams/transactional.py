@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import OffsetAndMetadata
 
 from monitor.contracts.dead_letters import DeadLetter
@@ -83,7 +83,7 @@ class TransactionalWorker:
         try:
             while not self.stopping.is_set():
                 self.health.beat()
-                batches = await consumer.getmany(timeout_ms=500, max_records=s.batch_size)
+                batches = await self._gather(consumer)
                 if batches:
                     outputs = await self.handle(batches, consumer)
                     try:
@@ -98,6 +98,24 @@ class TransactionalWorker:
                      self.records)
             await consumer.stop()
             await producer.stop()
+
+    async def _gather(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list]:
+        """One batch: what is there, then more for up to ``batch_linger_seconds`` while under ``batch_size``.
+        At a low rate, a batch per fetch would be a handful of records and an sli-buckets message each,
+        which the alerter then pays for one by one."""
+        s = self.settings
+        batches = await consumer.getmany(timeout_ms=500, max_records=s.batch_size)
+        deadline = time.monotonic() + s.batch_linger_seconds
+        count = sum(len(m) for m in batches.values())
+        while batches and count < s.batch_size and not self.stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            more = await consumer.getmany(timeout_ms=int(left * 1000) + 1, max_records=s.batch_size - count)
+            for tp, messages in more.items():
+                batches.setdefault(tp, []).extend(messages)
+                count += len(messages)
+        return batches
 
     def new_producer(self) -> AIOKafkaProducer:
         """The transactional producer; its id is stable per instance, so a new one fences the old one."""
@@ -130,6 +148,9 @@ class TransactionalWorker:
                     await producer.stop()
                 except Exception:
                     pass
+                if isinstance(exc, MessageSizeTooLargeError):  # the same batch will never fit: say so at once
+                    raise ServiceUnavailable(f"{self.role}: an output is larger than the broker accepts: "
+                                             f"{exc}") from None
                 if attempt == attempts:
                     raise ServiceUnavailable(f"{self.role}: cannot publish a batch after {attempts} attempts: "
                                              f"{exc}") from None

@@ -60,12 +60,51 @@ class ScoreGroup:
     def __len__(self) -> int:
         return len(self.event_id)
 
+    @property
+    def row_bytes(self) -> int:
+        """About what one event costs on the wire: its vectors and its ids."""
+        classes = 0 if self.logits is None else self.logits.shape[1]
+        return 4 * (self.embedding.shape[1] + classes) + 96
+
+    def take(self, rows: slice) -> ScoreGroup:
+        return ScoreGroup(self.model, self.event_id[rows], self.client_id[rows], self.ts[rows], self.confidence[rows],
+                          self.kind[rows], self.anomalous[rows], self.detected[rows], self.embedding[rows],
+                          None if self.logits is None else self.logits[rows])
+
 
 @dataclass(frozen=True)
 class ScoreRequestBatch:
     instance: str
     watermark: float
     groups: list[ScoreGroup]
+
+    def chunks(self, max_bytes: int = 512 * 1024) -> list[ScoreRequestBatch]:
+        """The request in messages of about ``max_bytes`` at most (Kafka refuses records over its message
+        limit, 1 MB by default), each with the batch's watermark; one empty request when there are no groups.
+
+        >>> group = ScoreGroup("m", np.array(["a", "b", "c"], object), np.array(["c"] * 3, object), np.zeros(3),
+        ...     np.ones(3), np.zeros(3, np.int8), np.zeros(3, bool), np.zeros(3, bool), np.ones((3, 1000), np.float32),
+        ...     None)
+        >>> [sum(len(g) for g in c.groups) for c in ScoreRequestBatch("i", 1.0, [group]).chunks(max_bytes=9000)]
+        [2, 1]
+        """
+        out: list[ScoreRequestBatch] = []
+        current: list[ScoreGroup] = []
+        room = max_bytes
+        for group in self.groups:
+            start = 0
+            while start < len(group):
+                rows = max(1, room // group.row_bytes)
+                piece = group.take(slice(start, start + rows))
+                current.append(piece)
+                room -= len(piece) * group.row_bytes
+                start += len(piece)
+                if room < group.row_bytes:
+                    out.append(ScoreRequestBatch(self.instance, self.watermark, current))
+                    current, room = [], max_bytes
+        if current or not out:
+            out.append(ScoreRequestBatch(self.instance, self.watermark, current))
+        return out
 
     def encode(self) -> bytes:
         groups: list[dict[str, Any]] = []

@@ -1,0 +1,151 @@
+"""Soak: ``advmon ingest`` and ``advmon alerter`` at a steady rate on a local broker, with each daemon's RSS and
+consumer lag every minute (both should stay flat), bounded in time.
+
+    python3 bench/soak.py --minutes 60 --rate 200        # starts a throwaway broker on 127.0.0.1
+
+Traffic: realistic 1.3 KB records (bench/realistic.py: 64 features, a base64 embedding, logits; 2,000 clients)
+re-stamped with the current time and fresh event ids as they are sent, so event time advances with the clock.
+Prints a Markdown table (minute, events sent, RSS per daemon, lag per consumer group) and the RSS slope over
+the second half of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from realistic import realistic  # noqa: E402
+
+from monitor.settings import Settings  # noqa: E402
+from streams.broker import LocalBroker, free_port  # noqa: E402
+from streams.topics import Topics, create_topics  # noqa: E402
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def group_lags(bootstrap: str, groups: dict[str, str]) -> dict[str, int]:
+    """Records behind the end of the log, per daemon (name -> its consumer group)."""
+    from kafka import KafkaAdminClient, KafkaConsumer
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        lags = {}
+        for name, group in groups.items():
+            offsets = admin.list_group_offsets({group: None}).get(group, {})
+            ends = consumer.end_offsets(list(offsets)) if offsets else {}
+            lags[name] = sum(max(0, ends[tp] - o.offset) for tp, o in offsets.items())
+        return lags
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def gauge(port: int, name: str) -> float:
+    """One unlabelled gauge from a daemon's /metrics (NaN when absent)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return float("nan")
+
+
+def restamped(records: list[bytes]):
+    """The records over and over, each with the current time and a new event id."""
+    for n, raw in enumerate(itertools.cycle(records)):
+        doc = orjson.loads(raw)
+        doc["ts"], doc["event_id"] = time.time(), f"soak-{n}"
+        yield doc["client_id"].encode(), orjson.dumps(doc)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=int, default=60)
+    parser.add_argument("--rate", type=float, default=200.0, help="events per second")
+    parser.add_argument("--bootstrap", help="an existing broker (default: start a throwaway one)")
+    args = parser.parse_args()
+
+    from kafka import KafkaProducer
+
+    work = Path(tempfile.mkdtemp(prefix="advmon-soak-"))
+    made = realistic(hours=0.5, rate=10.0)
+    made.profile.save(str(work / "profile.npz"))
+    broker = None if args.bootstrap else LocalBroker(work / "kafka").start()
+    bootstrap = args.bootstrap or broker.bootstrap
+    prefix = f"soak{uuid.uuid4().hex[:6]}."
+    topics = Topics.from_settings(Settings(topic_prefix=prefix))
+    create_topics(bootstrap, topics.specs(6))
+    env = {**os.environ, "ADVMON_KAFKA_BOOTSTRAP": bootstrap, "ADVMON_TOPIC_PREFIX": prefix,
+           "ADVMON_FINGERPRINT_SECRET": "soak-secret", "ADVMON_OUTBOX_PATH": str(work / "outbox.sqlite3"),
+           "ADVMON_ALERTER_DATA_DIR": str(work / "alerter-data"), "ADVMON_PROFILE_PATH": str(work / "profile.npz")}
+    ports = {name: free_port() for name in ("ingest", "alerter")}
+    daemons = {name: subprocess.Popen([sys.executable, "-m", "monitor", name, "--http-port", str(port)],
+                                      env=env, stdout=open(work / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
+               for name, port in ports.items()}
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, enable_idempotence=True)
+    rows, sent, started = [], 0, time.monotonic()
+    source = restamped(made.records)
+    print(f"soak: {args.minutes} min at {args.rate:g} events/s, {made.mean_bytes:,.0f}-byte records, "
+          f"{made.clients:,} clients; logs in {work}", flush=True)
+    print("| minute | events sent | ingest RSS MB | alerter RSS MB | ingest lag (records) | alerter committed lag "
+          "(records) | alerter watermark behind the clock (s) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    try:
+        for minute in range(1, args.minutes + 1):
+            while time.monotonic() - started < minute * 60:
+                due = int((time.monotonic() - started) * args.rate) - sent
+                for key, value in itertools.islice(source, max(0, due)):
+                    producer.send(topics.inference_logs, value, key=key)
+                    sent += 1
+                time.sleep(0.05)
+            producer.flush()
+            dead = [name for name, process in daemons.items() if process.poll() is not None]
+            if dead:
+                raise SystemExit(f"soak: {', '.join(dead)} exited; see {work}")
+            lags = group_lags(bootstrap, {"ingest": f"{prefix}advmon-ingest", "alerter": f"{prefix}advmon-alerter"})
+            row = (minute, sent, rss_mb(daemons["ingest"].pid), rss_mb(daemons["alerter"].pid), lags["ingest"],
+                   lags["alerter"], time.time() - gauge(ports["alerter"], "advmon_watermark_seconds"))
+            rows.append(row)
+            print(f"| {row[0]} | {row[1]:,} | {row[2]:.0f} | {row[3]:.0f} | {row[4]:,} | {row[5]:,} | {row[6]:.0f} |",
+                  flush=True)
+    finally:
+        producer.close()
+        for process in daemons.values():
+            process.terminate()
+        for process in daemons.values():
+            process.wait(timeout=60)
+        if broker is not None:
+            broker.stop()
+    half = [r for r in rows if r[0] > len(rows) / 2]
+    if len(half) >= 2:
+        minutes = np.array([r[0] for r in half], float)
+        for index, name in ((2, "ingest"), (3, "alerter")):
+            slope = np.polyfit(minutes, np.array([r[index] for r in half]), 1)[0] * 60
+            print(f"{name}: RSS {half[0][index]:.0f} -> {half[-1][index]:.0f} MB over the second half, "
+                  f"slope {slope:+.1f} MB/hour; committed lag at most {max(r[index + 2] for r in rows):,} records")
+        print(f"alerter watermark behind the clock: at most {max(r[6] for r in rows):.0f} s, last {rows[-1][6]:.0f} s "
+              "(its grace and the 60 s bucket make about two minutes normal)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
