@@ -5,6 +5,9 @@ consumer lag every minute (both should stay flat), bounded in time.
 
 Traffic: realistic 1.3 KB records (bench/realistic.py: 64 features, a base64 embedding, logits; 2,000 clients)
 re-stamped with the current time and fresh event ids as they are sent, so event time advances with the clock.
+The pool holds ``--pool-hours`` of it at 10 events/s (144,000 records for 4 h): more than the fingerprint
+index's two generations of 50,000 queries, so a record that comes round again is no near-duplicate of its
+earlier copy (a short pool repeating every minute looks like replayed queries and pages).
 Prints a Markdown table (minute, events sent, RSS per daemon, lag per consumer group) and the RSS slope over
 the second half of the run.
 """
@@ -82,12 +85,13 @@ def main() -> int:
     parser.add_argument("--minutes", type=int, default=60)
     parser.add_argument("--rate", type=float, default=200.0, help="events per second")
     parser.add_argument("--bootstrap", help="an existing broker (default: start a throwaway one)")
+    parser.add_argument("--pool-hours", type=float, default=4.0, help="hours of traffic at 10 events/s to cycle")
     args = parser.parse_args()
 
     from kafka import KafkaProducer
 
     work = Path(tempfile.mkdtemp(prefix="advmon-soak-"))
-    made = realistic(hours=0.5, rate=10.0)
+    made = realistic(hours=args.pool_hours, rate=10.0)
     made.profile.save(str(work / "profile.npz"))
     broker = None if args.bootstrap else LocalBroker(work / "kafka").start()
     bootstrap = args.bootstrap or broker.bootstrap

@@ -114,17 +114,22 @@ class Collector:
         return await self._deliver(records, dead, source="kserve", peer=request.remote or "", status=202)
 
     async def expire_forever(self, every_s: float = 5.0) -> None:
-        """Dead-letter KServe halves whose partner never came."""
+        """Dead-letter KServe halves whose partner never came (kept and tried again while Kafka refuses)."""
+        waiting: list[DeadLetter] = []
         while True:
             await asyncio.sleep(every_s)
             async with self._lock:
                 dead = self.pairs.expire(time.time())
                 self.metrics.collect_pending.set(self.pairs.pending)
-            if dead:
+            waiting += [DeadLetter(reason, raw, "collect:kserve") for reason, raw in dead]
+            if waiting:
                 try:
-                    await self._produce([], [DeadLetter(reason, raw, "collect:kserve") for reason, raw in dead])
-                except KafkaError:
-                    log.exception("could not dead-letter %d unpaired KServe events", len(dead))
+                    await self._produce([], waiting)
+                    self.metrics.collected.labels(source="kserve", outcome="rejected").inc(len(waiting))
+                    waiting = []
+                except KafkaError as exc:
+                    log.warning("collect: %d unpaired KServe events wait for Kafka (%s)", len(waiting),
+                                type(exc).__name__)
 
     async def _deliver(self, records: Sequence[bytes], dead: list[tuple[str, bytes]], source: str, peer: str,
                        status: int = 200) -> web.Response:
