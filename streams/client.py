@@ -24,6 +24,7 @@ import orjson
 
 from monitor.contracts.events import validate_event
 from monitor.intake.protocols import prediction_of
+from streams.produce import client_key
 
 log = logging.getLogger("advmon.client")
 BOOTSTRAP_TIMEOUT_MS = 5000  # one connection attempt of the sender thread (kafka-python's default is 30 s)
@@ -92,14 +93,12 @@ class _Counts:
 def encode(record: Record, validate: bool) -> tuple[bytes, bytes] | str:
     """(value, key) of a record, or why it cannot be sent."""
     value = record if isinstance(record, bytes) else orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
-    if validate:
-        try:
-            client = validate_event(value).client_id
-        except msgspec.MsgspecError as exc:
-            return f"invalid event: {exc}"
-    else:
-        client = record.get("client_id", "") if isinstance(record, Mapping) else orjson.loads(value).get("client_id")
-    return value, str(client).encode()
+    if not validate:
+        return value, client_key(value) or b""
+    try:
+        return value, validate_event(value).client_id.encode()
+    except msgspec.MsgspecError as exc:
+        return f"invalid event: {exc}"
 
 
 class _QueuedLogger:

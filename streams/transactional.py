@@ -130,10 +130,7 @@ class TransactionalWorker:
         producer with the same transactional id aborts whatever the old one left open; if the group's
         committed offsets already cover the batch, its transaction had committed and nothing is sent again."""
         log.warning("%s: transaction failed (%s: %s); replacing the producer", self.role, type(error).__name__, error)
-        try:
-            await failed.stop()
-        except Exception:  # a dead sender re-raises its error on stop
-            pass
+        await _stop_quietly(failed)
         for attempt in range(1, attempts + 1):
             producer = self.new_producer()
             try:
@@ -144,10 +141,7 @@ class TransactionalWorker:
                     await self._publish(producer, batches, outputs)
                 return producer
             except (KafkaError, OSError) as exc:
-                try:
-                    await producer.stop()
-                except Exception:
-                    pass
+                await _stop_quietly(producer)
                 if isinstance(exc, MessageSizeTooLargeError):  # the same batch will never fit: say so at once
                     raise ServiceUnavailable(f"{self.role}: an output is larger than the broker accepts: "
                                              f"{exc}") from None
@@ -207,6 +201,14 @@ def partition_name(tp: TopicPartition) -> str:
 def offset_spans(batches: dict) -> dict[str, tuple[int, int]]:
     """``topic/partition -> [first, end)`` offsets a batch covered: the provenance of an sli-buckets message."""
     return {partition_name(tp): (messages[0].offset, messages[-1].offset + 1) for tp, messages in batches.items()}
+
+
+async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    """Stop a producer that may have failed: a dead sender re-raises its error on stop."""
+    try:
+        await producer.stop()
+    except Exception:
+        pass
 
 
 async def _start_with_retry(producer, consumer, bootstrap: str, attempts: int = 30) -> None:
