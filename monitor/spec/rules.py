@@ -49,6 +49,7 @@ class _Alerting(_Rule):
     """What every alerting rule carries to its alerts: labels for routing (team, service), a summary template
     and a runbook (relative to the rules' ``runbook_base``, or absolute)."""
 
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     labels: dict[str, str] = Field(default_factory=dict)
     summary: str = ""
     runbook: str = ""
@@ -77,8 +78,8 @@ class _Alerting(_Rule):
         'digits: confidence moved (ticket)'
         """
         if not self.summary:
-            return str(getattr(self, "name", ""))
-        return self.summary.format(model=model, client_id=client_id or "", name=getattr(self, "name", ""),
+            return self.name
+        return self.summary.format(model=model, client_id=client_id or "", name=self.name,
                                    severity=severity or getattr(self, "severity", ""))
 
 
@@ -128,7 +129,6 @@ class Tier:
 
 
 class Slo(_Alerting):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     sli: str
     scope: Literal["model", "client"] = "model"
     objective: float = Field(gt=0, lt=1)
@@ -185,7 +185,6 @@ class Slo(_Alerting):
 class DriftRule(_Alerting):
     """An online drift detector on a per-model series of clean (non-anomalous) traffic."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     series: str = "clean_confidence_mean"  # one of monitor.contracts.sli.SERIES
     detector: Literal["adwin", "page_hinkley", "kswin"] = "adwin"
     delta: float = Field(default=0.002, gt=0, lt=1)
@@ -208,7 +207,6 @@ class DriftRule(_Alerting):
 class NoDataRule(_Alerting):
     """A model that had traffic and then none for ``after`` (event time, while other models go on)."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     after: Duration = 900
     severity: Severity = "ticket"
     models: tuple[str, ...] = ()  # empty: every model seen
@@ -234,7 +232,6 @@ class ClientRule(_Alerting):
     passing on tiny differences. When more than ``population_shift_share`` of the clients stand out on a
     statistic at once, the shift is the population's: one ticket, no pages."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     statistics: dict[str, Statistic] = Field(default_factory=lambda: {s: Statistic() for s in DEFAULT_STATISTICS})
     half_life: Duration = 300
     min_queries: int = Field(default=30, ge=5)
@@ -271,7 +268,6 @@ class GroupRule(_Alerting):
     API keys). Popular content gives many clients a few cross matches each; a Sybil attacker's keys are new
     and do little else."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     min_keys: int = Field(default=5, ge=2)
     min_cross_share: float = Field(default=0.5, gt=0, le=1)
     min_queries: float = Field(default=5.0, gt=0)
