@@ -43,6 +43,7 @@ from streams.topics import Topics
 log = logging.getLogger("advmon.alerter")
 APP_ID = "advmon-alerter"
 DELIVERED_RETENTION_S = 8 * 24 * 3600.0
+FLUSH_MARKER = "flushed"  # a key of the state changelog that only marks a flush (AlerterState ignores it)
 
 
 def _read_committed(create):
@@ -179,13 +180,14 @@ class AlerterService:
                     self.settings.idle_source_seconds,
                     baselines=self.baselines,
                 )
+                await self._publish(self.durable.unconfirmed)  # a crash may have stored them, not sent them
+                log.info("alerter resumes %s at offset %d; its state applied offsets %s", topic, offset,
+                         self.durable.progress.offsets)
             alerts = self.durable.apply(
                 offset, batch, now=time.time(), topic=topic.removeprefix(self.settings.topic_prefix)
             )
             self.metrics.late_events.inc(batch.late)
-            for alert in alerts:
-                await self.alerts_topic.send(key=alert.dedup_key.encode(), value=alert.to_json())
-            await self._make_durable()
+            await self._publish(alerts)
             count_alerts(self.metrics, alerts)
             export_alert_state(self.metrics, self.durable.alerter)
             wall = time.time()
@@ -193,6 +195,11 @@ class AlerterService:
             self.clock.now(watermark, wall)  # the flush timer goes on from here once traffic stops
             if watermark > float("-inf"):
                 self.metrics.watermark.set(watermark)
+
+    async def _publish(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            await self.alerts_topic.send(key=alert.dedup_key.encode(), value=alert.to_json())
+        await self._make_durable()
 
     async def _deliver(self, stream) -> None:
         async for event in stream.events():
@@ -224,10 +231,15 @@ class AlerterService:
 
     async def _make_durable(self) -> None:
         """Wait until table changes and sent alerts are acknowledged by the broker: a crash after this
-        point cannot undo them, so the window for a repeat after a crash is one broker round trip."""
-        producer = self.app.producer
-        await producer.buffer.flush()
-        await producer.flush()
+        point cannot undo them, so the window for a repeat after a crash is one broker round trip.
+
+        faust queues table changes in a buffer that one task hands to the producer in order; its
+        ``flush`` gives up after 0.1 s without a send, and its offset commits do not wait for the buffer,
+        so a slow moment could commit the input offset of a change not yet written (lost at a crash). A
+        marker queued behind the changes is acknowledged only after all of them were handed over."""
+        marker = self.state.send_changelog(0, FLUSH_MARKER, True)
+        await marker
+        await self.app.producer.flush()
 
     def _expire_delivered(self, now: float) -> None:
         if len(self.delivered) % 1000:  # a sweep every thousand deliveries keeps the table bounded

@@ -69,6 +69,22 @@ class Alerter:
         for evaluator in self.evaluators:
             evaluator.ingest(rows)
 
+    def ingest_totals(self, rows: SliRows) -> None:
+        """Rows summed over each model's clients (client ``""``), of history older than ``client_history_s``:
+        only the evaluators that read such sums take them."""
+        if not len(rows):
+            return
+        if self.evaluated_until is None:
+            self.evaluated_until = int(rows.bucket.min() // self.bucket_s)
+        for evaluator in self.evaluators:
+            if evaluator.reads_totals:
+                evaluator.ingest(rows)
+
+    @property
+    def client_history_s(self) -> float:
+        """Seconds of per-client rows the evaluators need to be rebuilt (older history: per-model sums)."""
+        return max([e.client_history_s for e in self.evaluators], default=0.0)
+
     def advance(self, watermark: float) -> list[Alert]:
         """Evaluate every bucket that closed (ended at least ``grace_s`` before the watermark)."""
         if not math.isfinite(watermark):

@@ -47,6 +47,8 @@ class DriftEvaluator:
         self._onset: dict[str, int] = {}  # model -> first bucket since the statistic was last at rest
         self._open: dict[str, Alert] = {}
         self._last_drift: dict[str, float] = {}
+        self.reads_totals = True  # per-client rows only name the clients that moved, from the last few buckets
+        self.client_history_s = float(RECENT_BUCKETS * bucket_s)
         self.statistics: dict[str, dict[str, float]] = {}
 
     @property

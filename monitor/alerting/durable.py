@@ -2,17 +2,23 @@
 a restarted alerter resumes its windows and open alerts instead of starting blind.
 
 What is stored is the input, merged: one entry per (model, client, bucket) with its summed
-counters, one per ingest instance with its watermark, the alert evidence, and the evaluation
-progress. The in-memory :class:`~monitor.alerting.alerter.Alerter` is a cache rebuilt from the store on
-start by evaluating the stored buckets again in event time with notifications suppressed; the
-evaluation is deterministic, so the rebuilt lifecycle (open alerts, hysteresis, drift detectors)
-is the one that was lost.
+counters for as long as the per-client rules look back (``client_retention_s``: their decay and
+hysteresis, three hours with the shipped rules), the same summed per (model, bucket) for as long
+as the longest SLO window (``retention_s``), one per ingest instance with its watermark, the alert
+evidence, and the evaluation progress. The in-memory :class:`~monitor.alerting.alerter.Alerter` is a
+cache rebuilt from the store on start by evaluating the stored buckets again in event time with
+notifications suppressed (per-model sums first, for the evaluators that read only those, then the
+per-client rows); the evaluation is deterministic, so the rebuilt lifecycle (open alerts, hysteresis,
+drift detectors) is the one that was lost. An alert open for longer than the per-client history is
+rebuilt as firing from the start of that history.
 
 Idempotent under redelivery: every entry remembers, per input topic (``sli-buckets`` from ingest,
 ``scores`` from the scorer), the offset of the message that last changed it, and a message is
 applied to an entry only once. Writes go in message order, with the
 progress entry last, so a crash between any two writes leaves a state that re-applying the
-message completes.
+message completes. The progress entry carries the transitions its message released: a crash after
+it is stored but before they are published leaves them in ``unconfirmed`` for the restarted
+process to publish (again: consumers of alerts drop repeats by ``alert_id``).
 
 Time is a parameter: ``now`` (wall seconds) only decides which ingest instances count as idle.
 
@@ -36,28 +42,40 @@ Time is a parameter: ``now`` (wall seconds) only decides which ingest instances 
 >>> a.apply(2, batch(120, 9, 150.0), now=0.0)   # redelivered: already applied, nothing fires twice
 []
 >>> b = DurableAlerter(rules, store, bucket_s=60, grace_s=0)   # a restart: same store, state rebuilt
->>> [x.status for x in b.firing], b.apply(3, batch(180, 9, 210.0), now=0.0)
-(['firing'], [])
+>>> [x.status for x in b.firing], [x.status for x in b.unconfirmed]   # the last message's, maybe unsent
+(['firing'], ['firing'])
+>>> b.apply(3, batch(180, 9, 210.0), now=0.0), b.unconfirmed
+([], [])
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
 
 from monitor.alerting.alerter import Alerter
-from monitor.alerting.state import AlerterState, BucketEntry, EdgesEntry, Progress, SamplesEntry, SourceEntry, stamped
+from monitor.alerting.state import (
+    AlerterState,
+    BucketEntry,
+    EdgesEntry,
+    Progress,
+    SamplesEntry,
+    SourceEntry,
+    stamped,
+)
 from monitor.contracts.alerts import Alert
 from monitor.contracts.edges import MatchEdges
 from monitor.contracts.flagged import FlaggedEvents
-from monitor.contracts.sli import BAD_COUNTERS, SliRows
+from monitor.contracts.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows
 from monitor.contracts.sli_buckets import SliBatch
 from monitor.spec.rules import Rules
 
 log = logging.getLogger("advmon.durable")
+EXPIRE_EVERY_BUCKETS = 10  # a sweep over the store's keys every ten buckets of event time
 
 
 class DurableAlerter:
@@ -71,11 +89,14 @@ class DurableAlerter:
         self.grace_s = grace_s
         self.idle_source_s = idle_source_s
         horizon = max([slo.horizon_s for slo in rules.slos] + [24 * 3600])
-        self.retention_s = retention_s or horizon + 2 * bucket_s + grace_s
+        self.retention_s = retention_s or horizon + 2 * bucket_s + grace_s  # per-model totals
+        self.client_retention_s = 0.0  # per-client rows and edges: what the rules' evaluators need (set below)
         self._sources: dict[str, SourceEntry] = dict(self.state.sources())  # read on every message: kept at hand
+        self._expected = self.state.progress  # the progress this object last read or wrote
         self.alerter = self._rebuild()
         self.skipped_messages = 0
         self.applied_messages = 0
+        self._expired_at = self.alerter.evaluated_until
 
     @property
     def firing(self) -> list[Alert]:
@@ -85,23 +106,41 @@ class DurableAlerter:
     def progress(self) -> Progress:
         return self.state.progress
 
+    @property
+    def unconfirmed(self) -> list[Alert]:
+        """The transitions the last applied message released: a process that died after storing its
+        progress may not have published them, so a restarted alerter publishes them again (the alert
+        consumer drops those it already handled, by ``alert_id``)."""
+        return [Alert.model_validate_json(raw) for raw in self.state.progress.released]
+
     def apply(self, offset: int, batch: SliBatch, now: float, topic: str = "sli-buckets") -> list[Alert]:
         """Apply one message at ``offset`` of an input ``topic`` (``sli-buckets`` from ingest, ``scores``
         from the scorer); returns the alerts its watermark released."""
-        progress = self.state.progress
+        progress, resent = self.state.progress, []
+        if progress != self._expected:  # written by another process: its changelog records arrived late
+            log.warning("alerter state advanced underneath (offsets %s, not %s): rebuilt from it", progress.offsets,
+                        self._expected.offsets)
+            self._sources = dict(self.state.sources())
+            self._expected = progress
+            self.alerter = self._rebuild()
+            resent = self.unconfirmed
         if offset <= progress.offsets.get(topic, -1):
             self.skipped_messages += 1
-            return []
+            log.info("%s offset %d skipped: the state has applied it (through %d)", topic, offset,
+                     progress.offsets[topic])
+            return resent
         fresh = self._merge_rows(topic, offset, batch.rows)
+        self._merge_totals(topic, offset, batch.rows)
         self._merge_samples(topic, offset, batch.flagged)
         self.alerter.ingest(fresh, edges=self._merge_edges(topic, offset, batch.edges))
         self._note_source(batch, now)
         alerts = self.alerter.advance(self.watermark(now))
-        self.state.put_progress(Progress({**progress.offsets, topic: offset}, self.alerter.evaluated_until))
+        self._expected = Progress({**progress.offsets, topic: offset}, self.alerter.evaluated_until,
+                                  [a.to_json().decode() for a in alerts])
+        self.state.put_progress(self._expected)
         self.applied_messages += 1
-        if self.applied_messages % 500 == 0:  # not by offset: transaction markers take offsets too
-            self._expire()
-        return alerts
+        self._expire()
+        return resent + alerts
 
     def watermark(self, now: float) -> float:
         """The slowest source's watermark, among ingest and scorer instances heard from in the last
@@ -121,13 +160,18 @@ class DurableAlerter:
             entry = self.state.bucket(model, client, bucket)
             if entry is not None and entry.reached(topic, offset):
                 continue  # this message already reached this entry before a restart
-            values, first = rows.values[i], rows.first[i]
-            if entry is not None:
-                values = values + entry.values
-                first = np.minimum(first, entry.first)
-            self.state.put_bucket(model, client, bucket, BucketEntry(stamped(entry, topic, offset), values, first))
+            self.state.put_bucket(model, client, bucket, _merged(entry, topic, offset, rows, i))
             keep[i] = True
         return rows.take(keep)
+
+    def _merge_totals(self, topic: str, offset: int, rows: SliRows) -> None:
+        """Add a message's rows, summed per (model, bucket), to the stored totals (all its rows: a crash may
+        have stored its per-client rows and not yet these)."""
+        totals = rows.model_totals()
+        for i, (bucket, model) in enumerate(zip(totals.bucket.tolist(), totals.model.tolist(), strict=True)):
+            entry = self.state.total(model, bucket)
+            if entry is None or not entry.reached(topic, offset):
+                self.state.put_total(model, bucket, _merged(entry, topic, offset, totals, i))
 
     def _merge_edges(self, topic: str, offset: int, edges: MatchEdges) -> MatchEdges:
         """Add a message's match edges to their (model, bucket) entries; returns the edges not seen before."""
@@ -170,27 +214,40 @@ class DurableAlerter:
         self.state.put_source(batch.instance, entry)
         self._sources[batch.instance] = entry
 
+    def _client_cutoff(self, until: int | None) -> float:
+        """The start (epoch seconds) of the oldest bucket whose per-client rows are kept at ``until``."""
+        if until is None:
+            return float("-inf")
+        return float((until - math.ceil(self.client_retention_s / self.bucket_s)) * self.bucket_s)
+
     def _rebuild(self) -> Alerter:
         alerter = Alerter(self.rules, self.bucket_s, self.grace_s, self.baselines)
-        stored = list(self.state.buckets())
+        self.client_retention_s = alerter.client_history_s + 2 * self.bucket_s + self.grace_s
         samples = [(i, model, client, f) for model, client, entry in self.state.all_samples() for i, f in entry.samples]
         if samples:
             ids, models, clients, fingerprints = zip(*samples, strict=True)
             alerter.samples.add(FlaggedEvents.of(ids, models, clients, [np.nan] * len(ids), [""] * len(ids),
                                                  fingerprints))
         until = self.state.progress.evaluated_until
-        if stored:
-            buckets = np.array([b for _, _, b, _ in stored], np.int64)
-            order = np.argsort(buckets, kind="stable")
-            rows = SliRows(buckets[order], np.array([m for m, _, _, _ in stored], object)[order],
-                           np.array([c for _, c, _, _ in stored], object)[order],
-                           np.array([e.values for _, _, _, e in stored], np.float64)[order],
-                           np.array([e.first for _, _, _, e in stored], np.float64).reshape(
-                               len(stored), len(BAD_COUNTERS))[order])
+        rows = self._stored_rows(self._client_cutoff(until))
+        if len(rows):
             replayed = self._replay(alerter, rows, until, self._stored_edges())
             log.info("alerter state rebuilt: %d bucket rows, evaluated through bucket %s, %d alerts open "
-                     "(%d transitions replayed, not re-sent)", len(stored), until, len(alerter.firing), replayed)
+                     "(%d transitions replayed, not re-sent)", len(rows), until, len(alerter.firing), replayed)
         return alerter
+
+    def _stored_rows(self, cutoff: float) -> SliRows:
+        """Per-model totals of the buckets before ``cutoff`` (summed from per-client rows where none was
+        stored, as by a version before totals), then the per-client rows; in bucket order."""
+        clients = _table([(model, client, bucket, entry) for model, client, bucket, entry in self.state.buckets()])
+        totals = _table([(model, "", bucket, entry) for model, bucket, entry in self.state.totals()])
+        older = clients.take(clients.bucket < cutoff).model_totals()
+        stored = set(zip(totals.model.tolist(), totals.bucket.tolist(), strict=True))
+        keys = zip(older.model.tolist(), older.bucket.tolist(), strict=True)
+        unstored = np.array([key not in stored for key in keys], bool)
+        rows = SliRows.concat([totals.take(totals.bucket < cutoff), older.take(unstored),
+                               clients.take(clients.bucket >= cutoff)])
+        return rows.take(np.argsort(rows.bucket, kind="stable"))
 
     def _stored_edges(self) -> MatchEdges:
         stored = [(bucket, model, a, b, n) for model, bucket, entry in self.state.all_edges()
@@ -209,8 +266,11 @@ class DurableAlerter:
         for start, end in zip(starts, np.r_[starts[1:], len(index)], strict=True):
             if until is not None and alerter.evaluated_until is not None:
                 transitions += len(alerter.evaluate_until(min(int(index[start]) - lag, until)))
-            bucket = int(rows.bucket[start])
-            alerter.ingest(rows.take(np.arange(start, end)), edges=edges.take(edges.bucket == bucket))
+            bucket, these = int(rows.bucket[start]), rows.take(np.arange(start, end))
+            if these.client[0] == "":  # older than the per-client history: per-model totals
+                alerter.ingest_totals(these)
+            else:
+                alerter.ingest(these, edges=edges.take(edges.bucket == bucket))
         if until is not None:
             transitions += len(alerter.evaluate_until(until))
         alerter.take_closed_totals()  # exported before the restart; counters must not count them again
@@ -218,7 +278,29 @@ class DurableAlerter:
         return transitions
 
     def _expire(self) -> None:
-        """Drop buckets older than the longest window (plus grace): memory stays bounded."""
+        """Drop per-client rows older than the per-client rules look back, totals older than the longest
+        window (plus grace): memory follows the active clients of the last hours, not of the last days."""
         until = self.alerter.evaluated_until
-        if until is not None:
-            self.state.expire_buckets(int((until - self.retention_s // self.bucket_s) * self.bucket_s))
+        if until is None or (self._expired_at is not None and until - self._expired_at < EXPIRE_EVERY_BUCKETS):
+            return
+        self._expired_at = until
+        self.state.expire_buckets(clients_before=int(self._client_cutoff(until)),
+                                  totals_before=int((until - self.retention_s // self.bucket_s) * self.bucket_s))
+
+
+def _merged(entry: BucketEntry | None, topic: str, offset: int, rows: SliRows, i: int) -> BucketEntry:
+    """Row ``i`` of ``rows`` added to a stored entry (or a new one), stamped with the message."""
+    values, first = rows.values[i], rows.first[i]
+    if entry is not None:
+        values, first = values + entry.values, np.minimum(first, entry.first)
+    return BucketEntry(stamped(entry, topic, offset), values, first)
+
+
+def _table(stored: list[tuple[str, str, int, BucketEntry]]) -> SliRows:
+    """Stored entries as rows (model, client, bucket, entry)."""
+    if not stored:
+        return SliRows.empty()
+    models, clients, buckets, entries = zip(*stored, strict=True)
+    return SliRows(np.array(buckets, np.int64), np.array(models, object), np.array(clients, object),
+                   np.array([e.values for e in entries], np.float64).reshape(len(stored), len(VALUE_COLUMNS)),
+                   np.array([e.first for e in entries], np.float64).reshape(len(stored), len(BAD_COUNTERS)))

@@ -24,6 +24,17 @@ class Evaluator(Protocol):
         """The alerts open now."""
         ...
 
+    @property
+    def client_history_s(self) -> float:
+        """Seconds of per-client rows a rebuilt evaluator needs to reach the state it had (0: none)."""
+        ...
+
+    @property
+    def reads_totals(self) -> bool:
+        """Whether rows summed over a model's clients (client ``""``) are all it reads; history older than
+        ``client_history_s`` is kept only as such sums."""
+        ...
+
     def ingest(self, rows: SliRows) -> object:
         """Add aggregate rows (any bucket, any order)."""
         ...

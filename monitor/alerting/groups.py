@@ -96,6 +96,8 @@ class GroupEvaluator:
         self._named: dict[str, tuple[int, float]] = {}  # dedup key -> (keys its last transition named, when)
         self._last_hot: dict[str, float] = {}
         self._started: int | None = None  # the first bucket this evaluator saw
+        self.reads_totals = False
+        self.client_history_s = 12.0 * rule.half_life + max(rule.resolve_after, rule.fresh_within)
 
     @property
     def firing(self) -> list[Alert]:

@@ -34,6 +34,8 @@ class NoDataEvaluator:
         self.bucket_s = bucket_s
         self._last_bucket: dict[str, int] = {}  # model -> last bucket with events
         self._open: dict[str, Alert] = {}
+        self.reads_totals = True
+        self.client_history_s = 0.0
 
     @property
     def firing(self) -> list[Alert]:

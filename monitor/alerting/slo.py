@@ -55,6 +55,8 @@ class SloEvaluator:
         self._floor: dict[int, int] = {}  # row -> first bucket of its current incident window
         self.late_dropped = 0
         self.last_burn: dict[str, np.ndarray] = {}
+        self.reads_totals = slo.scope == "model"
+        self.client_history_s = 0.0 if self.reads_totals else float(slo.horizon_s)
         self._evaluations = 0
 
     def ingest(self, rows: SliRows) -> int:

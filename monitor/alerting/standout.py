@@ -172,6 +172,9 @@ class ClientStandoutEvaluator:
         self._open: dict[tuple[str, str], Alert] = {}
         self._last_hot: dict[tuple[str, str], float] = {}
         self._evaluations = 0
+        self.reads_totals = False
+        # Older rows weigh under 2**-12 in the decayed windows; an open alert resolves after resolve_after.
+        self.client_history_s = 12.0 * rule.half_life + rule.resolve_after
 
     @property
     def live_clients(self) -> int:

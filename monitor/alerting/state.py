@@ -1,10 +1,12 @@
 """The alerter's stored state, typed: the one codec between the entries the alerter works with and the
 keys and JSON values of its key-value store (a faust table with a changelog in production).
 
-Five kinds of entry: a bucket row per (model, client, bucket) with its summed counters; the match edges
-between clients per (model, bucket); a source per ingest or scorer instance with its watermark; evidence
-samples per (model, client); and the progress. Bucket, edge and sample entries remember, per input
-topic, the offset of the message that last changed them (idempotence under redelivery).
+Six kinds of entry: a bucket row per (model, client, bucket) with its summed counters, kept as long as
+the per-client rules look back; the same summed over the model's clients per (model, bucket), kept as
+long as the longest SLO window; the match edges between clients per (model, bucket); a source per ingest
+or scorer instance with its watermark; evidence samples per (model, client); and the progress. Bucket,
+total, edge and sample entries remember, per input topic, the offset of the message that last changed
+them (idempotence under redelivery). Counters are stored as base64 float64 (a few hundred bytes a row).
 
 >>> import numpy as np
 >>> state = AlerterState({})
@@ -14,10 +16,14 @@ topic, the offset of the message that last changed them (idempotence under redel
 (True, False, [61.0, inf])
 >>> [(model, client, bucket) for model, client, bucket, _ in state.buckets()]
 [('m', 'c', 60)]
+>>> state.put_total("m", 60, entry)
+>>> state.expire_buckets(clients_before=120, totals_before=0), [b for _, b, _ in state.totals()]
+(1, [60])
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,11 +34,7 @@ from monitor.contracts.sli import VALUE_COLUMNS
 
 _SEP = "\x1f"
 _PROGRESS = "progress"
-_BUCKET, _SOURCE, _SAMPLES, _EDGES = "b", "s", "e", "g"
-
-
-def _nullable(values: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else float(v) for v in values.tolist()]
+_BUCKET, _SOURCE, _SAMPLES, _EDGES, _TOTAL = "b", "s", "e", "g", "t"
 
 
 def _finite_or_inf(values: list[float | None]) -> np.ndarray:
@@ -44,6 +46,17 @@ def full_width(stored: list[float] | np.ndarray) -> np.ndarray:
     values = np.zeros(len(VALUE_COLUMNS))
     values[:len(stored)] = stored
     return values
+
+
+def _pack(values: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(values, "<f8").tobytes()).decode("ascii")
+
+
+def _unpack(raw: str | list[float | None]) -> np.ndarray:
+    """A stored array: base64 float64, or the JSON list of entries written before (null: inf)."""
+    if isinstance(raw, str):
+        return np.frombuffer(base64.b64decode(raw), "<f8").copy()
+    return _finite_or_inf(raw)
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,9 @@ class SourceEntry:
 class Progress:
     offsets: dict[str, int] = field(default_factory=dict)  # input topic -> last applied offset
     evaluated_until: int | None = None
+    # Alert transitions (JSON) the last applied message released: written before they are published, so
+    # a crash between this entry reaching the changelog and the alerts reaching their topic loses none.
+    released: list[str] = field(default_factory=list)
 
 
 class AlerterState:
@@ -101,8 +117,19 @@ class AlerterState:
         return None if raw is None else _bucket(raw)
 
     def put_bucket(self, model: str, client: str, bucket: int, entry: BucketEntry) -> None:
-        self.store[_SEP.join((_BUCKET, model, client, str(bucket)))] = {
-            "o": entry.offsets, "v": np.asarray(entry.values).tolist(), "f": _nullable(np.asarray(entry.first))}
+        self.store[_SEP.join((_BUCKET, model, client, str(bucket)))] = _bucket_value(entry)
+
+    def total(self, model: str, bucket: int) -> BucketEntry | None:
+        """The model's counters of ``bucket`` summed over its clients."""
+        raw = self.store.get(_SEP.join((_TOTAL, model, str(bucket))))
+        return None if raw is None else _bucket(raw)
+
+    def put_total(self, model: str, bucket: int, entry: BucketEntry) -> None:
+        self.store[_SEP.join((_TOTAL, model, str(bucket)))] = _bucket_value(entry)
+
+    def totals(self) -> Iterator[tuple[str, int, BucketEntry]]:
+        for model, bucket, raw in self._of_kind(_TOTAL):
+            yield model, int(bucket), _bucket(raw)
 
     def samples(self, model: str, client: str) -> SamplesEntry | None:
         raw = self.store.get(_SEP.join((_SAMPLES, model, client)))
@@ -131,10 +158,12 @@ class AlerterState:
     @property
     def progress(self) -> Progress:
         raw = self.store.get(_PROGRESS)
-        return Progress() if raw is None else Progress(dict(raw["offsets"]), raw["evaluated_until"])
+        return Progress() if raw is None else Progress(dict(raw["offsets"]), raw["evaluated_until"],
+                                                       list(raw.get("released", [])))
 
     def put_progress(self, progress: Progress) -> None:
-        self.store[_PROGRESS] = {"offsets": progress.offsets, "evaluated_until": progress.evaluated_until}
+        self.store[_PROGRESS] = {"offsets": progress.offsets, "evaluated_until": progress.evaluated_until,
+                                 "released": progress.released}
 
     def buckets(self) -> Iterator[tuple[str, str, int, BucketEntry]]:
         for model, client, bucket, raw in self._of_kind(_BUCKET):
@@ -149,13 +178,19 @@ class AlerterState:
         for model, client, raw in self._of_kind(_SAMPLES):
             yield model, client, _samples(raw)
 
-    def expire_buckets(self, before: int) -> int:
-        """Drop bucket rows and edges of buckets starting before ``before`` (epoch seconds); returns how many."""
-        prefixes = (_BUCKET + _SEP, _EDGES + _SEP)
-        stale = [k for k in list(self.store.keys()) if k.startswith(prefixes) and int(k.rsplit(_SEP, 1)[1]) < before]
-        for key in stale:
+    def expire_buckets(self, clients_before: int, totals_before: int) -> int:
+        """Drop per-client rows and edges of buckets starting before ``clients_before``, per-model totals of
+        buckets before ``totals_before`` (epoch seconds); returns how many entries went."""
+
+        def stale(key: str) -> bool:
+            kind, _, rest = key.partition(_SEP)
+            before = clients_before if kind in (_BUCKET, _EDGES) else totals_before if kind == _TOTAL else None
+            return before is not None and int(rest.rsplit(_SEP, 1)[-1]) < before
+
+        gone = [k for k in list(self.store.keys()) if stale(k)]
+        for key in gone:
             del self.store[key]
-        return len(stale)
+        return len(gone)
 
     def _of_kind(self, kind: str) -> Iterator[tuple[Any, ...]]:
         for key, raw in list(self.store.items()):
@@ -166,8 +201,12 @@ class AlerterState:
                 yield (*parts, raw)
 
 
+def _bucket_value(entry: BucketEntry) -> dict:
+    return {"o": entry.offsets, "v": _pack(entry.values), "f": _pack(entry.first)}
+
+
 def _bucket(raw: dict) -> BucketEntry:
-    return BucketEntry(dict(raw["o"]), full_width(raw["v"]), _finite_or_inf(raw["f"]))
+    return BucketEntry(dict(raw["o"]), full_width(_unpack(raw["v"])), _unpack(raw["f"]))
 
 
 def _edges(raw: dict) -> EdgesEntry:

@@ -80,13 +80,15 @@ class ScoreRequestBatch:
 
     def chunks(self, max_bytes: int = 512 * 1024) -> list[ScoreRequestBatch]:
         """The request in messages of about ``max_bytes`` at most (Kafka refuses records over its message
-        limit, 1 MB by default), each with the batch's watermark; one empty request when there are no groups.
+        limit, 1 MB by default); one empty request when there are no groups. Only the last carries the
+        batch's watermark: a scorer that has read part of a batch must not let the alerter close the
+        windows the rest of it still feeds (the others carry none, -inf, and move nothing).
 
         >>> group = ScoreGroup("m", np.array(["a", "b", "c"], object), np.array(["c"] * 3, object), np.zeros(3),
         ...     np.ones(3), np.zeros(3, np.int8), np.zeros(3, bool), np.zeros(3, bool), np.ones((3, 1000), np.float32),
         ...     None)
-        >>> [sum(len(g) for g in c.groups) for c in ScoreRequestBatch("i", 1.0, [group]).chunks(max_bytes=9000)]
-        [2, 1]
+        >>> [(sum(len(g) for g in c.groups), c.watermark) for c in ScoreRequestBatch("i", 1.0, [group]).chunks(9000)]
+        [(2, -inf), (1, 1.0)]
         """
         out: list[ScoreRequestBatch] = []
         current: list[ScoreGroup] = []
@@ -100,10 +102,12 @@ class ScoreRequestBatch:
                 room -= len(piece) * group.row_bytes
                 start += len(piece)
                 if room < group.row_bytes:
-                    out.append(ScoreRequestBatch(self.instance, self.watermark, current))
+                    out.append(ScoreRequestBatch(self.instance, float("-inf"), current))
                     current, room = [], max_bytes
         if current or not out:
             out.append(ScoreRequestBatch(self.instance, self.watermark, current))
+        else:
+            out[-1] = ScoreRequestBatch(self.instance, self.watermark, out[-1].groups)
         return out
 
     def encode(self) -> bytes:

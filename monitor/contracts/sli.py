@@ -167,6 +167,16 @@ class SliRows:
         """The rows selected by a boolean mask or index array."""
         return SliRows(self.bucket[mask], self.model[mask], self.client[mask], self.values[mask], self.first[mask])
 
+    def model_totals(self) -> SliRows:
+        """One row per (bucket, model), summed over its clients (client ``""``).
+
+        >>> SliRows.from_columns(bucket=np.array([0, 0]), model=np.array(["m", "m"], dtype=object),
+        ...     client=np.array(["a", "b"], dtype=object), ts=np.zeros(2), flags={"events": np.ones(2, bool)},
+        ...     confidence=np.ones(2)).model_totals().column("events").tolist()
+        [2.0]
+        """
+        return SliRows(self.bucket, self.model, np.full(len(self), "", object), self.values, self.first).combined()
+
     def by_model_bucket(self, bucket_s: int) -> list[tuple[tuple[str, int], np.ndarray]]:
         """Values summed per (model, bucket number), vectorized; one Python step per group, not per row."""
         if not len(self):

@@ -82,10 +82,48 @@ def test_crash_at_any_write_then_redelivery_gives_the_same_alerts(writes):
     assert [a.alert_id for a in before] + [
         a.alert_id for a in after if a.alert_id not in {b.alert_id for b in before}
     ] == [a.alert_id for a in reference]
-    buckets = {k: v["v"] for k, v in store.items() if k.startswith("b")}
-    assert buckets == {k: v["v"] for k, v in reference_store.items() if k.startswith("b")}  # every event once
+    buckets = {k: v["v"] for k, v in store.items() if k.startswith(("b", "t"))}
+    assert buckets == {k: v["v"] for k, v in reference_store.items() if k.startswith(("b", "t"))}  # every event once
     repeated = [a for a in after if a.alert_id in {b.alert_id for b in before}]
     assert all(a.fired_at >= (crashed_at - 1) * 30 for a in repeated)  # only the message in flight can repeat
+
+
+def test_a_crash_after_storing_progress_but_before_publishing_loses_no_transition():
+    batches = stream()
+    store, published = {}, []
+    alerter = DurableAlerter(RULES, store, bucket_s=60, grace_s=60, idle_source_s=1e9)
+    for offset, batch in enumerate(batches):
+        released = alerter.apply(offset, batch, now=0.0)
+        if released and any(a.status == "firing" for a in published):  # dies before publishing these
+            break
+        published += released
+    assert released and offset < len(batches) - 1
+    restarted = DurableAlerter(RULES, store, bucket_s=60, grace_s=60, idle_source_s=1e9)
+    assert [a.alert_id for a in restarted.unconfirmed] == [a.alert_id for a in released]
+    assert all(restarted.apply(o, batches[o], now=0.0) == [] for o in range(offset - 3, offset + 1))  # redelivered
+    rest = [a for o in range(offset + 1, len(batches)) for a in restarted.apply(o, batches[o], now=0.0)]
+    assert restarted.unconfirmed == [] or restarted.unconfirmed == rest[-len(restarted.unconfirmed):]
+    assert [a.alert_id for a in published + released + rest] == [a.alert_id for a in run(batches, {})]
+
+
+def test_state_written_underneath_by_the_previous_process_is_taken_in_not_lost():
+    batches = stream()
+    reference = run(batches, {})
+    fired = next(i for i, b in enumerate(batches) if run(batches[:i + 1], {}) != run(batches[:i], {}))
+    first_store = {}
+    dead = DurableAlerter(RULES, first_store, bucket_s=60, grace_s=60, idle_source_s=1e9)
+    before = [a for o in range(fired) for a in dead.apply(o, batches[o], now=0.0)]
+    stale = dict(first_store)  # what the restarted process recovered: the state before the last message
+    lost = dead.apply(fired, batches[fired], now=0.0)  # its transition never reached the alerts topic
+    assert lost
+    restarted = DurableAlerter(RULES, stale, bucket_s=60, grace_s=60, idle_source_s=1e9)
+    stale.update(first_store)  # then the dead process's last changelog records arrive
+    redelivered = restarted.apply(fired, batches[fired], now=0.0)
+    assert [a.alert_id for a in redelivered] == [a.alert_id for a in lost]  # published at last
+    windows = [slo.windows._total.sum() for slo in (dead.alerter.slos[1], restarted.alerter.slos[1])]
+    assert windows[0] == windows[1]  # and the message's events are in the windows, not lost
+    after = [a for o in range(fired + 1, len(batches)) for a in restarted.apply(o, batches[o], now=0.0)]
+    assert [a.alert_id for a in before + lost + after] == [a.alert_id for a in reference]
 
 
 def test_restart_rebuilds_open_alerts_and_expires_old_buckets():
@@ -99,6 +137,48 @@ def test_restart_rebuilds_open_alerts_and_expires_old_buckets():
     for offset in range(150, len(batches)):
         restarted.apply(offset, batches[offset], now=0.0)
     assert sum(k.startswith("b") for k in store) <= 3 * (restarted.retention_s // 60 + 5)
+
+
+MODEL_RULES = load_rules_text("""
+slos:
+  - {name: anomaly-model, sli: input_anomaly_rate, objective: 0.995, min_events: 20}
+drift:
+  - {name: drift, detector: page_hinkley, series: clean_confidence_mean, delta: 0.005, threshold: 0.2}
+""")
+
+
+def test_per_client_rows_are_kept_as_long_as_client_rules_look_back_and_totals_for_the_slo_windows():
+    batches, crash = stream(), 260  # the crash at minute 130: the drift (minute 150) is still to come
+    reference = DurableAlerter(MODEL_RULES, {}, bucket_s=60, grace_s=60, idle_source_s=1e9)
+    expected = [[a.alert_id for a in reference.apply(o, b, now=0.0)] for o, b in enumerate(batches)]
+    store = {}
+    first = DurableAlerter(MODEL_RULES, store, bucket_s=60, grace_s=60, idle_source_s=1e9)
+    assert first.client_retention_s == 15 * 60 + 2 * 60 + 60 < first.retention_s  # drift names clients of 15 min
+    for offset in range(crash):
+        first.apply(offset, batches[offset], now=0.0)
+    clients = {int(k.rsplit("\x1f", 1)[1]) for k in store if k.startswith("b")}
+    assert len(clients) <= first.client_retention_s // 60 + 10 + 2  # plus a sweep interval and the open buckets
+    assert len([k for k in store if k.startswith("t")]) == crash // 2  # every minute so far, summed per model
+    restarted = DurableAlerter(MODEL_RULES, store, bucket_s=60, grace_s=60, idle_source_s=1e9)
+    got = [[a.alert_id for a in restarted.apply(o, batches[o], now=0.0)] for o in range(crash, len(batches))]
+    assert got == expected[crash:] and any(got)  # the SLO windows and the detector rebuilt from totals: same alerts
+    assert len(restarted.firing) == len(reference.firing)
+
+
+def test_state_written_before_totals_existed_rebuilds_from_its_per_client_rows():
+    batches = stream(minutes=200)
+    store = {}
+    alerter = DurableAlerter(MODEL_RULES, store, bucket_s=60, grace_s=60, idle_source_s=1e9)
+    alerter.client_retention_s = alerter.retention_s  # as an earlier version: every row kept for the SLO windows
+    for offset in range(200):  # minute 100: the attack of minutes 60-90 still in the SLO windows
+        alerter.apply(offset, batches[offset], now=0.0)
+    old_store = {k: v for k, v in store.items() if not k.startswith("t")}  # and no totals
+    reference = DurableAlerter(MODEL_RULES, dict(store), bucket_s=60, grace_s=60, idle_source_s=1e9)
+    upgraded = DurableAlerter(MODEL_RULES, old_store, bucket_s=60, grace_s=60, idle_source_s=1e9)
+    assert [a.alert_id for a in upgraded.firing] == [a.alert_id for a in reference.firing]
+    tail = range(200, len(batches))
+    assert [[a.alert_id for a in upgraded.apply(o, batches[o], now=0.0)] for o in tail] == \
+        [[a.alert_id for a in reference.apply(o, batches[o], now=0.0)] for o in tail]
 
 
 def test_watermark_is_the_slowest_live_instance():
