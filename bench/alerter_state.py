@@ -1,0 +1,76 @@
+"""The alerter's durable state over time: store entries and traced memory with the shipped rules, as
+many clients every minute as ``--clients``, through :class:`~monitor.alerting.durable.DurableAlerter`
+with a plain dict as its store (the faust table holds the same entries). Per-client rows are kept as
+long as the per-client rules look back (three hours with the shipped rules), per-model totals for the
+SLO windows: the figures should grow for three hours of event time and then stay flat.
+
+    python3 bench/alerter_state.py [--minutes 240] [--clients 2000] [--events-per-client 9]
+
+Prints, every 30 minutes of event time: stored entries, of them per-client rows, and the memory
+tracemalloc traces (store plus evaluators); at the end, the store's share of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from monitor.alerting.durable import DurableAlerter  # noqa: E402
+from monitor.contracts.sli import SliRows  # noqa: E402
+from monitor.contracts.sli_buckets import SliBatch  # noqa: E402
+from monitor.spec.rules import default_rules_dir, load_rules  # noqa: E402
+from monitor.telemetry.export import export_alert_state  # noqa: E402
+from monitor.telemetry.metrics import Metrics  # noqa: E402
+
+
+def minute_batch(minute: int, names: np.ndarray, per: int, rng: np.random.Generator) -> SliBatch:
+    """One minute of benign traffic from every client, as one ingest message."""
+    n = len(names) * per
+    ts = minute * 60 + rng.uniform(0, 60, n)
+    rows = SliRows.from_columns(
+        bucket=(ts // 60).astype(np.int64) * 60, model=np.full(n, "m", dtype=object), client=np.repeat(names, per),
+        ts=ts, flags={"events": np.ones(n, bool), "traffic_events": np.ones(n, bool), "queries": np.ones(n, bool),
+                      "anomalous": rng.random(n) < 0.01, "clean_events": np.ones(n, bool)},
+        confidence=rng.uniform(0.5, 1, n), margin=rng.uniform(0, 1, n),
+        bins={"label": rng.integers(0, 8, n), "input": rng.integers(0, 8, n), "margin_rank": rng.integers(0, 10, n)})
+    return SliBatch("ingest-0", float(ts.max()), 0, {"inference-logs/0": (0, n)}, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=int, default=240)
+    parser.add_argument("--clients", type=int, default=2000)
+    parser.add_argument("--events-per-client", type=int, default=9)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    names = np.array([f"key_{i}" for i in range(args.clients)], dtype=object)
+    metrics = Metrics()
+    tracemalloc.start()
+    store: dict = {}
+    alerter = DurableAlerter(load_rules(default_rules_dir()), store, bucket_s=60, grace_s=60, idle_source_s=1e12)
+    print(f"per-client rows kept {alerter.client_retention_s / 3600:.2f} h, per-model totals "
+          f"{alerter.retention_s / 86400:.2f} days")
+    print("| minute | entries | per-client rows | traced MB | wall s |\n|---:|---:|---:|---:|---:|")
+    started = time.perf_counter()
+    for minute in range(args.minutes):
+        alerter.apply(minute, minute_batch(minute, names, args.events_per_client, rng), now=0.0)
+        export_alert_state(metrics, alerter.alerter)  # as the daemon does: closed rows leave the alerter
+        if minute % 30 == 29 or minute == args.minutes - 1:
+            traced = tracemalloc.get_traced_memory()[0] / 2**20
+            rows = sum(key.startswith("b\x1f") for key in store)
+            print(f"| {minute + 1} | {len(store):,} | {rows:,} | {traced:.0f} | {time.perf_counter() - started:.0f} |",
+                  flush=True)
+    before = tracemalloc.get_traced_memory()[0]
+    store.clear()
+    print(f"the store: {(before - tracemalloc.get_traced_memory()[0]) / 2**20:.0f} MB of it")
+
+
+if __name__ == "__main__":
+    main()
