@@ -90,7 +90,7 @@ class ScoreRequestBatch:
         >>> [(sum(len(g) for g in c.groups), c.watermark) for c in ScoreRequestBatch("i", 1.0, [group]).chunks(9000)]
         [(2, -inf), (1, 1.0)]
         """
-        out: list[ScoreRequestBatch] = []
+        parts: list[list[ScoreGroup]] = []
         current: list[ScoreGroup] = []
         room = max_bytes
         for group in self.groups:
@@ -102,13 +102,12 @@ class ScoreRequestBatch:
                 room -= len(piece) * group.row_bytes
                 start += len(piece)
                 if room < group.row_bytes:
-                    out.append(ScoreRequestBatch(self.instance, float("-inf"), current))
+                    parts.append(current)
                     current, room = [], max_bytes
-        if current or not out:
-            out.append(ScoreRequestBatch(self.instance, self.watermark, current))
-        else:
-            out[-1] = ScoreRequestBatch(self.instance, self.watermark, out[-1].groups)
-        return out
+        if current or not parts:
+            parts.append(current)
+        return [ScoreRequestBatch(self.instance, self.watermark if i == len(parts) - 1 else float("-inf"), groups)
+                for i, groups in enumerate(parts)]
 
     def encode(self) -> bytes:
         groups: list[dict[str, Any]] = []
