@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import msgspec
 import numpy as np
 
+from monitor.contracts.events import validate_event
 from monitor.contracts.score_requests import ScoreRequestBatch
 from monitor.contracts.sli_buckets import SliBatch
-from monitor.detect.batch import EventBatch
 from monitor.detect.engine import BatchResult, Engine
 from monitor.detect.parsing import ParsedBatch, parse_batch
 from monitor.detect.profiles import Profile
@@ -65,9 +66,10 @@ class IngestWorker(TransactionalWorker):
             self.metrics.dead_letters.labels(reason=letter.category).inc()
         self.metrics.batch_seconds.labels(stage="parse").observe(parsed_at - started)
         self.metrics.batch_seconds.labels(stage="engine").observe(engine_at - parsed_at)
-        return self._outputs(batches, parsed, result, late)
+        return self._outputs(batches, records, parsed, result, late)
 
-    def _outputs(self, batches, parsed: ParsedBatch, result: BatchResult, late: int) -> list[Output]:
+    def _outputs(self, batches, records: list[bytes], parsed: ParsedBatch, result: BatchResult,
+                 late: int) -> list[Output]:
         t, instance = self.topics, self.settings.instance_id
         message = SliBatch(
             instance=instance, watermark=self.watermark, late=late, offsets=offset_spans(batches),
@@ -79,7 +81,7 @@ class IngestWorker(TransactionalWorker):
         outputs += [dead_letter_output(t.dead_letters, letter) for letter in parsed.dead]
         docs = result.flagged.records()
         if self.settings.store_raw_inputs:
-            docs = with_raw_inputs(docs, parsed.batch)
+            docs = with_raw_inputs(docs, records, parsed)
         outputs += [suspicious_output(t.suspicious_inputs, doc) for doc in docs]
         return outputs
 
@@ -93,13 +95,13 @@ def _max_ts_per_partition(batches: dict, parsed: ParsedBatch) -> dict[str, float
     return {partition_name(tp): float(ts) for tp, ts in zip(batches, latest.tolist(), strict=True) if ts > -np.inf}
 
 
-def with_raw_inputs(docs: list[dict], batch: EventBatch) -> list[dict]:
+def with_raw_inputs(docs: list[dict], records: Sequence[bytes], parsed: ParsedBatch) -> list[dict]:
     """The forensics corpus with the flagged events' raw inputs (``ADVMON_STORE_RAW_INPUTS=true`` only;
-    otherwise a suspicious input is known by its fingerprint alone)."""
+    otherwise a suspicious input is known by its fingerprint alone), decoded again from their records."""
     if not docs:
         return docs
-    row = {event_id: i for i, event_id in enumerate(batch.event_id.tolist())}
+    row = {event_id: i for i, event_id in enumerate(parsed.batch.event_id.tolist())}
     for doc in docs:
-        raw = batch.inputs[row[doc["event_id"]]]
+        raw = validate_event(records[int(parsed.valid[row[doc["event_id"]]])]).input
         doc["input"] = None if raw is None else {k: v for k, v in msgspec.to_builtins(raw).items() if v is not None}
     return docs

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor.alerting.river_drift import drift_detector
 from monitor.alerting.samples import EvidenceSamples
 from monitor.contracts.alerts import Alert
 from monitor.contracts.sli import SliRows, series_values
@@ -56,15 +57,13 @@ class DriftEvaluator:
         return list(self._open.values())
 
     def _new_detector(self):
-        from river import drift  # on first use: river's package import costs about a second (it loads scikit-learn)
-
         if self.rule.detector == "adwin":
-            return drift.ADWIN(delta=self.rule.delta)
+            return drift_detector("ADWIN")(delta=self.rule.delta)
         if self.rule.detector == "kswin":
-            return drift.KSWIN(alpha=self.rule.alpha, window_size=self.rule.window_size, stat_size=self.rule.stat_size,
-                               seed=0)
-        return drift.PageHinkley(min_instances=self.rule.grace_points, delta=self.rule.delta,
-                                 threshold=self.rule.threshold, mode="both")
+            return drift_detector("KSWIN")(alpha=self.rule.alpha, window_size=self.rule.window_size,
+                                           stat_size=self.rule.stat_size, seed=0)
+        return drift_detector("PageHinkley")(min_instances=self.rule.grace_points, delta=self.rule.delta,
+                                             threshold=self.rule.threshold, mode="both")
 
     def ingest(self, rows: SliRows) -> None:
         for key, values in rows.by_model_bucket(self.bucket_s):

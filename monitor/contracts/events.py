@@ -10,7 +10,7 @@ its single executable definition (``advmon schema events`` prints it as JSON Sch
 ...     b' "model": "digits-mlp", "prediction": {"label": 7, "confidence": 0.9},'
 ...     b' "input": {"embedding": {"b64": "AACAPwAAAEA=", "dtype": "float32"}}}')
 >>> epoch_seconds(record.ts), record.prediction.label, record.input.embedding.b64
-(1795600800.5, 7, 'AACAPwAAAEA=')
+(1795600800.5, 7, b'\\x00\\x00\\x80?\\x00\\x00\\x00@')
 >>> validate_event(b'{"event_id": "e1", "ts": 1, "client_id": "c", "prediction": {"label": "1", "confidence": 2}}')
 Traceback (most recent call last):
 ...
@@ -42,9 +42,10 @@ Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
 
 
 class EncodedEmbedding(msgspec.Struct, frozen=True, gc=False):  # gc=False: never in a cycle
-    """A little-endian binary embedding: ``{"b64": ..., "dtype": "float32"|"float16"}``."""
+    """A little-endian binary embedding: ``{"b64": ..., "dtype": "float32"|"float16"}``; ``b64`` holds the bytes,
+    decoded from base64 by the validator."""
 
-    b64: Annotated[str, msgspec.Meta(min_length=1, max_length=4 * MAX_VECTOR_LEN * 4 // 3 + 4)]
+    b64: Annotated[bytes, msgspec.Meta(min_length=1, max_length=4 * MAX_VECTOR_LEN)]
     dtype: Literal["float32", "float16"] = "float32"
 
 

@@ -111,22 +111,29 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
+#: Records validated and made columnar at a time: their number lists are freed while still in cache (a batch of
+#: 4,096 realistic records at once is 1.5x slower), and the slices' columns are joined.
+SLICE = 512
+
+
 def _parse(records: Sequence[bytes], sources: Sequence[str] | None, max_bytes: int,
            not_after: float | None) -> ParsedBatch:
-    valid: list[InferenceEvent] = []
-    kept: list[int] = []
     reasons: dict[int, str] = {}
-    for index, raw in enumerate(records):
-        if len(raw) > max_bytes:
-            reasons[index] = f"record too large: {len(raw)} bytes > limit {max_bytes}"
-            continue
-        try:
-            valid.append(validate_event(raw))
-            kept.append(index)
-        except msgspec.MsgspecError as exc:
-            reasons[index] = describe_rejection(raw, exc)
-        except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # defensive: never fatal
-            reasons[index] = f"invalid event: {exc}"
+    sliced = [_parse_slice(records, start, min(start + SLICE, len(records)), max_bytes, not_after, reasons)
+              for start in range(0, len(records), SLICE)] or [_parse_slice(records, 0, 0, max_bytes, None, reasons)]
+    batch = EventBatch.concat([part for part, _ in sliced])
+    rows = np.concatenate([kept for _, kept in sliced])
+    dead = [DeadLetter(reason=reasons[i], raw=bytes(records[i]),
+                       source=sources[i] if sources is not None else f"#{i}") for i in sorted(reasons)]
+    return ParsedBatch(batch, dead, rows)
+
+
+def _parse_slice(records: Sequence[bytes], start: int, stop: int, max_bytes: int, not_after: float | None,
+                 reasons: dict[int, str]) -> tuple[EventBatch, np.ndarray]:
+    """Records ``start:stop`` as a batch and the input index of each of its rows; ``reasons`` gets the rest."""
+    valid, kept = _validate_all(records[start:stop], max_bytes, start)
+    if valid is None:  # some record is bad: one at a time, to keep the good ones and name what is wrong
+        valid, kept = _validate_each(records, start, stop, max_bytes, reasons)
     batch, undecodable = EventBatch.from_records(valid)
     rows = np.asarray(kept, np.int64)
     late = np.zeros(len(batch), bool) if not_after is None else batch.ts > not_after
@@ -140,9 +147,37 @@ def _parse(records: Sequence[bytes], sources: Sequence[str] | None, max_bytes: i
         good[list(undecodable)] = False
         good &= ~late
         batch, rows = batch.take(good), rows[good]
-    dead = [DeadLetter(reason=reasons[i], raw=bytes(records[i]),
-                       source=sources[i] if sources is not None else f"#{i}") for i in sorted(reasons)]
-    return ParsedBatch(batch, dead, rows)
+    return batch, rows
+
+
+def _validate_all(chunk: Sequence[bytes], max_bytes: int,
+                  start: int) -> tuple[list[InferenceEvent] | None, Sequence[int]]:
+    """Every record of ``chunk`` validated in one comprehension, or None if any is too large or invalid."""
+    if max(map(len, chunk), default=0) > max_bytes:
+        return None, range(0)
+    try:
+        return [validate_event(raw) for raw in chunk], range(start, start + len(chunk))
+    except (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError):
+        return None, range(0)
+
+
+def _validate_each(records: Sequence[bytes], start: int, stop: int, max_bytes: int,
+                   reasons: dict[int, str]) -> tuple[list[InferenceEvent], Sequence[int]]:
+    valid: list[InferenceEvent] = []
+    kept: list[int] = []
+    for index in range(start, stop):
+        raw = records[index]
+        if len(raw) > max_bytes:
+            reasons[index] = f"record too large: {len(raw)} bytes > limit {max_bytes}"
+            continue
+        try:
+            valid.append(validate_event(raw))
+            kept.append(index)
+        except msgspec.MsgspecError as exc:
+            reasons[index] = describe_rejection(raw, exc)
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # defensive: never fatal
+            reasons[index] = f"invalid event: {exc}"
+    return valid, kept
 
 
 def _future(ts: float, not_after: float) -> str:

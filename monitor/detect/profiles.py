@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
+from monitor.detect.kth import kth_largest
 from monitor.errors import ProfileError
 
 SCORE_NAMES = ("mahalanobis", "knn", "energy")
@@ -165,8 +166,7 @@ class ModelProfile:
         )
         mahalanobis = quad.min(axis=1).astype(np.float64)
         similarity = _normalize(f) @ self.bank.T
-        kth = np.partition(similarity, similarity.shape[1] - self.k, axis=1)[:, similarity.shape[1] - self.k]
-        knn = (1.0 - kth).astype(np.float64)
+        knn = (1.0 - kth_largest(similarity, self.k)).astype(np.float64)
         energy = np.full(len(f), np.nan) if logits is None else energy_score(logits)
         return Scores.decided(self.thresholds, mahalanobis, knn, energy)
 

@@ -1,19 +1,21 @@
 """A batch's vectors as float32 matrices grouped by length, built in one numpy call per group, and the checks
-pydantic-core cannot make (base64 that decodes to a whole number of finite values), made per batch.
+the validator's types cannot make (binary embeddings that hold a whole number of finite values), made per batch.
 
 >>> groups = list_groups([[1, 2], None, [3, 4, 5], [6, 7]])
 >>> {size: (rows.tolist(), matrix.tolist()) for size, (rows, matrix) in groups.items()}
 {2: ([0, 3], [[1.0, 2.0], [6.0, 7.0]]), 3: ([2], [[3.0, 4.0, 5.0]])}
->>> groups, rejected = encoded_groups(["AACAPwAAAEA=", "AAA", "AACAfw=="], ["float32"] * 3)
+>>> groups, rejected = encoded_groups([b"\\0\\0\\x80?\\0\\0\\0@", b"\\0\\0\\x80", b"\\0\\0\\x80\\x7f"], ["float32"] * 3)
 >>> groups[2][1].tolist(), rejected
-([[1.0, 2.0]], {1: 'input.embedding.b64: not valid base64', 2: 'input.embedding: must contain only finite numbers'})
+([[1.0, 2.0]], {1: 'input.embedding.b64: 3 bytes, not a whole number of float32 values', \
+2: 'input.embedding: must contain only finite numbers'})
 """
 
 from __future__ import annotations
 
-import binascii
-from collections.abc import Sequence
-from itertools import chain
+import struct
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from itertools import chain, starmap
 
 import numpy as np
 
@@ -42,53 +44,57 @@ def list_groups(vectors: Sequence[list[float] | None]) -> Groups:
 
 
 def _as_float32(items: list, size: int) -> np.ndarray:
-    """Equal-length lists as one float32 matrix (one pass over the values: twice as fast as ``np.array``)."""
-    matrix = np.fromiter(chain.from_iterable(items), np.float64, count=len(items) * size).reshape(len(items), size)
-    if len(matrix) and np.abs(matrix).max() > _F32_MAX:
-        np.clip(matrix, -_F32_MAX, _F32_MAX, out=matrix)
-    return matrix.astype(np.float32)
+    """Equal-length lists as one float32 matrix: each packed by one compiled ``struct`` call (twice as fast as
+    ``np.fromiter``, three times ``np.array``), or, where a value is beyond float32's range, clipped to it."""
+    try:
+        return np.frombuffer(bytearray().join(starmap(_float32_packer(size), items)), np.float32).reshape(-1, size)
+    except (OverflowError, struct.error):
+        matrix = np.fromiter(chain.from_iterable(items), np.float64, count=len(items) * size).reshape(-1, size)
+        return np.clip(matrix, -_F32_MAX, _F32_MAX).astype(np.float32)
 
 
-def encoded_groups(b64: Sequence[str | None], dtypes: Sequence[str]) -> tuple[Groups, dict[int, str]]:
-    """Base64 embeddings (``None`` where absent) decoded and grouped by dimension; the rows that do not
-    decode to a whole number of finite values, with the reason."""
+@lru_cache(maxsize=256)
+def _float32_packer(size: int) -> Callable[..., bytes]:
+    return struct.Struct(f"<{size}f").pack
+
+
+def encoded_groups(decoded: Sequence[bytes | None], dtypes: Sequence[str]) -> tuple[Groups, dict[int, str]]:
+    """Binary embeddings (base64 already decoded by the validator; ``None`` where absent) grouped by dimension;
+    the rows that do not hold a whole number of finite values, with the reason."""
     rejected: dict[int, str] = {}
-    present = [i for i, s in enumerate(b64) if s is not None]
-    decoded = _decode_all([b64[i] or "" for i in present], present, rejected)
     kinds: dict[tuple[str, int], list[int]] = {}
-    for row, raw in zip(present, decoded, strict=True):
+    for row, raw in enumerate(decoded):
         if raw is not None:
             kinds.setdefault((dtypes[row], len(raw)), []).append(row)
-    by_row = {row: raw for row, raw in zip(present, decoded, strict=True) if raw is not None}
     groups: Groups = {}
     for (dtype_name, size), rows in kinds.items():
         dtype = _DTYPES[dtype_name]
-        if not size or size % dtype.itemsize:
+        if size % dtype.itemsize:
             rejected.update({row: f"input.embedding.b64: {size} bytes, not a whole number of {dtype_name} values"
                              for row in rows})
             continue
-        matrix = np.frombuffer(b"".join(by_row[r] for r in rows), dtype).reshape(len(rows), -1).astype(np.float32)
+        matrix = np.frombuffer(b"".join([decoded[r] for r in rows]), dtype).reshape(len(rows), -1)  # type: ignore[misc]
+        matrix = matrix.astype(np.float32)
         finite = np.isfinite(matrix).all(axis=1)
         rejected.update({row: "input.embedding: must contain only finite numbers"
                          for row in np.asarray(rows)[~finite].tolist()})
-        dim = matrix.shape[1]
-        groups = merge_groups(groups, {dim: (np.asarray(rows, np.int64)[finite], matrix[finite])})
+        groups = merge_groups(groups, {matrix.shape[1]: (np.asarray(rows, np.int64)[finite], matrix[finite])})
     return groups, rejected
 
 
-def _decode_all(strings: list[str], rows: list[int], rejected: dict[int, str]) -> list[bytes | None]:
-    try:
-        return [binascii.a2b_base64(s, strict_mode=True) for s in strings]
-    except (binascii.Error, ValueError):
-        return [_decode_one(s, row, rejected) for s, row in zip(strings, rows, strict=True)]
+def concat_groups(parts: Sequence[Groups], starts: Sequence[int]) -> Groups:
+    """The groups of consecutive batches (``starts``: each batch's first row in the joined one), as one.
 
-
-def _decode_one(text: str, row: int, rejected: dict[int, str]) -> bytes | None:
-    try:
-        return binascii.a2b_base64(text, strict_mode=True)
-    except (binascii.Error, ValueError):
-        rejected[row] = "input.embedding.b64: not valid base64"
-        return None
+    >>> concat_groups([{2: (np.array([1]), np.ones((1, 2)))}, {2: (np.array([0]), np.zeros((1, 2)))}], [0, 3])[2][0]
+    array([1, 3])
+    """
+    sizes = sorted({size for groups in parts for size in groups})
+    out: Groups = {}
+    for size in sizes:
+        mine = [(groups[size], start) for groups, start in zip(parts, starts, strict=True) if size in groups]
+        out[size] = (np.concatenate([rows + start for (rows, _), start in mine]),
+                     np.concatenate([matrix for (_, matrix), _ in mine]))
+    return out
 
 
 def merge_groups(a: Groups, b: Groups) -> Groups:

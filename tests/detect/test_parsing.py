@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.contracts.dead_letters import DeadLetter
+from monitor.contracts.events import validate_event
 from monitor.detect.parsing import iter_lines, parse_batch, validate_record
 
 
@@ -42,7 +43,7 @@ def test_contract_example_parses_with_all_fields():
     assert e.feature_groups()[2][1].tolist() == [[0.0, 0.25]] and e.texts[1] == []  # text with features: not text
     assert e.logit_groups()[2][1].tolist() == [[-1.0, 2.0]] and e.margin[0] == pytest.approx(np.tanh(1.5))  # logits win
     assert e.is_adversarial_canary.tolist() == [True] and e.is_canary.tolist() == [True]
-    assert e.inputs[0].text == "hi"  # unknown fields are accepted and ignored
+    assert validate_event(raw).input.text == "hi"  # unknown fields are accepted and ignored
 
 
 def test_float16_embedding_and_epoch_seconds():
@@ -77,7 +78,7 @@ def test_float16_embedding_and_epoch_seconds():
         (event(input={"features": []}), "invalid event: input.features: Expected `array` of length >= 1"),
         (event(input={"embedding": [1, "x"]}), "invalid event: input.embedding.1: Expected `float`, got `str`"),
         (event(input={"embedding": {"b64": "AAA", "dtype": "float32"}}),
-         "invalid event: input.embedding.b64: not valid base64"),
+         "invalid event: input.embedding.b64: Invalid base64 encoded string"),
         (event(input={"embedding": {"b64": "AACA", "dtype": "float32"}}),
          "invalid event: input.embedding.b64: 3 bytes, not a whole number of float32 values"),
         (event(input={"embedding": {"b64": "AACAfw==", "dtype": "float32"}}),

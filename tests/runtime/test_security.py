@@ -83,10 +83,10 @@ def test_raw_inputs_reach_the_forensics_topic_only_when_enabled(caplog):
     records = probing_records()
     runtime, results, _ = run(records, caplog)
     result = results[-1]
-    batch = parse_batch(records[-100:]).batch
+    parsed = parse_batch(records[-100:])
     docs = result.flagged.records()
     assert docs and all("input" not in d for d in docs)
-    kept = with_raw_inputs(result.flagged.records(), batch)
+    kept = with_raw_inputs(result.flagged.records(), records[-100:], parsed)
     assert all(d["input"]["text"] == TEXT and d["input"]["features"][0] == MARK for d in kept)
 
 
