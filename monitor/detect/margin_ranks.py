@@ -74,7 +74,7 @@ class MarginRanks:
             return out
         label = state.codes(labels, grow=False)
         band = _bands(scores)
-        position = np.clip(margins, 0.0, 1.0) * MARGIN_BINS
+        position = np.where(usable, np.clip(margins, 0.0, 1.0), 0.0) * MARGIN_BINS  # NaN: no bin (not used)
         bin_ = np.minimum(position.astype(np.int64), MARGIN_BINS - 1)
         within = position - bin_
         c = state.counts

@@ -243,3 +243,53 @@ def test_remote_scorer_finds_what_in_process_scoring_finds(kafka, prefix, daemon
     requests = read_topic(kafka.bootstrap, topics.score_requests, until=lambda rs: len(rs) > 0, timeout_s=30)
     assert requests  # the embeddings really travelled to the scorer
     assert all(d.terminate() == 0 for d in (ingest, scorer, alerter))
+
+
+def test_three_ingest_workers_one_killed_count_every_event_once(kafka, prefix, daemons, traffic, tmp_path):
+    """Consumer-group scale-out: 3 ingest workers on 6 partitions; one is SIGKILLed mid-stream and not restarted.
+    Its partitions move to the two survivors (after the group's session timeout: static membership), every
+    valid event is counted once, no input offset is covered by two committed batches, and every poison record
+    is dead-lettered once."""
+    from monitor.contracts.sli_buckets import SliBatch
+
+    work, _, dead, valid = traffic
+    topics = Topics.from_settings(Settings(topic_prefix=prefix))
+    create_topics(kafka.bootstrap, topics.specs(input_partitions=6))
+    workers = [daemons(f"ingest-{i}", "ingest", "--instance", f"ingest-{i}", "--profile", str(work / "profile.npz"),
+                       "--http-port", "0").start() for i in range(3)]
+    producer = Producer(work, workers[0].env, rate=1500)
+
+    def batches(records):
+        return [SliBatch.decode(r.value) for r in records]
+
+    read_topic(kafka.bootstrap, topics.sli_buckets, timeout_s=120,
+               until=lambda rs: {b.instance for b in batches(rs)} == {"ingest-0", "ingest-1", "ingest-2"})
+    assert producer.process.poll() is None, "the stream should still be flowing when a worker is killed"
+    workers[1].kill()
+    producer.wait(timeout=120)
+
+    def counted(messages):
+        return sum(int(m.rows.column("events").sum()) for m in messages)
+
+    messages = batches(read_topic(kafka.bootstrap, topics.sli_buckets, timeout_s=120,
+                                  until=lambda rs: counted(batches(rs)) >= valid))
+    spans: dict[str, list[tuple[int, int, str]]] = {}
+    for message in messages:
+        for partition, (first, end) in message.offsets.items():
+            spans.setdefault(partition, []).append((first, end, message.instance))
+    assert len(spans) == 6
+    for partition, covered in spans.items():
+        covered.sort()
+        assert all(a[1] <= b[0] for a, b in zip(covered[:-1], covered[1:], strict=True)), (partition, covered)
+    assert counted(messages) == valid  # nothing lost, nothing counted twice
+    # the killed worker's partitions were taken over: the survivors read them on from where it stopped
+    last = {p: max(end for _, end, who in covered if who == "ingest-1") for p, covered in spans.items()
+            if any(who == "ingest-1" for _, _, who in covered)}
+    assert last, "the killed worker never committed a batch"
+    for partition, stopped in last.items():
+        assert any(first >= stopped and who != "ingest-1" for first, _, who in spans[partition]), (partition, stopped)
+    letters = read_topic(kafka.bootstrap, topics.dead_letters, until=lambda rs: len(rs) >= dead, timeout_s=30)
+    assert len(letters) == dead
+    for survivor in (workers[0], workers[2]):
+        assert survivor.terminate() == 0, survivor.log()
+        assert "Traceback" not in survivor.log()
