@@ -213,7 +213,9 @@ def test_slow_receiver_delays_no_other_sink(kafka, prefix, daemons, traffic, tmp
         assert wait_until(lambda: wanted <= set(hook.transitions), 240)
         hook_s = time.monotonic() - published_at
         requests = len(hook.receiver.requests)
-        assert requests * hook.receiver.delay_s > 2 * file_s + 10  # the other sink did not wait for the slow one
+        # the other sink did not wait for the slow one: waiting would take the slow requests' time (the file sink
+        # took 0-1 s in most runs, 7 s once in a loaded suite run)
+        assert file_s + 5 < requests * hook.receiver.delay_s, (file_s, requests)
         assert duplicates(hook.transitions) == 0 and duplicates(delivered_ids(path)) == 0
         fault_report(f"receiver answers in {hook.receiver.delay_s:.0f} s per request",
                      "0 alerts", f"{duplicates(hook.transitions)} alerts",
