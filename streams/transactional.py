@@ -43,6 +43,10 @@ log = logging.getLogger("advmon.streams")
 #: partitions it wrote to, the alerter's single sli-buckets partition among them, for this long. A batch's
 #: transaction lasts well under a second; one that outlives this is aborted and published again.
 TRANSACTION_TIMEOUT_MS = 10_000
+#: How long a revocation waits for the batch in flight (which takes well under a second). Past it the partitions
+#: are handed over anyway, with a warning: the batch may then be counted again by their next owner, which beats a
+#: group stuck in its rebalance.
+HAND_OVER_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -232,10 +236,21 @@ class HandOver(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked) -> None:
         if not revoked:  # joining without partitions (the first join): nothing read can be stale
             return
-        async with self.worker.in_flight:
+        names = ", ".join(sorted(partition_name(tp) for tp in revoked))
+        try:
+            async with asyncio.timeout(HAND_OVER_WAIT_S):
+                await self.worker.in_flight.acquire()
+        except TimeoutError:
             self.worker.generation += 1
-        log.info("%s: partitions revoked after the batch in flight: %s", self.worker.role,
-                 ", ".join(sorted(partition_name(tp) for tp in revoked)))
+            log.warning("%s: the batch in flight did not finish within %.0f s; partitions %s handed over without "
+                        "it (its records may be counted again by their next owner)", self.worker.role,
+                        HAND_OVER_WAIT_S, names)
+            return
+        try:
+            self.worker.generation += 1
+        finally:
+            self.worker.in_flight.release()
+        log.info("%s: partitions revoked after the batch in flight: %s", self.worker.role, names)
 
     async def on_partitions_assigned(self, assigned) -> None:
         log.info("%s: partitions assigned: %s", self.worker.role,

@@ -68,3 +68,34 @@ def test_a_failed_transaction_is_published_exactly_once(kafka, prefix, fail, cap
     assert len(values) == RECORDS and len(set(values)) == RECORDS  # none lost, none twice
     assert "replacing the producer" in caplog.text
     assert ("the failed transaction had committed" in caplog.text) == (fail == "after-commit")
+
+
+def test_a_revocation_waits_for_the_batch_in_flight_and_then_stales_what_was_read(monkeypatch, caplog):
+    """No broker needed: the hand-over waits for the in-flight lock, bumps the generation (a batch read before
+    is dropped), ignores the first join's empty revocation, and gives up waiting after HAND_OVER_WAIT_S."""
+    from aiokafka import TopicPartition
+
+    import streams.transactional as transactional
+
+    worker = EchoWorker(Settings(), "in", "before-commit")
+    hand_over = transactional.HandOver(worker)
+    revoked = {TopicPartition("in", 0)}
+
+    async def scenario():
+        await hand_over.on_partitions_revoked(set())
+        assert worker.generation == 0
+        await worker.in_flight.acquire()  # a batch in flight
+        waiting = asyncio.ensure_future(hand_over.on_partitions_revoked(revoked))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and worker.generation == 0
+        worker.in_flight.release()  # its transaction ended
+        await waiting
+        assert worker.generation == 1
+        monkeypatch.setattr(transactional, "HAND_OVER_WAIT_S", 0.05)
+        await worker.in_flight.acquire()  # a batch that never finishes
+        await hand_over.on_partitions_revoked(revoked)
+        assert worker.generation == 2
+
+    with caplog.at_level(logging.WARNING, logger="advmon.streams"):
+        asyncio.run(scenario())
+    assert "handed over without it" in caplog.text
