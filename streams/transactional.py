@@ -241,16 +241,13 @@ class HandOver(ConsumerRebalanceListener):
             async with asyncio.timeout(HAND_OVER_WAIT_S):
                 await self.worker.in_flight.acquire()
         except TimeoutError:
-            self.worker.generation += 1
             log.warning("%s: the batch in flight did not finish within %.0f s; partitions %s handed over without "
                         "it (its records may be counted again by their next owner)", self.worker.role,
                         HAND_OVER_WAIT_S, names)
-            return
-        try:
-            self.worker.generation += 1
-        finally:
-            self.worker.in_flight.release()
-        log.info("%s: partitions revoked after the batch in flight: %s", self.worker.role, names)
+        else:
+            self.worker.in_flight.release()  # no await until the bump below: no batch starts in between
+            log.info("%s: partitions revoked after the batch in flight: %s", self.worker.role, names)
+        self.worker.generation += 1
 
     async def on_partitions_assigned(self, assigned) -> None:
         log.info("%s: partitions assigned: %s", self.worker.role,

@@ -88,7 +88,10 @@ class EventBatch:
         if len(parts) == 1:
             return parts[0]
         starts = np.cumsum([0] + [len(p) for p in parts[:-1]]).tolist()
-        column = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+
+        def column(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
+
         return cls(
             column("ts"), column("confidence"), column("event_id"), column("model"), column("client_id"),
             column("label"), column("ground_truth"), column("traffic"),

@@ -41,15 +41,24 @@ def topics_for(kafka, prefix):
     return topics
 
 
-def committed_events(kafka, topic, expected):
-    """Sum of ``events`` over every committed sli-buckets message (each valid event counted once)."""
+def committed_batches(kafka, topic, expected):
+    """Every committed sli-buckets message, decoded, read until they count ``expected`` events (or 120 s)."""
     from monitor.contracts.sli_buckets import SliBatch
 
-    def total(records):
-        return sum(SliBatch.decode(r.value).rows.column("events").sum() for r in records)
+    def batches(records):
+        return [SliBatch.decode(r.value) for r in records]
 
-    records = read_topic(kafka.bootstrap, topic, until=lambda rs: total(rs) >= expected, timeout_s=120)
-    return int(total(records))
+    records = read_topic(kafka.bootstrap, topic, until=lambda rs: events_in(batches(rs)) >= expected, timeout_s=120)
+    return batches(records)
+
+
+def events_in(batches):
+    return int(sum(b.rows.column("events").sum() for b in batches))
+
+
+def committed_events(kafka, topic, expected):
+    """Sum of ``events`` over every committed sli-buckets message (each valid event counted once)."""
+    return events_in(committed_batches(kafka, topic, expected))
 
 
 def wait_for_alerts(kafka, topic, expected_ids, timeout_s=180):
@@ -259,20 +268,13 @@ def test_three_ingest_workers_one_killed_count_every_event_once(kafka, prefix, d
                        "--http-port", "0").start() for i in range(3)]
     producer = Producer(work, workers[0].env, rate=1500)
 
-    def batches(records):
-        return [SliBatch.decode(r.value) for r in records]
-
     read_topic(kafka.bootstrap, topics.sli_buckets, timeout_s=120,
-               until=lambda rs: {b.instance for b in batches(rs)} == {"ingest-0", "ingest-1", "ingest-2"})
+               until=lambda rs: {SliBatch.decode(r.value).instance for r in rs} == {"ingest-0", "ingest-1", "ingest-2"})
     assert producer.process.poll() is None, "the stream should still be flowing when a worker is killed"
     workers[1].kill()
     producer.wait(timeout=120)
 
-    def counted(messages):
-        return sum(int(m.rows.column("events").sum()) for m in messages)
-
-    messages = batches(read_topic(kafka.bootstrap, topics.sli_buckets, timeout_s=120,
-                                  until=lambda rs: counted(batches(rs)) >= valid))
+    messages = committed_batches(kafka, topics.sli_buckets, valid)
     spans: dict[str, list[tuple[int, int, str]]] = {}
     for message in messages:
         for partition, (first, end) in message.offsets.items():
@@ -281,7 +283,7 @@ def test_three_ingest_workers_one_killed_count_every_event_once(kafka, prefix, d
     for partition, covered in spans.items():
         covered.sort()
         assert all(a[1] <= b[0] for a, b in zip(covered[:-1], covered[1:], strict=True)), (partition, covered)
-    assert counted(messages) == valid  # nothing lost, nothing counted twice
+    assert events_in(messages) == valid  # nothing lost, nothing counted twice
     # the killed worker's partitions were taken over: the survivors read them on from where it stopped
     last = {p: max(end for _, end, who in covered if who == "ingest-1") for p, covered in spans.items()
             if any(who == "ingest-1" for _, _, who in covered)}
