@@ -34,7 +34,7 @@ from monitor.sim.families import DAY_START, FAMILIES, Day, Family, generate  # n
 from monitor.spec.rules import default_rules_dir, load_rules  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache"
-GENERATOR_VERSION = 2  # bump when monitor/sim changes what a family generates
+GENERATOR_VERSION = 3  # bump when monitor/sim changes what a family generates (3: ART attacks seeded)
 
 
 def load_day(family: Family, cache: Path) -> Day:

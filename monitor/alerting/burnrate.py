@@ -1,5 +1,10 @@
 """Event-time ring buffers of (bad, total) per SLO key, with vectorized window sums over all keys.
 
+Rows of buckets after the last one evaluated wait beside the ring until evaluation reaches them: a batch that
+runs minutes ahead of the watermark (a worker's partitions read at different speeds, a large batch) must not
+push the oldest buckets of a window out of the ring, or a "30-minute" window would be shorter the further ahead
+rows arrive, and alerts would depend on batching.
+
 >>> import numpy as np
 >>> w = BurnRateWindows(horizon_buckets=60)
 >>> rows = w.rows([("m", ""), ("n", "")])
@@ -32,7 +37,9 @@ class BurnRateWindows:
         self._bad = np.zeros((initial_keys, self.length), np.float32)
         self._total = np.zeros((initial_keys, self.length), np.float32)
         self._first = np.full((initial_keys, self.length), np.inf)
-        self.head: int | None = None  # newest bucket number held
+        self.head: int | None = None  # newest bucket number evaluated (the ring holds the horizon up to it)
+        self.dropped = 0  # entries older than the horizon when they reached the ring
+        self._ahead: list[tuple[np.ndarray, ...]] = []  # (rows, buckets, bad, total, first) of buckets after head
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -65,7 +72,10 @@ class BurnRateWindows:
         """Rows of keys with no events anywhere in the horizon."""
         n = len(self.keys)
         live = np.fromiter((k is not None for k in self.keys), bool, count=n)
-        return np.flatnonzero(live & (self._total[:n].sum(axis=1) == 0) & (self._bad[:n].sum(axis=1) == 0))
+        waiting = np.zeros(n, bool)
+        for entry in self._ahead:
+            waiting[entry[0]] = True
+        return np.flatnonzero(live & ~waiting & (self._total[:n].sum(axis=1) == 0) & (self._bad[:n].sum(axis=1) == 0))
 
     def release(self, rows: Sequence[int]) -> None:
         """Forget keys (their windows are empty): memory follows the keys seen within the horizon."""
@@ -88,35 +98,41 @@ class BurnRateWindows:
             setattr(self, name, new)
 
     def advance(self, bucket: int) -> None:
-        """Move the head to ``bucket``, clearing the columns that the ring reuses."""
-        if self.head is None:
-            self.head = bucket
+        """Move the head to ``bucket``, clearing the columns that the ring reuses, and take in the rows that
+        waited for it."""
+        if self.head is not None and bucket <= self.head:
             return
-        if bucket <= self.head:
-            return
-        stale = np.arange(self.head + 1, min(bucket, self.head + self.length) + 1) % self.length
-        self._bad[:, stale] = 0.0
-        self._total[:, stale] = 0.0
-        self._first[:, stale] = np.inf
+        if self.head is not None:
+            stale = np.arange(self.head + 1, min(bucket, self.head + self.length) + 1) % self.length
+            self._bad[:, stale] = 0.0
+            self._total[:, stale] = 0.0
+            self._first[:, stale] = np.inf
         self.head = bucket
+        waiting, self._ahead = self._ahead, []
+        for entry in waiting:
+            self.add(*entry)
 
     def add(self, rows: np.ndarray, buckets: np.ndarray, bad: np.ndarray, total: np.ndarray, first: np.ndarray) -> int:
-        """Add counts; returns how many entries were older than the horizon and so dropped."""
+        """Add counts (those of buckets after the head wait for it); returns how many entries were older than
+        the horizon and so dropped."""
         if not len(rows):
             return 0
-        self.advance(int(buckets.max()))
-        assert self.head is not None  # advance() set it
+        later = buckets > (self.head if self.head is not None else np.iinfo(np.int64).min)
+        if self.head is None or later.any():
+            self._ahead.append(tuple(a[later] for a in (rows, buckets, bad, total, first)))
+            rows, buckets, bad, total, first = (a[~later] for a in (rows, buckets, bad, total, first))
+        if self.head is None or not len(rows):
+            return 0
         keep = buckets > self.head - self.length
         cols = buckets[keep] % self.length
         np.add.at(self._bad, (rows[keep], cols), bad[keep])
         np.add.at(self._total, (rows[keep], cols), total[keep])
         np.minimum.at(self._first, (rows[keep], cols), first[keep])
+        self.dropped += int((~keep).sum())
         return int((~keep).sum())
 
     def _columns(self, end: int, buckets: int) -> np.ndarray:
-        """Ring columns of buckets ``[end - buckets, end)`` that the ring still holds. Rows for buckets
-        at or after ``end`` (arrived ahead of evaluation) share columns with the oldest buckets, so
-        the window stops where the ring's oldest bucket is."""
+        """Ring columns of buckets ``[end - buckets, end)`` that the ring still holds."""
         oldest = end - self.length if self.head is None else self.head - self.length + 1
         start = max(end - buckets, oldest)
         return np.arange(start, end) % self.length

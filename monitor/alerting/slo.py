@@ -53,7 +53,6 @@ class SloEvaluator:
         self._open: dict[tuple[int, str], Alert] = {}  # (row, severity) -> firing alert
         self._last_hot: dict[tuple[int, str], float] = {}
         self._floor: dict[int, int] = {}  # row -> first bucket of its current incident window
-        self.late_dropped = 0
         self.last_burn: dict[str, np.ndarray] = {}
         self.reads_totals = slo.scope == "model"
         self.client_history_s = 0.0 if self.reads_totals else float(slo.horizon_s)
@@ -71,8 +70,12 @@ class SloEvaluator:
             self.windows.rows(keys), rows.bucket[keep] // self.bucket_s,
             rows.column(self.bad_counter)[keep], total[keep], rows.first_bad(self.bad_counter)[keep],
         )
-        self.late_dropped += dropped
         return dropped
+
+    @property
+    def late_dropped(self) -> int:
+        """Entries older than the horizon when they reached the windows."""
+        return self.windows.dropped
 
     @property
     def firing(self) -> list[Alert]:

@@ -290,21 +290,26 @@ class QueryIndex:
         return (sum(g.postings for g in self._generations) * 16 + self._owners.nbytes
                 + sum(g.exact.nbytes for g in self._generations))
 
-    def update(self, hashes: np.ndarray, exact: np.ndarray, now: float,
+    def update(self, hashes: np.ndarray, exact: np.ndarray, now: float | np.ndarray,
                clients: np.ndarray | None = None) -> QueryMatches:
         """Score a batch against everything stored before it (and earlier rows of itself), then store it.
         ``exact`` holds each query's content hash (``content_hashes``; exact repeats are not scored);
-        ``clients`` (uint64 codes, one per query; default: all one client) tells own from cross matches.
+        ``now`` the event time (one for the batch, or one per query); ``clients`` (uint64 codes, one per query;
+        default: all one client) tells own from cross matches.
 
-        A generation closes after exactly ``generation_queries`` stored queries, wherever batch
-        boundaries fall, so results do not depend on how the stream was batched.
+        A generation closes after exactly ``generation_queries`` stored queries, or at the first query
+        ``generation_seconds`` after it opened, and each hash looks at its ``postings_cap`` most recent
+        earlier queries however they are stored, so results do not depend on how the stream was batched.
         """
         clients = np.zeros(len(exact), np.uint64) if clients is None else np.asarray(clients, np.uint64)
+        times = np.broadcast_to(np.asarray(now, np.float64), (len(exact),))
         parts = []
         start = 0
         while True:
-            current = self._current(now)
+            current = self._current(float(times[start]) if len(times) else float(np.max(now, initial=-np.inf)))
             stop = min(len(exact), start + max(1, self.generation_queries - current.queries))
+            late = np.flatnonzero(times[start + 1:stop] - current.started_at >= self.generation_seconds)
+            stop = start + 1 + int(late[0]) if len(late) else stop
             parts.append(self._update_part(hashes[start:stop], exact[start:stop], clients[start:stop], current))
             start = stop
             if start >= len(exact):
@@ -355,8 +360,12 @@ class QueryIndex:
         matched = np.zeros(len(ids), np.uint64)
         if not len(ids):
             return best, matched
-        pairs = [self._pairs_in_run(run, probe, postings.hashes) for g in self._generations for run in g.runs]
-        pairs.append(self._pairs_within(probe, postings))
+        within, room = self._pairs_within(probe, postings)
+        pairs = [within]
+        for run in [run for g in reversed(self._generations) for run in reversed(g.runs)]:  # the newest first
+            if not room.any():
+                break
+            pairs.append(self._pairs_in_run(run, probe, postings.hashes, room))
         row, earlier, counts = _distinct_pair_counts([(n - ids[0], o - self._owner_base) for n, o in pairs], len(ids))
         earlier = earlier + self._owner_base
         np.maximum.at(best[0], row, counts)
@@ -375,26 +384,31 @@ class QueryIndex:
     def _owner_of(self, ids: np.ndarray) -> np.ndarray:
         return self._owners[ids - self._owner_base]
 
-    def _pairs_in_run(self, run: _Run, probe: _Probe, needles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(new query, stored query) for every hash they share (the ``postings_cap`` latest stored queries per
-        hash), grouped by new query. ``needles`` are the probe's hashes in sorted order (searched in order:
-        cache-friendly); the pairs come out in the probe's order."""
+    def _pairs_in_run(self, run: _Run, probe: _Probe, needles: np.ndarray, room: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """(new query, stored query) for every hash they share: the latest stored queries of each hash, as many
+        as its ``room`` (what newer queries left of ``postings_cap``, used up here), grouped by new query.
+        ``needles`` are the probe's hashes in sorted order (searched in order: cache-friendly); ``room`` and
+        the pairs are in the probe's order."""
         hi, lo = np.empty(len(needles), np.int64), np.empty(len(needles), np.int64)
         hi[probe.order] = np.searchsorted(run.hashes, needles, side="right")
         lo[probe.order] = np.searchsorted(run.hashes, needles, side="left")
-        return _pairs(run.ids, np.maximum(lo, hi - self.postings_cap), hi, probe.ids)
+        start = np.maximum(lo, hi - room)
+        room -= hi - start
+        return _pairs(run.ids, start, hi, probe.ids)
 
-    def _pairs_within(self, probe: _Probe, postings: _Run) -> tuple[np.ndarray, np.ndarray]:
+    def _pairs_within(self, probe: _Probe, postings: _Run) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
         """The same among the block's own queries: each with the ``postings_cap`` latest earlier queries of the
-        block that share a hash (``postings`` is the probe sorted: equal hashes adjacent, older ids first)."""
+        block that share a hash (``postings`` is the probe sorted: equal hashes adjacent, older ids first); and
+        the room each hash has left for stored queries."""
         n = len(postings)
         change = np.ones(n, bool)
         np.not_equal(postings.hashes[1:], postings.hashes[:-1], out=change[1:])
         first_of_hash = np.maximum.accumulate(np.where(change, np.arange(n), 0))
         position = np.empty(n, np.int64)
         position[probe.order] = np.arange(n)
-        return _pairs(postings.ids, np.maximum(first_of_hash[position], position - self.postings_cap), position,
-                      probe.ids)
+        start = np.maximum(first_of_hash[position], position - self.postings_cap)
+        return _pairs(postings.ids, start, position, probe.ids), self.postings_cap - (position - start)
 
 
 def _pairs(ids: np.ndarray, lo: np.ndarray, hi: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

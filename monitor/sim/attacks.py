@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from unittest import mock
 
 import numpy as np
 
@@ -65,9 +66,9 @@ def record_attack(model: NumpyMlp, attack: str, x: np.ndarray, seed: int, budget
                                        verbose=False),
         "simba": lambda: SimBA(classifier, attack="px", max_iter=budget, epsilon=0.2, verbose=False),
     }
-    np.random.seed(seed)  # ART draws from numpy's global generator
+    np.random.seed(seed)  # ART draws from numpy's global generator, and HopSkipJump from a fresh RandomState()
     source = x.reshape(1, *shape).astype(np.float32)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), mock.patch.object(np.random, "RandomState", _SeededRandomState):
         warnings.simplefilter("ignore")
         adversarial = makers[attack]().generate(source)
     stream = np.vstack(queries)[:budget]
@@ -137,6 +138,14 @@ def queries_until_detection(model: DigitsModel, attacks=ATTACKS, images: int = 3
             first = int(np.argmax(flagged)) + 1 if flagged.any() else None
             results.append(Detection(attack, image, len(stream), first, float(flagged.mean()), succeeded))
     return results, float(benign_flags.mean())
+
+
+class _SeededRandomState(np.random.RandomState):
+    """A ``RandomState()`` made without a seed takes one from numpy's (seeded) global generator: the attacks,
+    and so the scenario families, are the same on every run."""
+
+    def __init__(self, seed=None) -> None:
+        super().__init__(np.random.randint(2**31) if seed is None else seed)
 
 
 def art_classifier(model: NumpyMlp):

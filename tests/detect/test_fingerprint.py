@@ -27,7 +27,8 @@ def queries(seed: int, n: int = 300, width: int = 12, vocabulary: int = 60):
     return rows, content, clients
 
 
-def brute_force(rows, content, clients, threshold):
+def brute_force(rows, content, clients, threshold, cap=None):
+    """Each query against every earlier one; with ``cap``, a hash counts only with its ``cap`` latest holders."""
     seen, stored = set(), []
     flagged, own, cross, duplicate, best_cross = [], [], [], [], []
     for hashes, exact, client in zip(rows, content, clients, strict=True):
@@ -37,7 +38,9 @@ def brute_force(rows, content, clients, threshold):
             continue
         seen.add(int(exact))
         mine = set(hashes[hashes != 0].tolist())
-        overlaps = [(len(mine & other), owner) for other, owner in stored]
+        latest = {h: [i for i, (other, _) in enumerate(stored) if h in other][-cap:] for h in mine} if cap else None
+        overlaps = [(len(mine & other) if latest is None else sum(i in latest[h] for h in mine & other), owner)
+                    for i, (other, owner) in enumerate(stored)]
         top = max([o for o, _ in overlaps], default=0)
         top_cross = max([o for o, w in overlaps if w != client], default=0)
         duplicate.append(False)
@@ -63,6 +66,34 @@ def test_matches_equal_brute_force_whatever_the_batching(seed, batch):
     assert (got["flagged"] == flagged).all() and (got["own_flagged"] == own).all()
     assert (got["cross_flagged"] == cross).all() and (got["duplicate"] == duplicate).all()
     assert all(int(m) in best for m, best, c in zip(got["matched_client"], best_cross, cross, strict=True) if c)
+
+
+@pytest.mark.parametrize("batch", [300, 64, 7, 1])
+def test_the_postings_cap_keeps_each_hashs_latest_queries_whatever_the_batching(batch):
+    """A small cap binds on this data (a hash shared by dozens of queries): each hash still counts with exactly
+    its ``postings_cap`` latest earlier queries, however the index stored them (one run, or many)."""
+    rows, content, clients = queries(4, vocabulary=25)
+    index = QueryIndex(threshold=6, postings_cap=4)
+    parts = [index.update(rows[i:i + batch], content[i:i + batch], now=0.0, clients=clients[i:i + batch])
+             for i in range(0, len(rows), batch)]
+    flagged, own, cross, duplicate, _ = brute_force(rows, content, clients, 6, cap=4)
+    unlimited = brute_force(rows, content, clients, 6)[0]
+    assert flagged.sum() < unlimited.sum()  # the cap binds
+    for name, want in (("flagged", flagged), ("own_flagged", own), ("cross_flagged", cross)):
+        assert (np.concatenate([getattr(p, name) for p in parts]) == want).all(), name
+
+
+def test_a_generation_closes_at_the_first_query_past_its_age_however_batched():
+    rows, content, clients = queries(5)
+    times = np.linspace(0.0, 100.0, len(rows))
+    results = []
+    for batch in (300, 13):
+        index = QueryIndex(threshold=6, generation_seconds=30.0)
+        parts = [index.update(rows[i:i + batch], content[i:i + batch], now=times[i:i + batch],
+                              clients=clients[i:i + batch]) for i in range(0, len(rows), batch)]
+        results.append(np.concatenate([p.flagged for p in parts]))
+        assert index.stored_queries < len(rows)  # the oldest generation was forgotten
+    assert (results[0] == results[1]).all()
 
 
 @settings(max_examples=200, deadline=None)
