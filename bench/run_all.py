@@ -20,6 +20,7 @@ BENCHES = [
     ("Detection on scenario families advmon's demo did not generate", "detection.py", []),
     ("Engine in-process, rules, memory", "engine.py", []),
     ("Ingest on a real broker vs. the raw clients", "ingest.py", []),
+    ("Replay vs. the daemons with 1, 2 and 3 ingest workers", "order.py", []),
     ("End-to-end alert latency on a real broker", "latency.py", []),
     ("Embedding scorer by backend vs. the memory-bandwidth bound", "scorer.py", []),
     ("Black-box attacks (ART) vs. fingerprints", "blackbox.py", []),

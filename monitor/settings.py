@@ -25,6 +25,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.detect.engine import EngineSettings
+from monitor.detect.matcher import MatcherSettings
 from monitor.errors import ConfigError
 
 PREFIX = "ADVMON_"
@@ -61,6 +62,7 @@ class Settings(BaseSettings):
     scorer_backend: Literal["auto", "numpy", "torch"] = "auto"  # auto: torch on CUDA when present, else numpy
     store_raw_inputs: bool = False  # suspicious-inputs records carry the raw input (else fingerprints only)
     remote_scoring: bool = False  # ingest ships embeddings to `advmon scorer` instead of scoring them
+    remote_matching: bool = False  # ingest ships query fingerprints to `advmon matcher` instead of matching them
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per line on stderr
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     collect_token: SecretStr | None = None  # `advmon collect`: the bearer token its POSTs must carry
@@ -97,6 +99,9 @@ class Settings(BaseSettings):
             raise ConfigError("; ".join(problems)) from None
 
     def engine_settings(self) -> EngineSettings:
+        if self.remote_scoring and self.remote_matching:
+            raise ConfigError("ADVMON_REMOTE_SCORING and ADVMON_REMOTE_MATCHING cannot both be on yet: an event that "
+                              "both the scorer and the matcher flag would leave the clean and canary counts twice")
         secret = self.fingerprint_secret.get_secret_value()
         if secret == DEV_FINGERPRINT_SECRET:
             log.warning("ADVMON_FINGERPRINT_SECRET is not set: using the development secret; "
@@ -105,8 +110,17 @@ class Settings(BaseSettings):
             fingerprint_secret=secret.encode(), bucket_s=self.bucket_seconds, grace_s=self.grace_seconds,
             fingerprint_generation_queries=self.fingerprint_generation_queries,
             fingerprint_generation_s=self.fingerprint_generation_hours * 3600.0,
-            remote_embedding_scoring=self.remote_scoring,
+            remote_embedding_scoring=self.remote_scoring, remote_matching=self.remote_matching,
         )
+
+
+    def matcher_settings(self) -> MatcherSettings:
+        """``advmon matcher``'s: the engine's bucket, grace and index sizes, and how long a quiet ingest worker
+        holds the watermark."""
+        return MatcherSettings(self.bucket_seconds, self.grace_seconds,
+                               generation_queries=self.fingerprint_generation_queries,
+                               generation_s=self.fingerprint_generation_hours * 3600.0,
+                               idle_source_s=self.idle_source_seconds)
 
 
 def unknown_variables(environ: Mapping[str, str], also_known: Iterable[str] = ()) -> list[str]:

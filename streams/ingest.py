@@ -2,6 +2,9 @@
 
 One transaction per batch (see :mod:`streams.transactional`) holds the SLI aggregates for the
 alerter, dead letters, suspicious inputs and, with remote scoring, the embeddings for the scorer.
+Queries are matched in event-time order behind the worker's watermark, by its own matcher, or with
+remote matching by ``advmon matcher`` (their fingerprints go to ``match-requests``). On SIGTERM the
+queries still waiting for their bucket are matched and published before the worker leaves.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import msgspec
 import numpy as np
 
 from monitor.contracts.events import validate_event
+from monitor.contracts.match_requests import MatchRequestBatch
 from monitor.contracts.score_requests import ScoreRequestBatch
 from monitor.contracts.sli_buckets import SliBatch
 from monitor.detect.engine import BatchResult, Engine
@@ -55,29 +59,43 @@ class IngestWorker(TransactionalWorker):
                 sources.append(f"{partition_name(tp)}@{message.offset}")
         parsed = parse_batch(records, sources, self.settings.max_record_bytes,
                              not_after=time.time() + self.settings.max_future_skew_seconds)
-        parsed_at = time.perf_counter()
-        result = self.engine.process(parsed.batch)
-        engine_at = time.perf_counter()
         late = int((parsed.batch.ts < self.watermark - self.settings.grace_seconds).sum())
         self.watermark = await self.advance_watermark(consumer, _max_ts_per_partition(batches, parsed))
+        parsed_at = time.perf_counter()
+        result = self.engine.process(parsed.batch, self.watermark)  # matches the buckets the watermark closed
+        engine_at = time.perf_counter()
         self.dead += len(parsed.dead)
         observe_batch(self.metrics, result, self.engine.fingerprint_memory_bytes, parsed.batch, late)
         for letter in parsed.dead:
             self.metrics.dead_letters.labels(reason=letter.category).inc()
         self.metrics.batch_seconds.labels(stage="parse").observe(parsed_at - started)
         self.metrics.batch_seconds.labels(stage="engine").observe(engine_at - parsed_at)
-        return self._outputs(batches, records, parsed, result, late)
+        return self._outputs(offset_spans(batches), records, parsed, result, late)
 
-    def _outputs(self, batches, records: list[bytes], parsed: ParsedBatch, result: BatchResult,
-                 late: int) -> list[Output]:
-        t, instance = self.topics, self.settings.instance_id
+    def final_outputs(self) -> list[Output]:
+        """On the way out: the queries the own matcher still holds, matched now rather than lost."""
+        result = self.engine.finish()
+        if not (len(result.verdicts) or result.score_groups):
+            return []
+        log.info("ingest: %d waiting queries matched before stopping", len(result.verdicts))
+        return self._outputs({}, [], parse_batch([]), result, 0)
+
+    def _outputs(self, offsets: dict[str, tuple[int, int]], records: list[bytes], parsed: ParsedBatch,
+                 result: BatchResult, late: int) -> list[Output]:
+        t, instance, s = self.topics, self.settings.instance_id, self.settings
         message = SliBatch(
-            instance=instance, watermark=self.watermark, late=late, offsets=offset_spans(batches),
-            rows=result.rows, flagged=result.flagged, remote_scoring=self.settings.remote_scoring, edges=result.edges)
+            instance=instance, watermark=self.watermark, late=late, offsets=offsets, rows=result.rows,
+            flagged=result.flagged, remote_scoring=s.remote_scoring, edges=result.edges,
+            remote_matching=s.remote_matching, partitions=self.partition_marks,
+            inputs=(self.input_topic, self.input_partitions))
         outputs = [Output(t.sli_buckets, message.encode(), instance.encode())]
-        if self.settings.remote_scoring:
+        if s.remote_scoring:
             request = ScoreRequestBatch(instance, self.watermark, result.score_groups)
             outputs += [Output(t.score_requests, chunk.encode(), instance.encode()) for chunk in request.chunks()]
+        if s.remote_matching:
+            matches = MatchRequestBatch(instance, self.watermark, result.match_groups, self.partition_marks,
+                                        (self.input_topic, self.input_partitions))
+            outputs += [Output(t.match_requests, chunk.encode(), instance.encode()) for chunk in matches.chunks()]
         outputs += [dead_letter_output(t.dead_letters, letter) for letter in parsed.dead]
         docs = result.flagged.records()
         if self.settings.store_raw_inputs:
@@ -97,11 +115,15 @@ def _max_ts_per_partition(batches: dict, parsed: ParsedBatch) -> dict[str, float
 
 def with_raw_inputs(docs: list[dict], records: Sequence[bytes], parsed: ParsedBatch) -> list[dict]:
     """The forensics corpus with the flagged events' raw inputs (``ADVMON_STORE_RAW_INPUTS=true`` only;
-    otherwise a suspicious input is known by its fingerprint alone), decoded again from their records."""
+    otherwise a suspicious input is known by its fingerprint alone), decoded again from their records. The
+    near-duplicates of queries of earlier batches (matched once their bucket closed) are not among the records:
+    they keep their fingerprint only."""
     if not docs:
         return docs
     row = {event_id: i for i, event_id in enumerate(parsed.batch.event_id.tolist())}
     for doc in docs:
+        if doc["event_id"] not in row:
+            continue
         raw = validate_event(records[int(parsed.valid[row[doc["event_id"]]])]).input
         doc["input"] = None if raw is None else {k: v for k, v in msgspec.to_builtins(raw).items() if v is not None}
     return docs

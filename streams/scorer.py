@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 
-from monitor.contracts.dead_letters import DeadLetter
 from monitor.contracts.flagged import FlaggedEvents
 from monitor.contracts.score_requests import ScoreRequestBatch
 from monitor.contracts.sli import SliRows
@@ -20,7 +19,6 @@ from monitor.contracts.sli_buckets import SliBatch
 from monitor.detect.profiles import Profile
 from monitor.detect.scorer import EmbeddingScorer
 from monitor.detect.torch_profiles import torch_device
-from monitor.errors import WireError
 from monitor.settings import Settings
 from monitor.telemetry.metrics import Metrics
 from streams.http import Health
@@ -28,7 +26,6 @@ from streams.topics import Topics
 from streams.transactional import (
     Output,
     TransactionalWorker,
-    dead_letter_output,
     offset_spans,
     partition_name,
     suspicious_output,
@@ -54,22 +51,13 @@ class ScorerWorker(TransactionalWorker):
         watermarks: dict[str, float] = {}
         tables: list[SliRows] = []
         found: list[FlaggedEvents] = []
-        for tp, messages in batches.items():
-            for message in messages:
-                try:
-                    request = ScoreRequestBatch.decode(message.value or b"")
-                except WireError as exc:
-                    letter = DeadLetter(str(exc), message.value or b"", f"{partition_name(tp)}@{message.offset}")
-                    outputs.append(dead_letter_output(self.topics.dead_letters, letter))
-                    self.metrics.dead_letters.labels(reason="other").inc()
-                    continue
-                result = self.scorer.score(request)
-                tables.append(result.rows)
-                found.append(result.flagged)
-                self.metrics.scored.labels(outcome="scored").inc(result.scored)
-                self.metrics.scored.labels(outcome="unprofiled").inc(result.unprofiled)
-                watermarks[partition_name(tp)] = max(watermarks.get(partition_name(tp), float("-inf")),
-                                                     request.watermark)
+        for tp, request in self.decoded(batches, ScoreRequestBatch.decode, self.topics.dead_letters, outputs):
+            result = self.scorer.score(request)
+            tables.append(result.rows)
+            found.append(result.flagged)
+            self.metrics.scored.labels(outcome="scored").inc(result.scored)
+            self.metrics.scored.labels(outcome="unprofiled").inc(result.unprofiled)
+            watermarks[partition_name(tp)] = max(watermarks.get(partition_name(tp), float("-inf")), request.watermark)
         watermark = await self.advance_watermark(consumer, watermarks)
         flagged = FlaggedEvents.concat(found)
         message = SliBatch(instance=self.name, watermark=watermark, late=0, offsets=offset_spans(batches),

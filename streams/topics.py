@@ -33,12 +33,13 @@ class Topics:
     scores: str
     suspicious_inputs: str
     alerts: str
+    match_requests: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
         p = settings.topic_prefix
         return cls(f"{p}inference-logs", f"{p}inference-logs.dlq", f"{p}sli-buckets", f"{p}score-requests",
-                   f"{p}scores", f"{p}suspicious-inputs", f"{p}alerts")
+                   f"{p}scores", f"{p}suspicious-inputs", f"{p}alerts", f"{p}match-requests")
 
     def specs(self, input_partitions: int) -> list[TopicSpec]:
         keep = {"retention.ms": str(WEEK_MS)}
@@ -52,6 +53,8 @@ class Topics:
             TopicSpec(self.suspicious_inputs, 3, {"cleanup.policy": "compact"},
                       "flagged inputs, keyed by fingerprint (compaction dedupes near-identical ones)"),
             TopicSpec(self.alerts, 1, {"retention.ms": str(4 * WEEK_MS)}, "the alert contract, keyed by dedup_key"),
+            TopicSpec(self.match_requests, 1, {"retention.ms": str(24 * 3600 * 1000)},
+                      "query fingerprints to match, ingest -> matcher (one partition: one matcher sees every query)"),
         ]
 
 

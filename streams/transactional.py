@@ -20,8 +20,9 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -31,12 +32,13 @@ from aiokafka.structs import OffsetAndMetadata
 
 from monitor.contracts.dead_letters import DeadLetter
 from monitor.detect.watermarks import PartitionWatermarks
-from monitor.errors import ServiceUnavailable
+from monitor.errors import ServiceUnavailable, WireError
 from monitor.settings import Settings
 from monitor.telemetry.metrics import Metrics
 from streams.http import Health
 
 log = logging.getLogger("advmon.streams")
+T = TypeVar("T")
 
 #: How long the broker lets a transaction stay open before aborting it. A worker that dies mid-transaction and
 #: does not come back (its id is never reused, so nothing fences it) holds every read_committed reader of the
@@ -79,6 +81,8 @@ class TransactionalWorker:
         self.group_id = f"{settings.topic_prefix}advmon-{self.role}"
         self.stopping = asyncio.Event()
         self.watermarks = PartitionWatermarks(settings.idle_source_seconds)
+        self.partition_marks: dict[str, float] = {}  # the assigned partitions holding the watermark, and theirs
+        self.input_partitions = 0  # of the input topic: a reader of several workers' outputs waits for them all
         self.batches = 0
         self.records = 0
         self.in_flight = asyncio.Lock()  # held from a batch's hand-over check until its transaction ends
@@ -86,6 +90,26 @@ class TransactionalWorker:
 
     async def handle(self, batches: dict[TopicPartition, list], consumer: AIOKafkaConsumer) -> Sequence[Output]:
         raise NotImplementedError
+
+    def decoded(self, batches: dict[TopicPartition, list], decode: Callable[[bytes], T], dead_letters: str,
+                outputs: list[Output]) -> Iterator[tuple[TopicPartition, T]]:
+        """Each message of a batch decoded; one that does not decode goes to ``dead_letters`` (appended to
+        ``outputs``, so in the batch's transaction) and is skipped."""
+        for tp, messages in batches.items():
+            for message in messages:
+                try:
+                    decoded = decode(message.value or b"")
+                except WireError as exc:
+                    letter = DeadLetter(str(exc), message.value or b"", f"{partition_name(tp)}@{message.offset}")
+                    outputs.append(dead_letter_output(dead_letters, letter))
+                    self.metrics.dead_letters.labels(reason="other").inc()
+                    continue
+                yield tp, decoded
+
+    def final_outputs(self) -> Sequence[Output]:
+        """What a worker still holds when it is asked to stop (published in a last transaction, with no input
+        offsets); nothing by default."""
+        return []
 
     async def run(self) -> None:
         s = self.settings
@@ -106,6 +130,12 @@ class TransactionalWorker:
                 async with self.in_flight:
                     if batches and generation == self.generation:
                         producer = await self._process(producer, consumer, batches)
+            if last := self.final_outputs():
+                try:
+                    await self._publish(producer, {}, last)
+                except (KafkaError, OSError) as exc:
+                    log.warning("%s: what was held at the stop was not published (%s: %s)", self.role,
+                                type(exc).__name__, exc)
         finally:
             self.health.ready = False
             log.info("%s %s stopping after %d batches (%d records)", self.role, s.instance_id, self.batches,
@@ -198,9 +228,10 @@ class TransactionalWorker:
             async with producer.transaction():
                 futures = [await producer.send(o.topic, o.value, key=o.key) for o in outputs]
                 await asyncio.gather(*futures)
-                await producer.send_offsets_to_transaction(
-                    {tp: OffsetAndMetadata(messages[-1].offset + 1, "") for tp, messages in batches.items()},
-                    self.group_id)
+                if batches:
+                    await producer.send_offsets_to_transaction(
+                        {tp: OffsetAndMetadata(messages[-1].offset + 1, "") for tp, messages in batches.items()},
+                        self.group_id)
         except Exception:
             self.metrics.transactions.labels(outcome="aborted").inc()
             raise
@@ -222,6 +253,8 @@ class TransactionalWorker:
             unread = 0 if high is None else max(0, high - await consumer.position(tp))
             backlog[partition_name(tp)] = unread
             self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(unread)
+        self.partition_marks = self.watermarks.holding(backlog, now)
+        self.input_partitions = len(consumer.partitions_for_topic(self.input_topic) or ())
         return self.watermarks.watermark(backlog, now)
 
 

@@ -48,3 +48,11 @@ def test_a_topic_prefix_always_ends_with_a_separator():
     assert topics.inference_logs == "evb1.inference-logs" and topics.alerts == "evb1.alerts"
     assert Settings.load(environ={"ADVMON_TOPIC_PREFIX": "evb1-"}).topic_prefix == "evb1-"
     assert Settings.load(environ={}).topic_prefix == ""
+
+
+def test_remote_matching_and_remote_scoring_together_are_refused_with_the_reason():
+    both = Settings.load(environ={"ADVMON_REMOTE_SCORING": "true", "ADVMON_REMOTE_MATCHING": "true"})
+    with pytest.raises(ConfigError, match="cannot both be on yet"):
+        both.engine_settings()
+    matching = Settings.load(environ={"ADVMON_REMOTE_MATCHING": "1", "ADVMON_IDLE_SOURCE_SECONDS": "30"})
+    assert matching.engine_settings().remote_matching and matching.matcher_settings().idle_source_s == 30

@@ -143,12 +143,13 @@ class DurableAlerter:
         return resent + alerts
 
     def watermark(self, now: float) -> float:
-        """The slowest source's watermark, among ingest and scorer instances heard from in the last
-        ``idle_source_s``; while an ingest worker leaves embeddings to a scorer, no window closes
-        before a scorer has reported."""
+        """The slowest source's watermark, among ingest, scorer and matcher instances heard from in the last
+        ``idle_source_s``; while an ingest worker leaves embeddings to a scorer (or queries to a matcher), no
+        window closes before a scorer (a matcher) has reported."""
         active = [s for s in self._sources.values() if now - s.seen <= self.idle_source_s]
-        if any(s.remote for s in active) and not any(s.role == "scorer" for s in active):
-            return float("-inf")
+        for waits, role in (("remote", "scorer"), ("remote_matching", "matcher")):
+            if any(getattr(s, waits) for s in active) and not any(s.role == role for s in active):
+                return float("-inf")
         marks = [s.watermark for s in active]
         if not marks or any(m is None for m in marks):
             return float("-inf")
@@ -206,13 +207,19 @@ class DurableAlerter:
             self.alerter.samples.add(flagged.take(np.logical_or.reduce(fresh)))
 
     def _note_source(self, batch: SliBatch, now: float) -> None:
-        """A source's watermark only grows, so re-applying a message cannot move it back."""
-        known = self._sources.get(batch.instance)
-        previous = known.watermark if known is not None and known.watermark is not None else float("-inf")
-        watermark = max(previous, batch.watermark)
-        entry = SourceEntry(now, watermark if np.isfinite(watermark) else None, batch.role, batch.remote_scoring)
-        self.state.put_source(batch.instance, entry)
-        self._sources[batch.instance] = entry
+        """The message's instance, and each input partition it reports, is a source; a source's watermark only
+        grows, so re-applying a message cannot move it back. Partitions are sources of their own because they
+        change hands: the worker that takes one over holds it where the one that lost it had got to; one no worker
+        has reported yet holds from when a message first names it, until it has been quiet ``idle_source_s``."""
+        unheard = [(name, float("-inf")) for name in batch.input_partition_names() if name not in self._sources]
+        for name, mark in ((batch.instance, batch.watermark), *batch.partitions.items(), *unheard):
+            known = self._sources.get(name)
+            previous = known.watermark if known is not None and known.watermark is not None else float("-inf")
+            watermark = max(previous, mark)
+            entry = SourceEntry(now, watermark if np.isfinite(watermark) else None, batch.role, batch.remote_scoring,
+                                batch.remote_matching)
+            self.state.put_source(name, entry)
+            self._sources[name] = entry
 
     def _client_cutoff(self, until: int | None) -> float:
         """The start (epoch seconds) of the oldest bucket whose per-client rows are kept at ``until``."""

@@ -104,7 +104,7 @@ class GroupEvaluator:
         return list(self._open.values())
 
     def ingest(self, rows: SliRows) -> None:
-        keep = rows.column("queries") > 0
+        keep = (rows.column("queries") != 0) | (rows.column("cross_near_dup") != 0)  # matcher rows: changes only
         if keep.any():
             mine = rows.take(keep)
             for bucket in np.unique(mine.bucket // self.bucket_s).tolist():

@@ -95,6 +95,7 @@ class SourceEntry:
     watermark: float | None
     role: str = "ingest"
     remote: bool = False  # an ingest worker that leaves embeddings to a scorer
+    remote_matching: bool = False  # an ingest worker that leaves query matching to a matcher
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,8 @@ class AlerterState:
 
     def put_source(self, instance: str, entry: SourceEntry) -> None:
         self.store[_SOURCE + _SEP + instance] = {"seen": entry.seen, "watermark": entry.watermark,
-                                                 "role": entry.role, "remote": entry.remote}
+                                                 "role": entry.role, "remote": entry.remote,
+                                                 "remote_matching": entry.remote_matching}
 
     @property
     def progress(self) -> Progress:
@@ -172,7 +174,7 @@ class AlerterState:
     def sources(self) -> Iterator[tuple[str, SourceEntry]]:
         for (instance, raw) in self._of_kind(_SOURCE):
             yield instance, SourceEntry(raw["seen"], raw["watermark"], raw.get("role", "ingest"),
-                                        raw.get("remote", False))
+                                        raw.get("remote", False), raw.get("remote_matching", False))
 
     def all_samples(self) -> Iterator[tuple[str, str, SamplesEntry]]:
         for model, client, raw in self._of_kind(_SAMPLES):

@@ -1,5 +1,5 @@
-"""The Kafka commands: ``advmon topics create``, the daemons ``ingest``, ``alerter``, ``scorer`` and ``collect``,
-and ``produce``."""
+"""The Kafka commands: ``advmon topics create``, the daemons ``ingest``, ``alerter``, ``scorer``, ``matcher`` and
+``collect``, and ``produce``."""
 
 from __future__ import annotations
 
@@ -39,7 +39,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     setting_option(ingest, "--profile", dest="profile_path", help="reference profile (default ADVMON_PROFILE_PATH)")
     setting_option(ingest, "--remote-scoring", dest="remote_scoring", action="store_const", const=True,
                    help="send embeddings to `advmon scorer` (default ADVMON_REMOTE_SCORING or off)")
+    setting_option(ingest, "--remote-matching", dest="remote_matching", action="store_const", const=True,
+                   help="send query fingerprints to `advmon matcher`, which matches every worker's queries "
+                        "(default ADVMON_REMOTE_MATCHING or off: each worker matches its own)")
     ingest.set_defaults(func=run_ingest)
+
+    matcher = commands.add_parser(
+        "matcher", help="Kafka daemon: match-requests -> one query index over every ingest worker -> sli-buckets")
+    _daemon(matcher)
+    matcher.set_defaults(func=run_matcher)
 
     scorer = commands.add_parser("scorer", help="Kafka daemon: score-requests -> embedding scores -> sli-buckets")
     _daemon(scorer)
@@ -130,6 +138,23 @@ def run_scorer(args: argparse.Namespace) -> int:
     metrics, health = Metrics(), Health()
     serve(settings.metrics_port, metrics.registry, health, settings.http_host)
     asyncio.run(run_until_signalled(ScorerWorker(settings, metrics, health, profile)))
+    return 0
+
+
+def run_matcher(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from monitor.cli.common import warn_unknown_variables
+    from monitor.telemetry.metrics import Metrics
+    from streams.http import Health, serve
+    from streams.matcher import MatcherWorker
+    from streams.transactional import run_until_signalled
+
+    settings = settings_of(args)
+    warn_unknown_variables()
+    metrics, health = Metrics(), Health()
+    serve(settings.metrics_port, metrics.registry, health, settings.http_host)
+    asyncio.run(run_until_signalled(MatcherWorker(settings, metrics, health)))
     return 0
 
 

@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
-#: Why an event was flagged (``reason`` values).
-REASONS = ("anomalous", "near-duplicate", "anomalous+near-duplicate", "anomalous-embedding")
+#: Why an event was flagged (``reason`` values): by a raw-input profile score (the engine), by the matcher as a
+#: near-duplicate that no profile score flagged, or by an embedding score (the scorer). Records of earlier builds
+#: may say "anomalous+near-duplicate"; an event both flag is now reported once, as "anomalous".
+REASONS = ("anomalous", "near-duplicate", "anomalous-embedding", "anomalous+near-duplicate")
 #: The profile scores a flagged event carries, as (space, score) columns of ``scores`` and ``ratios``.
 SCORE_COLUMNS = tuple(f"{space}.{score}" for space in ("features", "embedding")
                       for score in ("mahalanobis", "knn", "energy"))

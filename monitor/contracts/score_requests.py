@@ -66,7 +66,7 @@ class ScoreGroup:
         classes = 0 if self.logits is None else self.logits.shape[1]
         return 4 * (self.embedding.shape[1] + classes) + 96
 
-    def take(self, rows: slice) -> ScoreGroup:
+    def take(self, rows: slice | np.ndarray) -> ScoreGroup:
         return ScoreGroup(self.model, self.event_id[rows], self.client_id[rows], self.ts[rows], self.confidence[rows],
                           self.kind[rows], self.anomalous[rows], self.detected[rows], self.embedding[rows],
                           None if self.logits is None else self.logits[rows])

@@ -65,14 +65,18 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
     v: int
     instance: str
-    role: Literal["ingest", "scorer"] = "ingest"
+    role: Literal["ingest", "scorer", "matcher"] = "ingest"
     remote_scoring: bool = False
+    remote_matching: bool = False
     watermark: float | None
     late: int = 0
     offsets: dict[str, tuple[int, int]]
     rows: _Rows
     suspicious: _Flagged = Field(default_factory=_Flagged)
     edges: _Edges = Field(default_factory=_Edges)  # absent in messages of earlier builds
+    partitions: dict[str, float | None] = Field(default_factory=dict)  # absent in messages of earlier builds
+    input_topic: str = ""
+    input_partitions: int = Field(default=0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -83,14 +87,25 @@ class SliBatch:
     offsets: dict[str, tuple[int, int]]  # "topic/partition" -> [first, end) offsets covered
     rows: SliRows
     flagged: FlaggedEvents = field(default_factory=FlaggedEvents.empty)
-    role: str = "ingest"  # or "scorer": a scorer's rows are counter changes to events ingest counted
+    role: str = "ingest"  # or "scorer", "matcher": their rows are counter changes to events ingest counted
     remote_scoring: bool = False  # an ingest worker that left embeddings to the scorer: wait for it
     edges: MatchEdges = field(default_factory=MatchEdges.empty)  # which clients' queries matched whose
+    remote_matching: bool = False  # an ingest worker that left query matching to the matcher: wait for it
+    partitions: dict[str, float] = field(default_factory=dict)  # input partition -> its watermark (-inf: none yet)
+    inputs: tuple[str, int] = ("", 0)  # the input topic and its partition count: each one holds until reported
+
+    def input_partition_names(self) -> list[str]:
+        """Every partition of the input topic (``topic/N``): a reader holds each until a worker reports it."""
+        topic, count = self.inputs
+        return [f"{topic}/{i}" for i in range(count)]
 
     def encode(self) -> bytes:
         r, e = self.rows, self.flagged
         return orjson.dumps({
             "v": WIRE_VERSION, "instance": self.instance, "role": self.role, "remote_scoring": self.remote_scoring,
+            "remote_matching": self.remote_matching,
+            "partitions": {p: w if np.isfinite(w) else None for p, w in self.partitions.items()},
+            "input_topic": self.inputs[0], "input_partitions": self.inputs[1],
             "watermark": self.watermark if np.isfinite(self.watermark) else None,
             "late": self.late, "offsets": self.offsets,
             "rows": {"columns": list(VALUE_COLUMNS), "bad_columns": list(BAD_COUNTERS),
@@ -137,4 +152,6 @@ class SliBatch:
             raise WireError("sli-buckets edge columns have different lengths")
         edges = MatchEdges.of(g.bucket, g.model, g.client, g.other, g.count)
         return cls(msg.instance, -np.inf if msg.watermark is None else msg.watermark, msg.late, dict(msg.offsets),
-                   rows, flagged, msg.role, msg.remote_scoring, edges)
+                   rows, flagged, msg.role, msg.remote_scoring, edges, msg.remote_matching,
+                   {p: -np.inf if w is None else w for p, w in msg.partitions.items()},
+                   (msg.input_topic, msg.input_partitions))

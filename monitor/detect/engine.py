@@ -10,26 +10,30 @@ ingest workers. It keeps only bounded state (fingerprint indexes, the watermark)
 >>> records = [('{"event_id":"%d","ts":%d,"client_id":"c","model":"m","prediction":{"label":"1","confidence":0.9},'
 ...             '"input":{"features":%s}}' % (i, i, np.clip(base + rng.normal(0, .002, 64), 0, 1).tolist())).encode()
 ...            for i in range(40)]
->>> out = engine.process(parse_batch(records).batch)
->>> int(out.rows.column("events").sum()), int(out.rows.column("query_flagged").sum()) > 30, out.watermark
-(40, True, 39.0)
+>>> out = engine.process(parse_batch(records).batch)   # queries are matched once their bucket has closed
+>>> int(out.rows.column("events").sum()), int(out.rows.column("query_flagged").sum()), out.watermark
+(40, 0, 39.0)
+>>> int(engine.finish().rows.column("query_flagged").sum()) > 30   # the end of input closes every bucket
+True
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
 from monitor.contracts.edges import MatchEdges
 from monitor.contracts.flagged import SCORE_COLUMNS, FlaggedEvents
+from monitor.contracts.match_requests import MatchGroup, MatchRequestBatch
 from monitor.contracts.score_requests import ADVERSARIAL_CANARY, BENIGN_CANARY, PRODUCTION, ScoreGroup
 from monitor.contracts.sli import ENTROPY_BINS, RANK_BINS, SCORE_EDGES, SliRows
 from monitor.detect.batch import EventBatch, Groups
-from monitor.detect.fingerprint import ClientCodes, Fingerprinter, QueryIndex, content_hashes
+from monitor.detect.fingerprint import Fingerprinter, content_hashes
 from monitor.detect.lsh import embedding_fingerprints, planes_for
 from monitor.detect.margin_ranks import MarginRanks
+from monitor.detect.matcher import MatcherSettings, MatchResult, OrderedMatcher, QueryVerdicts
 from monitor.detect.profiles import Profile
 from monitor.detect.text_fingerprint import TextFingerprinter, text_content_hashes
 
@@ -41,8 +45,13 @@ class EngineSettings:
     grace_s: float = 60.0
     fingerprint_generation_queries: int = 50_000
     fingerprint_generation_s: float = 24 * 3600.0
-    fingerprint_postings_cap: int = 64
+    fingerprint_postings_cap: int = MatcherSettings.postings_cap
     remote_embedding_scoring: bool = False  # embeddings go to the scorer worker instead of being scored here
+    remote_matching: bool = False  # fingerprints go to the matcher worker instead of this engine's own matcher
+
+    def matcher_settings(self) -> MatcherSettings:
+        return MatcherSettings(self.bucket_s, self.grace_s, self.fingerprint_postings_cap,
+                               self.fingerprint_generation_queries, self.fingerprint_generation_s)
 
 
 @dataclass(frozen=True)
@@ -73,26 +82,21 @@ class EventFlags:
 
 @dataclass(frozen=True)
 class QueryMarks:
-    """What the fingerprint index said about each event of a batch (False/0 where no raw input)."""
+    """Each event's raw-input fingerprint (False/0 where none); what it matches is the matcher's to say."""
 
-    fresh: np.ndarray  # fingerprinted and not an exact repeat
-    duplicate: np.ndarray  # byte-identical to an earlier query
-    flagged: np.ndarray  # near-duplicate of an earlier query
-    own: np.ndarray  # near-duplicate of an earlier query of the same client
-    cross: np.ndarray  # near-duplicate of an earlier query of another client
-    matched_client: np.ndarray  # object: that other client ("" where none)
+    fingerprinted: np.ndarray  # a query: its raw input was fingerprinted
     exact_hash: np.ndarray  # uint64 content hash; 0 where none was fingerprinted
     input_bin: np.ndarray  # coarse input fingerprint for query entropy; -1: no input
 
     @classmethod
     def none(cls, n: int) -> QueryMarks:
-        return cls(np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool),
-                   np.full(n, "", dtype=object), np.zeros(n, np.uint64), np.full(n, -1, np.int64))
+        return cls(np.zeros(n, bool), np.zeros(n, np.uint64), np.full(n, -1, np.int64))
 
 
 @dataclass(frozen=True)
 class EventSignals:
-    """Every detector's reading of every event of a batch, in batch order (NaN where one does not apply)."""
+    """Every profile detector's reading of every event of a batch, in batch order (NaN where one does not apply);
+    the query detectors' come later, as ``QueryVerdicts``, once the event's bucket has closed."""
 
     event_id: np.ndarray
     model: np.ndarray
@@ -101,16 +105,15 @@ class EventSignals:
     confidence: np.ndarray
     score_ratio: np.ndarray  # largest profile score on the threshold's scale (0: reference median, above 1: anomalous)
     anomalous: np.ndarray  # bool
-    near_duplicate: np.ndarray  # bool: a near-duplicate of an earlier query
-    duplicate: np.ndarray  # bool: an exact repeat
     margin: np.ndarray  # top-1 minus top-2 probability; NaN where the model logged neither logits nor probabilities
-    own_near_duplicate: np.ndarray  # bool: a near-duplicate of the client's own earlier query
-    cross_near_duplicate: np.ndarray  # bool: a near-duplicate of another client's earlier query
-    matched_client: np.ndarray  # object: that other client ("")
     margin_rank: np.ndarray  # the margin's rank among the live population's of its class and score band (NaN)
 
     def __len__(self) -> int:
         return len(self.event_id)
+
+    @classmethod
+    def empty(cls) -> EventSignals:
+        return cls(*(np.empty(0, t) for t in (object, object, object, float, float, float, bool, float, float)))
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,14 @@ class BatchResult:
     signals: EventSignals
     score_groups: list[ScoreGroup] = field(default_factory=list)  # for the scorer, with remote scoring
     edges: MatchEdges = field(default_factory=MatchEdges.empty)  # which clients' queries matched whose
+    match_groups: list[MatchGroup] = field(default_factory=list)  # for the matcher, with remote matching
+    verdicts: QueryVerdicts = field(default_factory=QueryVerdicts.empty)  # queries of closed buckets, matched
+
+    def with_matches(self, matches: MatchResult) -> BatchResult:
+        """The batch's own rows and evidence with what the matcher decided about closed buckets."""
+        return replace(self, rows=SliRows.concat([self.rows, matches.rows]).combined(),
+                       flagged=FlaggedEvents.concat([self.flagged, matches.flagged]),
+                       edges=MatchEdges.concat([self.edges, matches.edges]).combined(), verdicts=matches.verdicts)
 
     @property
     def score_ratio(self) -> np.ndarray:
@@ -168,28 +179,30 @@ class Engine:
         self.settings = settings
         self.profile = profile
         self._fingerprinters: dict[int, Fingerprinter] = {}
-        self._indexes: dict[int | str, QueryIndex] = {}  # by input length, or "text"
         self._text = TextFingerprinter(settings.fingerprint_secret)
-        self._clients = ClientCodes()
+        self.matcher = None if settings.remote_matching else OrderedMatcher(settings.matcher_settings())
+        self._unscored: list[ScoreGroup] = []  # embeddings for the scorer, waiting for their queries' verdicts
         self.margins = MarginRanks()
         self.watermark = -np.inf
 
     @property
     def fingerprint_memory_bytes(self) -> int:
-        return sum(index.memory_bytes for index in self._indexes.values())
+        return 0 if self.matcher is None else self.matcher.memory_bytes
 
-    def process(self, batch: EventBatch) -> BatchResult:
+    def process(self, batch: EventBatch, watermark: float | None = None) -> BatchResult:
+        """One batch's rows and evidence, with the own matcher's verdicts on the buckets ``watermark`` (default: the
+        latest event time seen) closed; with remote matching, the batch's fingerprints for the matcher instead."""
         n = len(batch)
         late = int((batch.ts < self.watermark - self.settings.grace_s).sum())
         if n:
             self.watermark = max(self.watermark, float(batch.ts.max()))
         features = batch.feature_groups()
-        marks = self._fingerprint(batch, features)
+        marks, fingerprints = self._fingerprint(batch, features)
         _embedding_bins(batch, marks.input_bin)
-        remote = self.settings.remote_embedding_scoring
         readings = self._score(batch, features)
         anomalous, score_ratio, statistic = readings.anomalous, readings.score_ratio, readings.statistic
-        score_groups = self._score_groups(batch, anomalous, marks.flagged) if remote else []
+        if self.settings.remote_embedding_scoring:
+            self._unscored += self._score_groups(batch, anomalous)
         flags = _outcomes(batch, anomalous, marks)
         production = flags.traffic_events
         margin_rank = self._margin_ranks(batch, statistic, production)
@@ -204,12 +217,40 @@ class Engine:
                   "score": np.where(production & np.isfinite(statistic), score_bins(statistic), -1)},
         )
         signals = EventSignals(batch.event_id, batch.model, batch.client_id, batch.ts, batch.confidence, score_ratio,
-                               anomalous, marks.flagged, marks.duplicate, batch.margin, marks.own, marks.cross,
-                               marks.matched_client, margin_rank)
-        edges = MatchEdges.from_events(buckets, batch.model, batch.client_id,
-                                       np.where(production, marks.matched_client, ""))
-        return BatchResult(rows, self._flagged(batch, flags, marks, readings, margin_rank), self.watermark, late,
-                           signals, score_groups, edges)
+                               anomalous, batch.margin, margin_rank)
+        groups = [_match_group(batch, kind, threshold, rows_of, hashes, marks.exact_hash[rows_of], anomalous)
+                  for kind, threshold, rows_of, hashes in fingerprints]
+        result = BatchResult(rows, self._flagged(batch, anomalous, marks, readings, margin_rank), self.watermark, late,
+                             signals, match_groups=groups if self.matcher is None else [])
+        if self.matcher is None:
+            return replace(result, score_groups=self._release_unscored(QueryVerdicts.empty(), float("inf")))
+        self.matcher.add(MatchRequestBatch("engine", self.watermark if watermark is None else watermark, groups), 0.0)
+        matches = self.matcher.advance(now=0.0)
+        return replace(result.with_matches(matches),
+                       score_groups=self._release_unscored(matches.verdicts, self.matcher.sealed_until))
+
+    def finish(self) -> BatchResult:
+        """End of input: the own matcher's verdicts on every query still waiting for its bucket to close."""
+        result = BatchResult(SliRows.empty(), FlaggedEvents.empty(), self.watermark, 0, EventSignals.empty())
+        matches = MatchResult.empty() if self.matcher is None else self.matcher.flush()
+        return replace(result.with_matches(matches),
+                       score_groups=self._release_unscored(matches.verdicts, float("inf")))
+
+    def _release_unscored(self, verdicts: QueryVerdicts, until: float) -> list[ScoreGroup]:
+        """Embeddings for the scorer once their queries are matched (events before ``until``), each marked
+        detected if a fingerprint matched it, so that the scorer's changes to the clean, missed and
+        false-positive counts do not repeat the matcher's."""
+        near = verdicts.event_id[verdicts.near].astype(str)
+        ready, waiting = [], []
+        for group in self._unscored:
+            due = group.ts < until
+            if due.any():
+                part = group.take(due)
+                ready.append(replace(part, detected=part.detected | np.isin(part.event_id.astype(str), near)))
+            if not due.all():
+                waiting.append(group.take(~due))
+        self._unscored = waiting
+        return ready
 
     def _margin_ranks(self, batch: EventBatch, score_ratio: np.ndarray, production: np.ndarray) -> np.ndarray:
         """Rank each margin against the population's so far, then let production traffic teach the population."""
@@ -222,21 +263,27 @@ class Engine:
             self.margins.update(model, batch.label[learn], score_ratio[learn], margin[learn], batch.ts[learn])
         return ranks
 
-    def _fingerprint(self, batch: EventBatch, features: Groups) -> QueryMarks:
-        """Raw numeric inputs (Blacklight) and texts (MinHash) against one query index per input kind."""
+    def _fingerprint(self, batch: EventBatch, features: Groups
+                     ) -> tuple[QueryMarks, list[tuple[str, int, np.ndarray, np.ndarray]]]:
+        """Raw numeric inputs (Blacklight) and texts (MinHash): each event's marks, and per input kind (the
+        matcher's index: the input length, or "text") its match threshold, rows and hashes."""
         marks = QueryMarks.none(len(batch))
+        fingerprints = []
         for dim, (rows, matrix) in features.items():
             fingerprinter = self._numeric_fingerprinter(dim)
             if fingerprinter is not None:
-                self._match(batch, marks, rows, dim, fingerprinter.threshold, fingerprinter.hashes(matrix),
-                            content_hashes(matrix, self.settings.fingerprint_secret))
+                fingerprints.append((str(dim), fingerprinter.threshold, rows, fingerprinter.hashes(matrix)))
+                marks.exact_hash[rows] = content_hashes(matrix, self.settings.fingerprint_secret)
                 marks.input_bin[rows] = fingerprinter.coarse_bins(matrix, ENTROPY_BINS)
         rows, texts = batch.texts
         if len(rows):
             hashes = self._text.hashes(texts)
-            self._match(batch, marks, rows, "text", self._text.threshold, hashes, text_content_hashes(texts))
+            fingerprints.append(("text", self._text.threshold, rows, hashes))
+            marks.exact_hash[rows] = text_content_hashes(texts)
             marks.input_bin[rows] = (hashes[:, 0] % np.uint64(ENTROPY_BINS)).astype(np.int64)  # the largest: a MinHash
-        return marks
+        for _, _, rows, _ in fingerprints:
+            marks.fingerprinted[rows] = True
+        return marks, fingerprints
 
     def _numeric_fingerprinter(self, dim: int) -> Fingerprinter | None:
         if dim not in self._fingerprinters:
@@ -245,25 +292,6 @@ class Engine:
             except ValueError:
                 return None  # too short to fingerprint (fewer values than a window)
         return self._fingerprinters[dim]
-
-    def _match(self, batch: EventBatch, marks: QueryMarks, rows: np.ndarray, kind: int | str, threshold: int,
-               hashes: np.ndarray, exact: np.ndarray) -> None:
-        index = self._indexes.get(kind)
-        if index is None:
-            s = self.settings
-            index = self._indexes[kind] = QueryIndex(threshold, s.fingerprint_postings_cap,
-                                                     s.fingerprint_generation_queries, s.fingerprint_generation_s)
-        matches = index.update(hashes, exact, now=float(batch.ts[rows].max()),
-                               clients=self._clients.codes(batch.client_id[rows]))
-        marks.fresh[rows] = ~matches.duplicate
-        marks.duplicate[rows] = matches.duplicate
-        marks.flagged[rows] = matches.flagged
-        marks.own[rows] = matches.own_flagged
-        marks.cross[rows] = matches.cross_flagged
-        matched = np.full(len(rows), "", dtype=object)
-        matched[matches.cross_flagged] = self._clients.names(matches.matched_client[matches.cross_flagged])
-        marks.matched_client[rows] = matched
-        marks.exact_hash[rows] = matches.exact_hash
 
     def _score(self, batch: EventBatch, features: Groups) -> ProfileReadings:
         """Every profile score of every event (raw inputs, and embeddings unless a remote scorer takes them)."""
@@ -292,10 +320,10 @@ class Engine:
         return readings
 
     @staticmethod
-    def _score_groups(batch: EventBatch, anomalous: np.ndarray, query_flagged: np.ndarray) -> list[ScoreGroup]:
+    def _score_groups(batch: EventBatch, anomalous: np.ndarray) -> list[ScoreGroup]:
         """Embeddings per (model, dimension) with what this batch already decided, for the scorer; logits
         of the most common length travel with them."""
-        detected = anomalous | query_flagged
+        detected = anomalous
         kind = np.where(batch.is_adversarial_canary, ADVERSARIAL_CANARY,
                         np.where(batch.is_canary, BENIGN_CANARY, PRODUCTION)).astype(np.int8)
         classes = batch.common_logit_classes
@@ -311,16 +339,15 @@ class Engine:
                     logits=batch.logits_matrix(r, classes) if classes else None))
         return groups
 
-    def _flagged(self, batch: EventBatch, flags: EventFlags, marks: QueryMarks, readings: ProfileReadings,
+    def _flagged(self, batch: EventBatch, anomalous: np.ndarray, marks: QueryMarks, readings: ProfileReadings,
                  margin_rank: np.ndarray) -> FlaggedEvents:
-        anomalous, near = flags.anomalous, flags.query_flagged
-        rows = np.flatnonzero(anomalous | near)
-        reason = np.where(anomalous[rows] & near[rows], "anomalous+near-duplicate",
-                          np.where(anomalous[rows], "anomalous", "near-duplicate")).astype(object)
-        return FlaggedEvents(batch.event_id[rows], batch.model[rows], batch.client_id[rows], batch.ts[rows], reason,
-                             self._fingerprint_names(batch.take(rows), marks.exact_hash[rows]),
-                             readings.scores[rows], readings.ratios[rows], batch.margin[rows], margin_rank[rows],
-                             marks.own[rows], marks.cross[rows], marks.matched_client[rows])
+        """Production events a profile score flagged (the matcher reports near-duplicates)."""
+        rows = np.flatnonzero(anomalous & ~batch.is_canary)
+        return FlaggedEvents.of(batch.event_id[rows], batch.model[rows], batch.client_id[rows], batch.ts[rows],
+                                ["anomalous"] * len(rows),
+                                self._fingerprint_names(batch.take(rows), marks.exact_hash[rows]),
+                                scores=readings.scores[rows], ratios=readings.ratios[rows], margin=batch.margin[rows],
+                                margin_rank=margin_rank[rows])
 
     def _fingerprint_names(self, flagged: EventBatch, exact: np.ndarray) -> np.ndarray:
         """Flagged events only: the raw input's content hash, else the LSH signature of the embedding, else ""."""
@@ -332,10 +359,20 @@ class Engine:
         return names
 
 
+def _match_group(batch: EventBatch, kind: str, threshold: int, rows: np.ndarray, hashes: np.ndarray,
+                 exact: np.ndarray, anomalous: np.ndarray) -> MatchGroup:
+    traffic = np.where(batch.is_adversarial_canary[rows], ADVERSARIAL_CANARY,
+                       np.where(batch.is_canary[rows], BENIGN_CANARY, PRODUCTION)).astype(np.int8)
+    return MatchGroup(kind, threshold, batch.model[rows], batch.event_id[rows], batch.client_id[rows], batch.ts[rows],
+                      traffic, anomalous[rows], batch.confidence[rows], hashes, exact)
+
+
 def _outcomes(batch: EventBatch, anomalous: np.ndarray, marks: QueryMarks) -> EventFlags:
-    """Every counter of a batch: detections, ground-truth and canary outcomes (accuracy, fooling rate,
-    detector TPR/FPR). Red-team and canary traffic is measured, never alerted on as production."""
-    detected = anomalous | marks.flagged
+    """Every counter of a batch as far as the profile scores tell: detections, ground-truth and canary outcomes
+    (accuracy, fooling rate, detector TPR/FPR); the matcher's verdicts change them later (``match_deltas``).
+    Red-team and canary traffic is measured, never alerted on as production."""
+    detected = anomalous
+    no = np.zeros(len(batch), bool)
     adversarial = batch.is_adversarial_canary
     wrong = batch.has_truth & ~batch.is_correct
     production = ~batch.is_canary
@@ -343,9 +380,8 @@ def _outcomes(batch: EventBatch, anomalous: np.ndarray, marks: QueryMarks) -> Ev
     benign_canary = batch.is_canary & ~adversarial
     return EventFlags(
         events=np.ones(len(batch), bool), traffic_events=production, anomalous=anomalous & production,
-        queries=marks.fresh & production, duplicates=marks.duplicate, query_flagged=marks.flagged & production,
-        own_near_dup=marks.own & production, cross_near_dup=marks.cross & production,
-        private_near_dup=marks.own & ~marks.cross & production,
+        queries=marks.fingerprinted & production, duplicates=no, query_flagged=no, own_near_dup=no, cross_near_dup=no,
+        private_near_dup=no,
         labelled=labelled, errors=labelled & wrong, adv_canary=adversarial, adv_fooled=adversarial & wrong,
         adv_missed=adversarial & ~detected, benign_canary=benign_canary, benign_flagged=benign_canary & detected,
         clean_events=~detected & production)

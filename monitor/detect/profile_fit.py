@@ -65,7 +65,7 @@ def measure_baselines(records: Sequence[bytes], profile: Profile,
 
     engine = Engine(EngineSettings(fingerprint_secret=b"advmon-profile-baselines"), profile)
     rows = SliRows.concat([engine.process(parse_batch(records[i:i + batch_size]).batch).rows
-                           for i in range(0, len(records), batch_size)])
+                           for i in range(0, len(records), batch_size)] + [engine.finish().rows])
     out: dict[str, dict[str, float]] = {}
     for model in np.unique(rows.model.astype(str)).tolist():
         mine = rows.take(rows.model.astype(str) == model)

@@ -38,14 +38,27 @@ class PartitionWatermarks:
 
     def watermark(self, backlog: Mapping[str, int], now: float) -> float:
         """Never goes back; ``backlog`` gives the unread records of each assigned partition."""
-        holding = []
+        holding = self.holding(backlog, now)
+        if holding:
+            self._last = max(self._last, min(holding.values()))
+        return self._last
+
+    def holding(self, backlog: Mapping[str, int], now: float) -> dict[str, float]:
+        """The partitions that hold the watermark (unread records, or data within ``idle_s``), each with its
+        largest event time read (-inf: none yet). Reported downstream, they let a reader of several workers'
+        outputs take the slowest partition, wherever it is read now: a partition handed to another worker keeps
+        its place there, where the worker that lost it would report a watermark without it.
+
+        >>> w = PartitionWatermarks(idle_s=60); w.observe({"p0": 100.0}, now=0.0)
+        >>> w.holding({"p0": 0, "p1": 7, "p2": 0}, now=1.0)
+        {'p0': 100.0, 'p1': -inf}
+        """
+        holding = {}
         for partition, unread in backlog.items():
             recent = now - self._seen.get(partition, float("-inf")) <= self.idle_s
             if unread > 0 or recent:
-                holding.append(self._max_ts.get(partition, float("-inf")))
-        if holding:
-            self._last = max(self._last, min(holding))
-        return self._last
+                holding[partition] = self._max_ts.get(partition, float("-inf"))
+        return holding
 
     def forget(self, partitions) -> None:
         """Partitions revoked from this consumer no longer hold its watermark."""

@@ -84,7 +84,6 @@ class InProcessRuntime:
         engine_at = time.perf_counter()
         self._dead(parsed.dead)
         self._observe(result, parsed.batch)
-        self.on_batch(result)
         self._emit(self.alerter.advance(result.watermark), now=result.watermark)
         m = self.metrics.batch_seconds
         m.labels(stage="parse").observe(parsed_at - started)
@@ -94,6 +93,9 @@ class InProcessRuntime:
 
     def finish(self) -> list[Alert]:
         """End of input: evaluate through the last bucket that holds events (replay's final step)."""
+        result = self.engine.finish()  # the queries of the buckets no watermark closed yet
+        self.alerter.ingest(result.rows, result.flagged, result.edges)
+        self._observe(result, EventBatch.from_records([])[0])
         watermark = self.engine.watermark
         if watermark == float("-inf"):
             return []
@@ -118,6 +120,7 @@ class InProcessRuntime:
         self.stats.late += result.late_events
         self.stats.suspicious += len(result.flagged)
         observe_batch(self.metrics, result, self.engine.fingerprint_memory_bytes, batch)
+        self.on_batch(result)
 
     def _emit(self, alerts: list[Alert], now: float) -> None:
         count_alerts(self.metrics, alerts)

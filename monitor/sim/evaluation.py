@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from monitor.contracts.alerts import Alert
-from monitor.detect.engine import EventSignals
+from monitor.detect.engine import BatchResult, EventSignals
+from monitor.detect.matcher import QueryVerdicts
 from monitor.detect.profile_fit import fit_profile
 from monitor.detect.profiles import ModelProfile, Profile
 from monitor.notify.sinks import Sink
@@ -166,8 +167,13 @@ def replay(day: Day, profile: Profile, rules: Rules, sinks: Sequence[Sink] = ())
     """The day through the in-process runtime (as ``advmon replay``), collecting alerts and per-event signals."""
     settings = Settings.load(environ={})
     parts: list[EventSignals] = []
-    runtime = InProcessRuntime.build(settings, rules, sinks=sinks, profile=profile,
-                                     on_batch=lambda result: parts.append(result.signals))
+    verdicts: list[QueryVerdicts] = []
+
+    def collect(result: BatchResult) -> None:
+        parts.append(result.signals)
+        verdicts.append(result.verdicts)
+
+    runtime = InProcessRuntime.build(settings, rules, sinks=sinks, profile=profile, on_batch=collect)
     if not sinks:
         runtime.pipeline.routes = []  # forensic, as `advmon replay`: alerts are collected, never routed
     started = time.perf_counter()
@@ -181,8 +187,22 @@ def replay(day: Day, profile: Profile, rules: Rules, sinks: Sequence[Sink] = ())
 
     signals = {name: column(name) for name in ("score_ratio", "confidence", "margin")}
     signals["margin_rank"] = column("margin_rank")
-    for name in ("near_duplicate", "own_near_duplicate", "cross_near_duplicate"):
-        signals[name] = column(name).astype(float)
-    signals["matched_client"] = column("matched_client")
+    signals.update(_query_signals(column("event_id"), QueryVerdicts.concat(verdicts)))
     signals["model"] = column("model")
     return Replayed(runtime.stats.alerts, signals, column("client_id"), column("ts"), seconds)
+
+
+def _query_signals(event_id: np.ndarray, verdicts: QueryVerdicts) -> dict[str, np.ndarray]:
+    """The matcher's verdicts in event order (they come bucket by bucket, after the events): False and "" for
+    events without a fingerprinted query."""
+    ids = event_id.astype(str)
+    order = np.argsort(ids, kind="stable")
+    at = order[np.searchsorted(ids, verdicts.event_id.astype(str), sorter=order)]
+    out = {name: np.zeros(len(ids)) for name in ("near_duplicate", "own_near_duplicate", "cross_near_duplicate")}
+    for name, verdict in (("near_duplicate", verdicts.near), ("own_near_duplicate", verdicts.own),
+                          ("cross_near_duplicate", verdicts.cross)):
+        out[name][at] = verdict
+    matched = np.full(len(ids), "", dtype=object)
+    matched[at] = verdicts.matched_client
+    return {**out, "matched_client": matched}
+

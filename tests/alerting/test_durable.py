@@ -191,14 +191,38 @@ def test_watermark_is_the_slowest_live_instance():
     assert alerter.watermark(now=100.0) == float("-inf")  # both silent for longer than idle_source_s
 
 
-def test_windows_wait_for_the_scorer_while_ingest_leaves_embeddings_to_it():
+@pytest.mark.parametrize(("flag", "role", "topic"), [("remote_scoring", "scorer", "scores"),
+                                                     ("remote_matching", "matcher", "sli-buckets")])
+def test_windows_wait_for_the_scorer_or_matcher_ingest_leaves_work_to(flag, role, topic):
     from dataclasses import replace
 
     batches = stream(minutes=3)
     alerter = DurableAlerter(RULES, {}, bucket_s=60, grace_s=60, idle_source_s=30)
-    alerter.apply(0, replace(batches[0], remote_scoring=True), now=0.0)
-    assert alerter.watermark(now=0.0) == float("-inf")  # no scorer has reported yet
-    scorer = replace(batches[1], instance="scorer-0", role="scorer", watermark=batches[0].watermark - 30)
-    alerter.apply(0, scorer, now=0.0, topic="scores")  # its own topic: offsets count apart from sli-buckets
-    assert alerter.watermark(now=0.0) == batches[0].watermark - 30  # the scorer is the slowest source
-    assert alerter.apply(0, scorer, now=0.0, topic="scores") == [] and alerter.skipped_messages == 1
+    alerter.apply(0, replace(batches[0], **{flag: True}), now=0.0)
+    assert alerter.watermark(now=0.0) == float("-inf")  # it has not reported yet
+    helper = replace(batches[1], instance=f"{role}-0", role=role, watermark=batches[0].watermark - 30)
+    alerter.apply(1, helper, now=0.0, topic=topic)  # the scorer's own topic counts offsets apart
+    assert alerter.watermark(now=0.0) == batches[0].watermark - 30  # it is the slowest source
+    assert alerter.apply(1, helper, now=0.0, topic=topic) == [] and alerter.skipped_messages == 1
+    restarted = DurableAlerter(RULES, alerter.state.store, bucket_s=60, grace_s=60, idle_source_s=30)
+    assert restarted.watermark(now=0.0) == batches[0].watermark - 30  # who waits for whom survives a restart
+
+
+def test_every_input_partition_holds_until_reported_and_where_it_got_to_after_a_hand_over():
+    from dataclasses import replace
+
+    batch = stream(minutes=1)[0]
+    alerter = DurableAlerter(RULES, {}, bucket_s=60, grace_s=60, idle_source_s=30)
+
+    def report(offset, instance, watermark, partitions, now):
+        alerter.apply(offset, replace(batch, instance=instance, watermark=watermark, partitions=partitions,
+                                      inputs=("logs", 2)), now=now)
+        return alerter.watermark(now)
+
+    assert report(0, "ingest-0", 200.0, {"logs/0": 200.0}, 0.0) == float("-inf")  # logs/1 not reported yet
+    assert report(1, "ingest-1", 150.0, {"logs/1": 150.0}, 1.0) == 150.0
+    # logs/0 moves to ingest-1 (nothing read yet) and logs/1 to ingest-0, which runs ahead
+    assert report(2, "ingest-0", 400.0, {"logs/1": 400.0}, 2.0) == 150.0
+    assert report(3, "ingest-1", 300.0, {"logs/0": float("-inf")}, 3.0) == 200.0  # logs/0 holds where it got to
+    assert report(4, "ingest-1", 420.0, {"logs/0": 410.0}, 4.0) == 400.0
+    assert alerter.watermark(now=40.0) == float("-inf")  # all quiet past idle_source_s: nothing closes

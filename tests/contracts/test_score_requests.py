@@ -30,3 +30,4 @@ def test_chunks_fit_and_keep_every_row_in_order():
 def test_an_empty_request_still_carries_the_watermark():
     [only] = ScoreRequestBatch("ingest-0", 60.0, []).chunks()
     assert only.groups == [] and ScoreRequestBatch.decode(only.encode()).watermark == 60.0
+

@@ -23,7 +23,8 @@ def compose_config(**environ) -> dict:
         command = ["docker-compose"]
     else:
         pytest.fail("neither `docker compose` nor `docker-compose` is installed (.ci/run installs docker-compose)")
-    env = {k: v for k, v in os.environ.items() if k != "ADVMON_REMOTE_SCORING"} | environ
+    unset = ("ADVMON_REMOTE_SCORING", "ADVMON_REMOTE_MATCHING")
+    env = {k: v for k, v in os.environ.items() if k not in unset} | environ
     result = subprocess.run([*command, "-f", "docker-compose.yml", "--profile", "gpu", "config"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
@@ -107,3 +108,14 @@ def test_gpu_profile_sends_ingest_embeddings_to_the_scorer():
 
     assert remote() == "false"  # no scorer runs without the profile: ingest scores embeddings itself
     assert remote(ADVMON_REMOTE_SCORING="true") == "true"
+
+
+def test_two_ingest_workers_leave_matching_to_the_matcher():
+    services = compose_config()["services"]
+    workers = [s for s in services.values() if s.get("command") == ["ingest"]]
+    assert sorted(w["environment"]["ADVMON_INSTANCE_ID"] for w in workers) == ["ingest-0", "ingest-1"]
+    assert {str(w["environment"]["ADVMON_REMOTE_MATCHING"]).lower() for w in workers} == {"true"}
+    assert services["matcher"]["command"] == ["matcher"]
+    off = compose_config(ADVMON_REMOTE_MATCHING="false")["services"]
+    assert {str(off[name]["environment"]["ADVMON_REMOTE_MATCHING"]).lower() for name in ("ingest", "ingest-1")} == \
+        {"false"}

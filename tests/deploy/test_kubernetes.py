@@ -20,6 +20,9 @@ KUSTOMIZATION = ROOT / "deploy/kubernetes"
 OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}  # prometheus-operator CRDs: no schema in kubernetes-validate
 
 
+DAEMONS = {"advmon-ingest", "advmon-alerter", "advmon-scorer", "advmon-matcher"}
+
+
 def built() -> list[dict]:
     if shutil.which("kubectl") is None:
         pytest.fail("kubectl is not installed (it builds the kustomization)")
@@ -68,7 +71,7 @@ def test_service_monitor_scrapes_every_daemon_and_prometheus_rule_is_rendered():
     selector = monitor["spec"]["selector"]["matchLabels"]
     services = [d for d in resources if d["kind"] == "Service"
                 and selector.items() <= d["metadata"]["labels"].items()]
-    assert {s["metadata"]["name"] for s in services} == {"advmon-ingest", "advmon-alerter", "advmon-scorer"}
+    assert {s["metadata"]["name"] for s in services} == DAEMONS
     [endpoint] = monitor["spec"]["endpoints"]
     assert all(endpoint["port"] in {p["name"] for p in s["spec"]["ports"]} for s in services)
     [rule] = [d for d in resources if d["kind"] == "PrometheusRule"]
@@ -93,7 +96,7 @@ def test_the_profile_reaches_each_pod_without_a_shared_volume():
 def test_daemons_run_real_commands_with_probes_and_stable_instance_ids():
     parser = build_parser()
     workloads = {d["metadata"]["name"]: d for d in documents() if d["kind"] == "StatefulSet"}
-    assert set(workloads) == {"advmon-ingest", "advmon-alerter", "advmon-scorer"}
+    assert set(workloads) == DAEMONS
     for workload in workloads.values():
         [container] = workload["spec"]["template"]["spec"]["containers"]
         parser.parse_args(container["args"])

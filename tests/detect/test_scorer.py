@@ -34,13 +34,13 @@ def test_remote_scoring_gives_the_same_counters_as_local(scenario):
     rules = load_rules(default_rules_dir())
     local_alerter, remote_alerter = Alerter(rules), Alerter(rules)
     local_rows, remote_rows, scored, local_alerts, remote_alerts = [], [], 0, [], []
-    for chunk in scenario.chunks(chunk_s=300.0):
-        batch = parse_batch(chunk.records).batch
-        mine = local.process(batch)
+    batches = [parse_batch(chunk.records).batch for chunk in scenario.chunks(chunk_s=300.0)]
+    for batch in [*batches, None]:  # None: the end of input, every minute closed
+        mine = local.process(batch) if batch is not None else local.finish()
         local_rows.append(mine.rows)
         local_alerter.ingest(mine.rows)
         local_alerts += local_alerter.advance(mine.watermark)
-        result = remote.process(batch)
+        result = remote.process(batch) if batch is not None else remote.finish()
         request = ScoreRequestBatch.decode(ScoreRequestBatch("i", result.watermark, result.score_groups).encode())
         scored_result = scorer.score(request)
         scored += scored_result.scored

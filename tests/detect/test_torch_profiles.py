@@ -54,16 +54,18 @@ def test_scorer_on_torch_counts_what_numpy_counts(device):
     engine = Engine(EngineSettings(fingerprint_secret=b"s", remote_embedding_scoring=True), profile)
     on_numpy, on_torch = EmbeddingScorer(profile), EmbeddingScorer(profile, device=device)
     assert (on_numpy.backend, on_torch.backend) == ("numpy", f"torch/{device}")
-    flagged = 0
-    for chunk in scenario.chunks(chunk_s=300.0):
-        result = engine.process(parse_batch(chunk.records).batch)
+    flagged = scored = 0
+    batches = [parse_batch(chunk.records).batch for chunk in scenario.chunks(chunk_s=300.0)]
+    for batch in [*batches, None]:  # None: the end of input releases the last minutes' embeddings
+        result = engine.process(batch) if batch is not None else engine.finish()
         request = ScoreRequestBatch("i", result.watermark, result.score_groups)
         a, b = on_numpy.score(request), on_torch.score(request)
-        assert a.scored == b.scored > 0
+        assert a.scored == b.scored
+        scored += a.scored
         np.testing.assert_array_equal(a.rows.values, b.rows.values)
         assert a.flagged.event_id.tolist() == b.flagged.event_id.tolist()
         flagged += len(a.flagged.event_id)
-    assert flagged > 50
+    assert flagged > 50 and scored > 1000
 
 
 def test_backend_choice():

@@ -100,8 +100,8 @@ def daemons(kafka, prefix, tmp_path):
     }
     started = []
 
-    def make(name, *args):
-        daemon = Daemon(args, env, tmp_path / f"{name}.log")
+    def make(name, *args, environ=None):
+        daemon = Daemon(args, {**env, **(environ or {})}, tmp_path / f"{name}.log")
         started.append(daemon)
         return daemon
 
@@ -158,9 +158,20 @@ def _ts(line):
 @pytest.fixture(scope="session")
 def traffic(tmp_path_factory):
     """One hour of the demo's traffic, poison records, a closing record; and the replay oracle."""
-    work = tmp_path_factory.mktemp("traffic")
-    made = advmon("demo", "--duration", "1h", "--metrics-port", "0", "--no-progress", "--events-out", "events.jsonl",
-                  "--profile-out", "profile.npz", cwd=work)
+    return demo_traffic(tmp_path_factory.mktemp("traffic"), "1h")
+
+
+@pytest.fixture(scope="session")
+def sybil_traffic(tmp_path_factory):
+    """Two hours of the demo's traffic, the shortest in which replay pages on its Sybil attack (100 keys)."""
+    return demo_traffic(tmp_path_factory.mktemp("sybil-traffic"), "2h")
+
+
+def demo_traffic(work, duration):
+    """The demo's traffic with poison records and a closing record, and the replay oracle: the transitions the
+    daemons' watermark will certainly pass, the dead letters, the valid events."""
+    made = advmon("demo", "--duration", duration, "--metrics-port", "0", "--no-progress", "--events-out",
+                  "events.jsonl", "--profile-out", "profile.npz", cwd=work)
     assert made.returncode == 0, made.stderr
     lines = (work / "events.jsonl").read_bytes().splitlines()
     last_ts = max(_ts(line) for line in lines)

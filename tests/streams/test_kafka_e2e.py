@@ -67,16 +67,18 @@ def wait_for_alerts(kafka, topic, expected_ids, timeout_s=180):
     return alerts_on(records)
 
 
-TICKET_SLACK_S = 300  # a ticket may move this much in event time (see assert_like_oracle)
+TICKET_SLACK_S = 300  # a ticket may move this much in event time after a restart (see assert_like_oracle)
 
 
 def assert_like_oracle(kafka, topic, expected, context):
-    """Every transition the oracle found is on the alerts topic: pages exactly (same id, so the same event
-    time), tickets within ``TICKET_SLACK_S`` of event time. The demo's profile-mismatch ticket is borderline
-    (2.01% of inputs against 2.00% allowed) and moved by minutes in some runs after a restart or with remote
-    scoring (one message's rows counted after its minutes were evaluated gives exactly that; the cause is
-    not found yet), so tickets get slack and pages, the figure that wakes people, get none."""
-    wanted = {(a.dedup_key, a.status): a for a in expected.values()}
+    """Every transition the oracle found is on the alerts topic: pages with the same id (so at the same event
+    time), updates included; tickets within ``TICKET_SLACK_S`` of event time. The demo's profile-mismatch ticket
+    is borderline (2.01% of inputs against 2.00% allowed). It used to move by minutes between runs: rows that
+    arrived minutes ahead of evaluation pushed the oldest minutes of a burn-rate window out of its ring, so a
+    window's length depended on batching, fixed. After a SIGKILL and restart it still moved once, by 180 s (the
+    cause is not found), so tickets keep the slack; pages, the figure that wakes people, get none."""
+    pages = {a.alert_id: a for a in expected.values() if a.severity == "page"}
+    tickets = {(a.dedup_key, a.status): a for a in expected.values() if a.severity != "page"}
 
     def transitions(records):
         out = {}
@@ -84,16 +86,19 @@ def assert_like_oracle(kafka, topic, expected, context):
             out.setdefault((a["dedup_key"], a["status"]), a)
         return out
 
-    records = read_topic(kafka.bootstrap, topic, timeout_s=180, until=lambda rs: set(wanted) <= set(transitions(rs)))
-    got = transitions(records)
-    assert set(wanted) <= set(got), (sorted(a.rule for a in expected.values()), context())
-    for key, want in wanted.items():
-        have = got[key]
-        if want.severity == "page":
-            assert have["alert_id"] == want.alert_id, (want.rule, have["fired_at"], want.fired_at, context())
-        else:
-            at = have["resolved_at"] or have["fired_at"]
-            assert abs(at - (want.resolved_at or want.fired_at)) <= TICKET_SLACK_S, (want.rule, at, context())
+    def complete(records):
+        return set(pages) <= {a["alert_id"] for a in alerts_on(records)} and set(tickets) <= set(transitions(records))
+
+    records = read_topic(kafka.bootstrap, topic, timeout_s=180, until=complete)
+    got = {a["alert_id"]: a for a in alerts_on(records)}
+    missing = sorted((a.rule, a.status, a.resolved_at or a.fired_at) for i, a in pages.items() if i not in got)
+    assert not missing, (missing, sorted((a["rule"], a["status"], a["resolved_at"] or a["fired_at"])
+                                         for a in got.values()), context())
+    have = transitions(records)
+    assert set(tickets) <= set(have), (sorted(a.rule for a in expected.values()), context())
+    for key, want in tickets.items():
+        at = have[key]["resolved_at"] or have[key]["fired_at"]
+        assert abs(at - (want.resolved_at or want.fired_at)) <= TICKET_SLACK_S, (want.rule, at, context())
     return alerts_on(records)
 
 
@@ -295,3 +300,33 @@ def test_three_ingest_workers_one_killed_count_every_event_once(kafka, prefix, d
     for survivor in (workers[0], workers[2]):
         assert survivor.terminate() == 0, survivor.log()
         assert "Traceback" not in survivor.log()
+
+
+def test_two_ingest_workers_and_the_matcher_alert_like_replay(kafka, prefix, daemons, sybil_traffic, tmp_path):
+    """Global query matching: two ingest workers fingerprint their partitions' queries and leave matching to
+    ``advmon matcher``, which matches every bucket in event-time order behind both workers' watermarks. The
+    Sybil attack's keys land on different partitions, so on different workers; the daemons still page as
+    replay does (same alert ids: the same event time)."""
+    from monitor.contracts.match_requests import MatchRequestBatch
+
+    work, expected, dead, valid = sybil_traffic
+    assert any(a.rule.startswith("sybil-group") for a in expected.values())
+    topics = topics_for(kafka, prefix)
+    profile = str(work / "profile.npz")
+    patient = {"ADVMON_IDLE_SOURCE_SECONDS": "15"}  # a partition handed over is reported again within this
+    workers = [daemons(f"ingest-{i}", "ingest", "--instance", f"ingest-{i}", "--remote-matching", "--profile", profile,
+                       "--http-port", "0", environ=patient).start() for i in range(2)]
+    matcher = daemons("matcher", "matcher", "--instance", "m-0", "--http-port", "0", environ=patient).start()
+    alerter = daemons("alerter", "alerter", "--http-port", "0", environ=patient).start()
+    Producer(work, workers[0].env).wait(timeout=120)
+
+    everyone = (*workers, matcher, alerter)
+    assert_like_oracle(kafka, topics.alerts, expected, lambda: [d.log()[-3000:] for d in everyone])
+    requests = read_topic(kafka.bootstrap, topics.match_requests, timeout_s=30,
+                          until=lambda rs: {MatchRequestBatch.decode(r.value).instance for r in rs} >= {"ingest-0",
+                                                                                                      "ingest-1"})
+    assert {MatchRequestBatch.decode(r.value).instance for r in requests} == {"ingest-0", "ingest-1"}
+    assert committed_events(kafka, topics.sli_buckets, valid) == valid
+    assert all(d.terminate() == 0 for d in everyone)
+    assert "Traceback" not in "".join(d.log() for d in everyone)
+    assert "waiting queries matched before stopping" in matcher.log()  # SIGTERM: the last minutes, not lost

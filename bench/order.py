@@ -1,0 +1,151 @@
+"""Do the daemons alert like ``advmon replay`` with 1, 2 or 3 ingest workers? Simulated in one process, without
+a broker: realistic records with hundreds of clients and attacks (a detection family, not the demo) are spread
+over input partitions by client as Kafka's keying does, each simulated worker reads its partitions in batches
+of random sizes (so partitions run ahead of each other by minutes), and the messages the workers, the matcher
+and the alerter would exchange go through the same code as on Kafka (engine with remote matching,
+``OrderedMatcher``, ``DurableAlerter``), in the order they would arrive. The oracle is the in-process runtime
+on the file (``advmon replay``).
+
+    python3 bench/order.py [--family digits-window-ref] [--hours 3] [--workers 1 2 3]
+
+Prints, per worker count, how many of replay's settled alert transitions the simulated daemons gave exactly
+(same alert id: same event time) and which differed: with the matcher (``ADVMON_REMOTE_MATCHING=true``), and
+with each worker matching its own queries (without it; one worker matches the same either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from monitor.alerting.durable import DurableAlerter  # noqa: E402
+from monitor.contracts.match_requests import MatchRequestBatch  # noqa: E402
+from monitor.contracts.sli_buckets import SliBatch  # noqa: E402
+from monitor.detect.engine import Engine, EngineSettings  # noqa: E402
+from monitor.detect.matcher import MatcherSettings, OrderedMatcher  # noqa: E402
+from monitor.detect.parsing import parse_batch  # noqa: E402
+from monitor.detect.watermarks import PartitionWatermarks  # noqa: E402
+from monitor.runtime.inprocess import InProcessRuntime  # noqa: E402
+from monitor.settings import Settings  # noqa: E402
+from monitor.sim.evaluation import reference_profile  # noqa: E402
+from monitor.sim.families import FAMILIES, generate  # noqa: E402
+from monitor.spec.rules import default_rules_dir, load_rules  # noqa: E402
+
+PARTITIONS = 6
+SECRET = b"bench-order"
+
+
+def replay(records, profile, rules):
+    settings = Settings.load({"fingerprint_secret": SECRET.decode()}, environ={})
+    runtime = InProcessRuntime.build(settings, rules, sinks=[], profile=profile)
+    runtime.pipeline.routes = []
+    for start in range(0, len(records), 4096):
+        runtime.feed(records[start:start + 4096])
+    runtime.finish()
+    return runtime.stats.alerts
+
+
+def daemons(records, profile, rules, workers: int, local: bool, seed: int):
+    """The records through ``workers`` simulated ingest workers (and the matcher), alerts in arrival order. The
+    last record (the closing one) comes alone, after a quiet spell in which the drained partitions go idle."""
+    rng = np.random.default_rng(seed)
+    partition_of = [zlib.crc32(orjson.loads(r)["client_id"].encode()) % PARTITIONS for r in records]
+    queues = [[r for r, p in zip(records[:-1], partition_of, strict=False) if p == k] for k in range(PARTITIONS)]
+    names = [f"logs/{k}" for k in range(PARTITIONS)]
+    settings = EngineSettings(fingerprint_secret=SECRET, remote_matching=not local)
+    engines = [Engine(settings, profile) for _ in range(workers)]
+    # Simulated wall time: a step of 0.1 s per batch, the workers in turn. A caught-up partition stops holding
+    # its worker's watermark at once; a source not heard from for a round of every worker stops holding the
+    # matcher's and the alerter's (as ADVMON_IDLE_SOURCE_SECONDS does in wall time).
+    idle = 0.1 * (workers + 1) + 0.01
+    marks = [PartitionWatermarks(idle_s=0.01) for _ in range(workers)]
+    matcher = OrderedMatcher(MatcherSettings(idle_source_s=idle))
+    alerter = DurableAlerter(rules, {}, bucket_s=60, grace_s=60, idle_source_s=idle, baselines=profile.baselines)
+    alerts: list = []
+    clock = {"now": 0.0, "offset": 0}
+
+    def deliver(w: int, taken: dict[int, list[bytes]], backlog: dict[str, int]) -> None:
+        batch = [r for k in sorted(taken) for r in taken[k]]
+        if not batch:
+            return
+        now = clock["now"]
+        marks[w].observe({names[k]: max(orjson.loads(r)["ts"] for r in rs) for k, rs in taken.items() if rs}, now)
+        watermark, holding = marks[w].watermark(backlog, now), marks[w].holding(backlog, now)
+        result = engines[w].process(parse_batch(batch).batch, watermark)
+        messages = [SliBatch(f"ingest-{w}", watermark, 0, {}, result.rows, result.flagged, edges=result.edges,
+                             remote_matching=not local, partitions=holding, inputs=("logs", PARTITIONS))]
+        if not local:
+            matcher.add(MatchRequestBatch(f"ingest-{w}", watermark, result.match_groups, holding,
+                                          ("logs", PARTITIONS)), now)
+            matched = matcher.advance(now)
+            messages.append(SliBatch("matcher-0", matcher.watermark(now), 0, {}, matched.rows, matched.flagged,
+                                     role="matcher", edges=matched.edges))
+        for message in messages:
+            alerts.extend(alerter.apply(clock["offset"], message, now))
+            clock["offset"] += 1
+
+    read = [0] * PARTITIONS
+    step = 0
+    while any(read[k] < len(queues[k]) for k in range(PARTITIONS)):
+        clock["now"] += 0.1
+        step += 1
+        w = step % workers
+        mine = [k for k in range(PARTITIONS) if k % workers == w]
+        taken = {}
+        for k in mine:
+            taken[k] = queues[k][read[k]:read[k] + int(rng.integers(50, 700))]
+            read[k] += len(taken[k])
+        deliver(w, taken, {names[k]: len(queues[k]) - read[k] for k in mine})
+    clock["now"] += 10 * idle
+    last = partition_of[-1]
+    owner = last % workers
+    deliver(owner, {last: records[-1:]}, {names[k]: 0 for k in range(PARTITIONS) if k % workers == owner})
+    return alerts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", default="digits-window-ref", choices=sorted(FAMILIES))
+    parser.add_argument("--hours", type=float, default=3.0)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    day = generate(FAMILIES[args.family].scaled(hours=args.hours))
+    profile = reference_profile(day)
+    rules = load_rules(default_rules_dir())
+    last_ts = max(orjson.loads(r)["ts"] for r in day.records[-2000:])
+    closing = orjson.dumps({"event_id": "closing", "ts": last_ts + 600, "client_id": "closer", "model": "m",
+                            "prediction": {"label": "1", "confidence": 0.9}})
+    records = [*day.records, closing]  # moves every partition's event time past the last minute (as in the e2e)
+    clients = len({orjson.loads(r)["client_id"] for r in records})
+    oracle = replay(records, profile, rules)
+    settle = last_ts  # transitions every simulated daemon's watermark has certainly passed
+    wanted = {a.alert_id: a for a in oracle if (a.resolved_at or a.fired_at) < settle}
+    print(f"{args.family}, {args.hours:g} h: {len(records):,} records, {clients} clients, {PARTITIONS} partitions; "
+          f"replay: {len(wanted)} settled transitions "
+          f"({sum(a.severity == 'page' for a in wanted.values())} of pages)")
+    runs = [(n, False) for n in args.workers] + [(n, True) for n in args.workers if n > 1]
+    for workers, local in runs:
+        got = daemons(records, profile, rules, workers, local, args.seed)
+        ids = {a.alert_id for a in got}
+        missing = [a for a in wanted.values() if a.alert_id not in ids]
+        extra = [a for a in got if a.alert_id not in wanted and (a.resolved_at or a.fired_at) < settle]
+        pages = [a for a in missing if a.severity == "page"]
+        print(f"  {workers} worker(s){' matching their own' if local else ' + matcher'}: "
+              f"{len(wanted) - len(missing)}/{len(wanted)} transitions as replay ({len(pages)} pages differ), "
+              f"{len(extra)} not in replay")
+        for a in sorted(missing + extra, key=lambda a: a.resolved_at or a.fired_at)[:12]:
+            side = "replay only" if a in missing else "daemons only"
+            print(f"    {side:12} {a.rule:30} {a.status:9} {a.resolved_at or a.fired_at:.0f} {a.client_id or ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
