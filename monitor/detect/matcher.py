@@ -6,8 +6,9 @@ takes the fingerprinted queries of every batch (``match-requests``) and keeps th
 slowest source's) has passed their bucket by the grace period, the moment the alerter closes that bucket too.
 Then it matches the closed buckets' queries sorted by (event time, event id, content hash), and returns the
 counter changes its verdicts make (near-duplicates, exact repeats, and the clean, missed and false-positive
-counts they take events out of), the match edges between clients and the near-duplicates as evidence. Counters are sums, so these changes add to the engine's rows wherever they meet. A query whose
-bucket was already matched when it arrived (later than the grace period) is matched at the next advance.
+counts they take events out of), the match edges between clients and the near-duplicates as evidence.
+Counters are sums, so these changes add to the engine's rows wherever they meet. A query whose bucket was
+already matched when it arrived (later than the grace period) is matched at the next advance.
 
 Pure: time is a parameter (``now``, wall seconds, only decides which sources count as idle).
 
