@@ -1,7 +1,8 @@
 """In-process figures: parse and engine events/s beside the plain orjson parse of the same records (the
 floor), ``advmon replay`` on a file beside the floor on that file, the per-event cost of our SLI + drift
-updates beside calling river's detector per event, and the memory per tracked client and per stored
-fingerprint. Realistic 1.3 KB records by default (``bench/realistic.py``), or the demo's 500-byte ones.
+updates beside calling river's detector per event, the memory per tracked client and per stored
+fingerprint, and ``advmon matcher``'s queries a second (decoding its match-requests included). Realistic
+1.3 KB records by default (``bench/realistic.py``), or the demo's 500-byte ones.
 
     python3 bench/engine.py [--records realistic|demo] [--hours 1] [--duration 3h]
 """
@@ -24,8 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from realistic import realistic  # noqa: E402
 
 from monitor.alerting.alerter import Alerter  # noqa: E402
+from monitor.contracts.match_requests import MatchRequestBatch  # noqa: E402
 from monitor.contracts.sli import SliRows  # noqa: E402
 from monitor.detect.engine import Engine  # noqa: E402
+from monitor.detect.matcher import MatcherSettings, OrderedMatcher  # noqa: E402
 from monitor.detect.parsing import parse_batch  # noqa: E402
 from monitor.detect.profiles import Profile  # noqa: E402
 from monitor.settings import Settings  # noqa: E402
@@ -166,6 +169,27 @@ def run(records: list[bytes], profile: Profile, batch_size: int = 4096) -> dict:
             "fingerprint_bytes": engine.fingerprint_memory_bytes, "fingerprints": max(stored, 1)}
 
 
+def matcher_rate(records: list[bytes], batch_size: int = 4096) -> dict:
+    """``advmon matcher``'s work without Kafka: the records' match-requests (from ingest with remote matching)
+    decoded, held and matched minute by minute; queries a second, best of two."""
+    engine = Engine(Settings(fingerprint_secret="bench", remote_matching=True).engine_settings())
+    wire = []
+    for start in range(0, len(records), batch_size):
+        result = engine.process(parse_batch(records[start:start + batch_size]).batch)
+        wire += [c.encode() for c in MatchRequestBatch("ingest-0", result.watermark, result.match_groups).chunks()]
+    queries = sum(len(g) for raw in wire for g in MatchRequestBatch.decode(raw).groups)
+
+    def match_all() -> None:
+        matcher = OrderedMatcher(MatcherSettings())
+        for raw in wire:
+            matcher.add(MatchRequestBatch.decode(raw), now=0.0)
+            matcher.advance(now=0.0)
+        matcher.flush()
+
+    seconds = min(timed(match_all) for _ in range(2))
+    return {"matcher_rate": queries / seconds, "matcher_bytes": sum(map(len, wire)) / max(queries, 1)}
+
+
 def report(r: dict, what: str) -> str:
     n = r["events"]
     lines = [
@@ -187,6 +211,8 @@ def report(r: dict, what: str) -> str:
         f"{'memory per million fingerprinted queries':44} {r['fingerprint_bytes'] / r['fingerprints']:12,.0f} MB "
         f"({r['fingerprints']:,} queries stored)",
     ]
+    lines.append(f"{'advmon matcher (match-requests in, decoded)':44} {r['matcher_rate']:12,.0f} queries/s   "
+                 f"({r['matcher_bytes']:.0f} bytes a query on the wire)")
     need = r["scale_clients"] / 60.0  # rows/s of one row per active client a minute, in real time
     lines.append(f"{'alerter, ' + format(r['scale_clients'], ',') + ' active clients a minute':44} "
                  f"{r['scale_rows_per_s']:12,.0f} rows/s      ({r['scale_rows_per_s'] / need:.1f}x real time; "
@@ -209,6 +235,7 @@ def main() -> int:
                               else demo_records(args.duration))
     result = run(records, profile)
     result.update(alerter_at_scale(result.pop("rows")))
+    result.update(matcher_rate(records))
     if not args.no_replay:
         result["file_floor"], result["replay_rate"], result["start_s"] = replay_rates(records, profile)
     print(report(result, what))
