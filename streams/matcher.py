@@ -2,7 +2,7 @@
 
 With ``ADVMON_REMOTE_MATCHING=true`` ingest workers fingerprint queries but match none: the matcher holds the
 one index over all of them (the keys of a Sybil attack land on different input partitions, so on different
-workers; here their queries meet), matches each bucket in event-time order once the slowest ingest worker's
+workers; here their queries meet), matches each bucket in event-time order once the slowest input partition's
 watermark has passed it (:mod:`monitor.detect.matcher`), and publishes on ``sli-buckets`` the counter changes
 its verdicts make, with the match edges, under its own instance name; the alerter waits for it before closing
 a window. Near-duplicates go to ``suspicious-inputs``. One transaction per batch, like ingest; on SIGTERM the

@@ -115,13 +115,14 @@ class BurnRateWindows:
     def add(self, rows: np.ndarray, buckets: np.ndarray, bad: np.ndarray, total: np.ndarray, first: np.ndarray) -> int:
         """Add counts (those of buckets after the head wait for it); returns how many entries were older than
         the horizon and so dropped."""
-        if not len(rows):
+        if self.head is None:  # nothing evaluated yet: everything waits
+            self._ahead.append((rows, buckets, bad, total, first))
             return 0
-        later = buckets > (self.head if self.head is not None else np.iinfo(np.int64).min)
-        if self.head is None or later.any():
+        later = buckets > self.head
+        if later.any():
             self._ahead.append(tuple(a[later] for a in (rows, buckets, bad, total, first)))
             rows, buckets, bad, total, first = (a[~later] for a in (rows, buckets, bad, total, first))
-        if self.head is None or not len(rows):
+        if not len(rows):
             return 0
         keep = buckets > self.head - self.length
         cols = buckets[keep] % self.length

@@ -69,6 +69,7 @@ from monitor.alerting.state import (
 )
 from monitor.contracts.alerts import Alert
 from monitor.contracts.edges import MatchEdges
+from monitor.contracts.event_time import reported_sources
 from monitor.contracts.flagged import FlaggedEvents
 from monitor.contracts.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows
 from monitor.contracts.sli_buckets import SliBatch
@@ -207,12 +208,11 @@ class DurableAlerter:
             self.alerter.samples.add(flagged.take(np.logical_or.reduce(fresh)))
 
     def _note_source(self, batch: SliBatch, now: float) -> None:
-        """The message's instance, and each input partition it reports, is a source; a source's watermark only
-        grows, so re-applying a message cannot move it back. Partitions are sources of their own because they
-        change hands: the worker that takes one over holds it where the one that lost it had got to; one no worker
-        has reported yet holds from when a message first names it, until it has been quiet ``idle_source_s``."""
-        unheard = [(name, float("-inf")) for name in batch.input_partition_names() if name not in self._sources]
-        for name, mark in ((batch.instance, batch.watermark), *batch.partitions.items(), *unheard):
+        """Every source the message speaks for (``monitor.contracts.event_time``: its instance, the input
+        partitions it reports, those no one has reported yet); a source's watermark only grows, so re-applying a
+        message cannot move it back."""
+        sources = reported_sources(batch.instance, batch.watermark, batch.partitions, batch.inputs, self._sources)
+        for name, mark in sources:
             known = self._sources.get(name)
             previous = known.watermark if known is not None and known.watermark is not None else float("-inf")
             watermark = max(previous, mark)

@@ -20,20 +20,19 @@ event time has got. Binary: a JSON header, then each group's hashes (``n x width
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-import orjson
 
+from monitor.contracts.event_time import marks_from_wire, marks_to_wire
+from monitor.contracts.framing import FrameReader, framed, refusing
 from monitor.contracts.score_requests import ADVERSARIAL_CANARY, BENIGN_CANARY, PRODUCTION
 from monitor.errors import WireError
 
 __all__ = ["ADVERSARIAL_CANARY", "BENIGN_CANARY", "PRODUCTION", "MatchGroup", "MatchRequestBatch"]
 
 VERSION = 1
-_HEADER = struct.Struct(">I")
 _COLUMNS = {"model": object, "event_id": object, "client_id": object, "ts": np.float64, "traffic": np.int8,
             "anomalous": bool, "confidence": np.float64}
 
@@ -57,6 +56,11 @@ class MatchGroup:
     def __len__(self) -> int:
         return len(self.event_id)
 
+    @property
+    def row_bytes(self) -> int:
+        """About what one query costs on the wire: its hashes and its ids."""
+        return 8 * self.hashes.shape[1] + 120
+
     def take(self, rows: np.ndarray | slice) -> MatchGroup:
         return MatchGroup(self.kind, self.threshold, *(getattr(self, f.name)[rows] for f in fields(self)[2:]))
 
@@ -76,10 +80,6 @@ class MatchRequestBatch:
     partitions: dict[str, float] = field(default_factory=dict)  # input partition -> its watermark (-inf: none yet)
     inputs: tuple[str, int] = ("", 0)  # the input topic and its partition count: each one holds until reported
 
-    def input_partition_names(self) -> list[str]:
-        topic, count = self.inputs
-        return [f"{topic}/{i}" for i in range(count)]
-
     def chunks(self, max_bytes: int = 512 * 1024) -> list[MatchRequestBatch]:
         """The request in messages of about ``max_bytes`` at most (Kafka's default message limit is 1 MB); only
         the last carries the watermark, so a matcher that has read part of a batch seals nothing the rest feeds.
@@ -91,12 +91,12 @@ class MatchRequestBatch:
         """
         pieces = []
         for group in self.groups:
-            rows = max(1, max_bytes // (8 * group.hashes.shape[1] + 120))
+            rows = max(1, max_bytes // group.row_bytes)
             pieces += [group.take(slice(start, start + rows)) for start in range(0, len(group), rows)]
         parts: list[list[MatchGroup]] = [[]]
         room = max_bytes
         for piece in pieces:
-            size = len(piece) * (8 * piece.hashes.shape[1] + 120)
+            size = len(piece) * piece.row_bytes
             if parts[-1] and size > room:
                 parts.append([])
                 room = max_bytes
@@ -113,38 +113,25 @@ class MatchRequestBatch:
             groups.append({"kind": g.kind, "threshold": g.threshold, "n": len(g), "width": int(g.hashes.shape[1]),
                            **{name: getattr(g, name).tolist() for name in _COLUMNS}})
             blobs += [np.ascontiguousarray(g.hashes, "<u8").tobytes(), np.ascontiguousarray(g.exact, "<u8").tobytes()]
-        head = orjson.dumps({"v": VERSION, "instance": self.instance,
-                             "watermark": self.watermark if np.isfinite(self.watermark) else None, "groups": groups,
-                             "partitions": {p: w if np.isfinite(w) else None for p, w in self.partitions.items()},
-                             "inputs": list(self.inputs)})
-        return _HEADER.pack(len(head)) + head + b"".join(blobs)
+        return framed({"v": VERSION, "instance": self.instance,
+                       "watermark": self.watermark if np.isfinite(self.watermark) else None, "groups": groups,
+                       "partitions": marks_to_wire(self.partitions), "inputs": list(self.inputs)}, blobs)
 
     @classmethod
     def decode(cls, data: bytes) -> MatchRequestBatch:
-        try:
-            (length,) = _HEADER.unpack_from(data)
-            header = orjson.loads(data[4:4 + length])
-            if header["v"] != VERSION:
-                raise WireError(f"match-requests version {header['v']}; this build reads {VERSION}")
-            offset, groups = 4 + length, []
+        with refusing("match-requests"):
+            frame = FrameReader(data, "match-requests", VERSION)
+            header, groups = frame.header, []
             for g in header["groups"]:
                 n, width = g["n"], g["width"]
-                hashes = np.frombuffer(data, "<u8", n * width, offset).reshape(n, width).astype(np.uint64)
-                offset += 8 * n * width
-                exact = np.frombuffer(data, "<u8", n, offset).astype(np.uint64)
-                offset += 8 * n
+                hashes = frame.array("<u8", n * width).reshape(n, width).astype(np.uint64)
+                exact = frame.array("<u8", n).astype(np.uint64)
                 columns = {name: np.asarray(g[name], dtype) for name, dtype in _COLUMNS.items()}
                 if any(len(c) != n for c in columns.values()):
                     raise WireError("match-requests group columns have different lengths")
                 groups.append(MatchGroup(str(g["kind"]), int(g["threshold"]), hashes=hashes, exact=exact, **columns))
-            if offset != len(data):
-                raise WireError(f"match-requests message has {len(data) - offset} trailing bytes")
-        except (struct.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            if isinstance(exc, WireError):
-                raise
-            raise WireError(f"invalid match-requests message: {exc}") from None
+            frame.end()
         watermark = header["watermark"]
-        partitions = {str(p): float("-inf") if w is None else float(w) for p, w in header.get("partitions", {}).items()}
         topic, count = header.get("inputs", ("", 0))
         return cls(str(header["instance"]), float("-inf") if watermark is None else float(watermark), groups,
-                   partitions, (str(topic), int(count)))
+                   marks_from_wire(header.get("partitions", {})), (str(topic), int(count)))

@@ -26,20 +26,17 @@ through it the alerter) how far event time has got.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from monitor.contracts.flagged import FlaggedEvents
+from monitor.contracts.framing import FrameReader, framed, refusing
 from monitor.contracts.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows, value_index
-from monitor.errors import WireError
 
 PRODUCTION, ADVERSARIAL_CANARY, BENIGN_CANARY = 0, 1, 2
 VERSION = 1
-_HEADER = struct.Struct(">I")
 
 
 @dataclass(frozen=True)
@@ -124,36 +121,23 @@ class ScoreRequestBatch:
             blobs.append(np.ascontiguousarray(g.embedding, np.float32).tobytes())
             if g.logits is not None:
                 blobs.append(np.ascontiguousarray(g.logits, np.float32).tobytes())
-        head = orjson.dumps(header)
-        return _HEADER.pack(len(head)) + head + b"".join(blobs)
+        return framed(header, blobs)
 
     @classmethod
     def decode(cls, data: bytes) -> ScoreRequestBatch:
-        try:
-            (length,) = _HEADER.unpack_from(data)
-            header = orjson.loads(data[4:4 + length])
-            if header["v"] != VERSION:
-                raise WireError(f"score-requests version {header['v']}; this build reads {VERSION}")
-            offset, groups = 4 + length, []
+        with refusing("score-requests"):
+            frame = FrameReader(data, "score-requests", VERSION)
+            header, groups = frame.header, []
             for g in header["groups"]:
                 n, dim, classes = g["n"], g["dim"], g["classes"]
-                embedding = np.frombuffer(data, np.float32, n * dim, offset).reshape(n, dim)
-                offset += 4 * n * dim
-                logits = None
-                if classes:
-                    logits = np.frombuffer(data, np.float32, n * classes, offset).reshape(n, classes)
-                    offset += 4 * n * classes
+                embedding = frame.array(np.float32, n * dim).reshape(n, dim)
+                logits = frame.array(np.float32, n * classes).reshape(n, classes) if classes else None
                 groups.append(ScoreGroup(
                     g["model"], np.asarray(g["event_id"], object), np.asarray(g["client_id"], object),
                     np.asarray(g["ts"], np.float64), np.asarray(g["confidence"], np.float64),
                     np.asarray(g["kind"], np.int8), np.asarray(g["anomalous"], bool), np.asarray(g["detected"], bool),
                     embedding, logits))
-            if offset != len(data):
-                raise WireError(f"score-requests message has {len(data) - offset} trailing bytes")
-        except (struct.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, WireError):
-                raise
-            raise WireError(f"invalid score-requests message: {exc}") from None
+            frame.end()
         watermark = header["watermark"]
         return cls(header["instance"], float("-inf") if watermark is None else watermark, groups)
 

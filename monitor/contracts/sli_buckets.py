@@ -24,6 +24,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.contracts.edges import MatchEdges
+from monitor.contracts.event_time import marks_from_wire, marks_to_wire
 from monitor.contracts.flagged import FlaggedEvents
 from monitor.contracts.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows
 from monitor.errors import WireError
@@ -94,17 +95,12 @@ class SliBatch:
     partitions: dict[str, float] = field(default_factory=dict)  # input partition -> its watermark (-inf: none yet)
     inputs: tuple[str, int] = ("", 0)  # the input topic and its partition count: each one holds until reported
 
-    def input_partition_names(self) -> list[str]:
-        """Every partition of the input topic (``topic/N``): a reader holds each until a worker reports it."""
-        topic, count = self.inputs
-        return [f"{topic}/{i}" for i in range(count)]
-
     def encode(self) -> bytes:
         r, e = self.rows, self.flagged
         return orjson.dumps({
             "v": WIRE_VERSION, "instance": self.instance, "role": self.role, "remote_scoring": self.remote_scoring,
             "remote_matching": self.remote_matching,
-            "partitions": {p: w if np.isfinite(w) else None for p, w in self.partitions.items()},
+            "partitions": marks_to_wire(self.partitions),
             "input_topic": self.inputs[0], "input_partitions": self.inputs[1],
             "watermark": self.watermark if np.isfinite(self.watermark) else None,
             "late": self.late, "offsets": self.offsets,
@@ -153,5 +149,5 @@ class SliBatch:
         edges = MatchEdges.of(g.bucket, g.model, g.client, g.other, g.count)
         return cls(msg.instance, -np.inf if msg.watermark is None else msg.watermark, msg.late, dict(msg.offsets),
                    rows, flagged, msg.role, msg.remote_scoring, edges, msg.remote_matching,
-                   {p: -np.inf if w is None else w for p, w in msg.partitions.items()},
+                   marks_from_wire(msg.partitions),
                    (msg.input_topic, msg.input_partitions))

@@ -40,6 +40,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from monitor.contracts.edges import MatchEdges
+from monitor.contracts.event_time import reported_sources
 from monitor.contracts.flagged import FlaggedEvents
 from monitor.contracts.match_requests import (
     ADVERSARIAL_CANARY,
@@ -112,7 +113,7 @@ class OrderedMatcher:
         self._indexes: dict[str, QueryIndex] = {}
         self._clients = ClientCodes()
         self._pending: dict[str, list[MatchGroup]] = {}
-        self._sources: dict[str, tuple[float, float]] = {}  # instance -> (watermark, wall time last heard from)
+        self._sources: dict[str, tuple[float, float]] = {}  # worker or partition -> (watermark, wall time heard)
         self._watermark = float("-inf")
         self.sealed_until = float("-inf")  # every bucket that starts before this has been matched
 
@@ -131,15 +132,15 @@ class OrderedMatcher:
         return sum(index.memory_bytes for index in self._indexes.values()) + waiting
 
     def add(self, request: MatchRequestBatch, now: float) -> None:
-        """A batch's queries wait for their bucket; its watermark moves its sources' on: the worker's, and each
-        input partition's it reports (a partition handed to another worker is held where it had got to; one no
-        worker has reported yet holds from when a request first names it, until quiet for ``idle_source_s``)."""
+        """A batch's queries wait for their bucket; its watermarks move on every source it speaks for
+        (``monitor.contracts.event_time``: the worker, the input partitions it reports, those no one has)."""
         for group in request.groups:
             if len(group):
                 self._pending.setdefault(group.kind, []).append(group)
                 self._index_for(group)
-        unheard = [(name, float("-inf")) for name in request.input_partition_names() if name not in self._sources]
-        for name, mark in ((request.instance, request.watermark), *request.partitions.items(), *unheard):
+        sources = reported_sources(request.instance, request.watermark, request.partitions, request.inputs,
+                                   self._sources)
+        for name, mark in sources:
             previous = self._sources.get(name, (float("-inf"), now))[0]
             self._sources[name] = (max(previous, mark), now)
 

@@ -198,11 +198,12 @@ def _query_signals(event_id: np.ndarray, verdicts: QueryVerdicts) -> dict[str, n
     ids = event_id.astype(str)
     order = np.argsort(ids, kind="stable")
     at = order[np.searchsorted(ids, verdicts.event_id.astype(str), sorter=order)]
-    out = {name: np.zeros(len(ids)) for name in ("near_duplicate", "own_near_duplicate", "cross_near_duplicate")}
-    for name, verdict in (("near_duplicate", verdicts.near), ("own_near_duplicate", verdicts.own),
-                          ("cross_near_duplicate", verdicts.cross)):
-        out[name][at] = verdict
-    matched = np.full(len(ids), "", dtype=object)
-    matched[at] = verdicts.matched_client
-    return {**out, "matched_client": matched}
+    out = {}
+    for name, verdict, empty in (("near_duplicate", verdicts.near, np.zeros(len(ids))),
+                                 ("own_near_duplicate", verdicts.own, np.zeros(len(ids))),
+                                 ("cross_near_duplicate", verdicts.cross, np.zeros(len(ids))),
+                                 ("matched_client", verdicts.matched_client, np.full(len(ids), "", dtype=object))):
+        empty[at] = verdict
+        out[name] = empty
+    return out
 
