@@ -1,15 +1,16 @@
-"""Soak: ``advmon ingest`` and ``advmon alerter`` at a steady rate on a local broker, with each daemon's RSS and
-consumer lag every minute (both should stay flat), bounded in time.
+"""Soak: ``advmon ingest`` workers, ``advmon matcher`` and ``advmon alerter`` at a steady rate on a local broker,
+with each daemon's RSS and each consumer group's lag every minute (both should stay flat), bounded in time.
 
     python3 bench/soak.py --minutes 60 --rate 200        # starts a throwaway broker on 127.0.0.1
+    python3 bench/soak.py --ingest-workers 1 --no-matcher  # one ingest worker matching its own queries
 
 Traffic: realistic 1.3 KB records (bench/realistic.py: 64 features, a base64 embedding, logits; 2,000 clients)
 re-stamped with the current time and fresh event ids as they are sent, so event time advances with the clock.
 The pool holds ``--pool-hours`` of it at 10 events/s (144,000 records for 4 h): more than the fingerprint
 index's two generations of 50,000 queries, so a record that comes round again is no near-duplicate of its
 earlier copy (a short pool repeating every minute looks like replayed queries and pages).
-Prints a Markdown table (minute, events sent, RSS per daemon, lag per consumer group) and the RSS slope over
-the second half of the run.
+Prints a Markdown table (minute, events sent, RSS per daemon, lag per consumer group) and each daemon's RSS
+slope over the second half of the run.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="events per second")
     parser.add_argument("--bootstrap", help="an existing broker (default: start a throwaway one)")
     parser.add_argument("--pool-hours", type=float, default=4.0, help="hours of traffic at 10 events/s to cycle")
+    parser.add_argument("--ingest-workers", type=int, default=2)
+    parser.add_argument("--no-matcher", action="store_true", help="each ingest worker matches its own queries")
     args = parser.parse_args()
 
     from kafka import KafkaProducer
@@ -101,18 +104,24 @@ def main() -> int:
     env = {**os.environ, "ADVMON_KAFKA_BOOTSTRAP": bootstrap, "ADVMON_TOPIC_PREFIX": prefix,
            "ADVMON_FINGERPRINT_SECRET": "soak-secret", "ADVMON_OUTBOX_PATH": str(work / "outbox.sqlite3"),
            "ADVMON_ALERTER_DATA_DIR": str(work / "alerter-data"), "ADVMON_PROFILE_PATH": str(work / "profile.npz")}
-    ports = {name: free_port() for name in ("ingest", "alerter")}
-    daemons = {name: subprocess.Popen([sys.executable, "-m", "monitor", name, "--http-port", str(port)],
+    matching = [] if args.no_matcher else ["--remote-matching"]
+    commands = {f"ingest-{i}": ["ingest", "--instance", f"ingest-{i}", *matching] for i in range(args.ingest_workers)}
+    commands |= {} if args.no_matcher else {"matcher": ["matcher"]}
+    commands["alerter"] = ["alerter"]
+    ports = {name: free_port() for name in commands}
+    daemons = {name: subprocess.Popen([sys.executable, "-m", "monitor", *command, "--http-port", str(ports[name])],
                                       env=env, stdout=open(work / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
-               for name, port in ports.items()}
+               for name, command in commands.items()}
+    groups = {role: f"{prefix}advmon-{role}" for role in ("ingest", "matcher", "alerter")
+              if role == "ingest" or role in commands}
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, enable_idempotence=True)
     rows, sent, started = [], 0, time.monotonic()
     source = restamped(made.records)
     print(f"soak: {args.minutes} min at {args.rate:g} events/s, {made.mean_bytes:,.0f}-byte records, "
           f"{made.clients:,} clients; logs in {work}", flush=True)
-    print("| minute | events sent | ingest RSS MB | alerter RSS MB | ingest lag (records) | alerter committed lag "
-          "(records) | alerter watermark behind the clock (s) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    columns = [f"{name} RSS MB" for name in daemons] + [f"{role} lag (records)" for role in groups]
+    print(f"| minute | events sent | {' | '.join(columns)} | alerter watermark behind the clock (s) |")
+    print("|---:|---:|" + "---:|" * (len(columns) + 1), flush=True)
     try:
         for minute in range(1, args.minutes + 1):
             while time.monotonic() - started < minute * 60:
@@ -125,12 +134,12 @@ def main() -> int:
             dead = [name for name, process in daemons.items() if process.poll() is not None]
             if dead:
                 raise SystemExit(f"soak: {', '.join(dead)} exited; see {work}")
-            lags = group_lags(bootstrap, {"ingest": f"{prefix}advmon-ingest", "alerter": f"{prefix}advmon-alerter"})
-            row = (minute, sent, rss_mb(daemons["ingest"].pid), rss_mb(daemons["alerter"].pid), lags["ingest"],
-                   lags["alerter"], time.time() - gauge(ports["alerter"], "advmon_watermark_seconds"))
-            rows.append(row)
-            print(f"| {row[0]} | {row[1]:,} | {row[2]:.0f} | {row[3]:.0f} | {row[4]:,} | {row[5]:,} | {row[6]:.0f} |",
-                  flush=True)
+            lags = group_lags(bootstrap, groups)
+            rss = {name: rss_mb(process.pid) for name, process in daemons.items()}
+            behind = time.time() - gauge(ports["alerter"], "advmon_watermark_seconds")
+            rows.append((minute, rss, lags, behind))
+            cells = [f"{v:.0f}" for v in rss.values()] + [f"{v:,}" for v in lags.values()]
+            print(f"| {minute} | {sent:,} | {' | '.join(cells)} | {behind:.0f} |", flush=True)
     finally:
         producer.close()
         for process in daemons.values():
@@ -142,11 +151,14 @@ def main() -> int:
     half = [r for r in rows if r[0] > len(rows) / 2]
     if len(half) >= 2:
         minutes = np.array([r[0] for r in half], float)
-        for index, name in ((2, "ingest"), (3, "alerter")):
-            slope = np.polyfit(minutes, np.array([r[index] for r in half]), 1)[0] * 60
-            print(f"{name}: RSS {half[0][index]:.0f} -> {half[-1][index]:.0f} MB over the second half, "
-                  f"slope {slope:+.1f} MB/hour; committed lag at most {max(r[index + 2] for r in rows):,} records")
-        print(f"alerter watermark behind the clock: at most {max(r[6] for r in rows):.0f} s, last {rows[-1][6]:.0f} s "
+        for name in daemons:
+            rss = np.array([r[1][name] for r in half])
+            slope = np.polyfit(minutes, rss, 1)[0] * 60
+            print(f"{name}: RSS {rss[0]:.0f} -> {rss[-1]:.0f} MB over the second half, slope {slope:+.1f} MB/hour")
+        for role in groups:
+            print(f"{role}: committed lag at most {max(r[2][role] for r in rows):,} records, "
+                  f"last {rows[-1][2][role]:,}")
+        print(f"alerter watermark behind the clock: at most {max(r[3] for r in rows):.0f} s, last {rows[-1][3]:.0f} s "
               "(its grace and the 60 s bucket make about two minutes normal)")
     return 0
 

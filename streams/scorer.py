@@ -51,7 +51,7 @@ class ScorerWorker(TransactionalWorker):
         watermarks: dict[str, float] = {}
         tables: list[SliRows] = []
         found: list[FlaggedEvents] = []
-        for tp, request in self.decoded(batches, ScoreRequestBatch.decode, self.topics.dead_letters, outputs):
+        for tp, _, request in self.decoded(batches, ScoreRequestBatch.decode, self.topics.dead_letters, outputs):
             result = self.scorer.score(request)
             tables.append(result.rows)
             found.append(result.flagged)

@@ -14,6 +14,9 @@ from monitor.settings import Settings
 
 log = logging.getLogger("advmon.topics")
 WEEK_MS = 7 * 24 * 3600 * 1000
+#: The matcher rebuilds its index from match-requests: keep what two generations of the index can hold
+#: (``ADVMON_FINGERPRINT_GENERATION_HOURS``, 24 by default, or 2 x 50,000 queries), whichever is less.
+MATCH_REQUESTS_RETENTION = {"retention.ms": str(3 * 24 * 3600 * 1000), "retention.bytes": str(2 << 30)}
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,9 @@ class Topics:
             TopicSpec(self.suspicious_inputs, 3, {"cleanup.policy": "compact"},
                       "flagged inputs, keyed by fingerprint (compaction dedupes near-identical ones)"),
             TopicSpec(self.alerts, 1, {"retention.ms": str(4 * WEEK_MS)}, "the alert contract, keyed by dedup_key"),
-            TopicSpec(self.match_requests, 1, {"retention.ms": str(24 * 3600 * 1000)},
-                      "query fingerprints to match, ingest -> matcher (one partition: one matcher sees every query)"),
+            TopicSpec(self.match_requests, 1, MATCH_REQUESTS_RETENTION,
+                      "query fingerprints to match, ingest -> matcher (one partition: one matcher sees every query; "
+                      "the matcher's log, read again at a restart)"),
         ]
 
 

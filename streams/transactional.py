@@ -11,7 +11,10 @@ at once. The consumer is aiokafka's ``getmany`` (the fastest Python client here;
 Partitions change hands only between batches (:class:`HandOver`): aiokafka's transactional offsets carry no
 group generation (Kafka's KIP-447 fencing), so a worker that lost a partition in a rebalance could otherwise
 still commit a batch of it after the new owner had read the old committed offset, and those records would be
-counted twice (measured: 382 of 32,084 events with three workers, one SIGKILLed).
+counted twice (measured: 382 of 32,084 events with three workers, one SIGKILLed). A partition assigned is read
+on from the group's stable committed offset (:meth:`TransactionalWorker.take_over`: a transaction's offsets are
+visible a moment after it commits), and a worker may prepare for its partitions (the matcher rebuilds its index)
+before any of their records is handled.
 """
 
 from __future__ import annotations
@@ -22,13 +25,13 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from monitor.contracts.dead_letters import DeadLetter
 from monitor.detect.watermarks import PartitionWatermarks
@@ -87,13 +90,14 @@ class TransactionalWorker:
         self.records = 0
         self.in_flight = asyncio.Lock()  # held from a batch's hand-over check until its transaction ends
         self.generation = 0  # revocations so far: a batch read before one is dropped
+        self.stable_offsets = StableOffsets(settings.kafka_bootstrap, self.group_id)
 
     async def handle(self, batches: dict[TopicPartition, list], consumer: AIOKafkaConsumer) -> Sequence[Output]:
         raise NotImplementedError
 
     def decoded(self, batches: dict[TopicPartition, list], decode: Callable[[bytes], T], dead_letters: str,
-                outputs: list[Output]) -> Iterator[tuple[TopicPartition, T]]:
-        """Each message of a batch decoded; one that does not decode goes to ``dead_letters`` (appended to
+                outputs: list[Output]) -> Iterator[tuple[TopicPartition, ConsumerRecord, T]]:
+        """Each message of a batch, decoded; one that does not decode goes to ``dead_letters`` (appended to
         ``outputs``, so in the batch's transaction) and is skipped."""
         for tp, messages in batches.items():
             for message in messages:
@@ -104,7 +108,43 @@ class TransactionalWorker:
                     outputs.append(dead_letter_output(dead_letters, letter))
                     self.metrics.dead_letters.labels(reason="other").inc()
                     continue
-                yield tp, decoded
+                yield tp, message, decoded
+
+    def commit_metadata(self) -> str:
+        """Committed with each batch's offsets, in its transaction (Kafka keeps up to 4 KB); nothing by default."""
+        return ""
+
+    async def assigned(self, partitions: set[TopicPartition], committed: dict[TopicPartition, OffsetAndMetadata]
+                       ) -> None:
+        """Called when partitions of the input topic are assigned, with the group's committed offsets (and their
+        metadata) for them, before any of their records is handled."""
+
+    async def take_over(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
+        """Read assigned partitions on from the group's *stable* committed offsets, then :meth:`assigned`.
+
+        A transaction's offsets become visible in the group a moment after the transaction commits (its markers
+        are written after the commit returns). aiokafka fetches committed offsets without waiting for that
+        (OffsetFetch before KIP-447's ``require_stable``), so a partition handed over right after a batch could
+        be read again from the offset before it and counted twice (measured under load: a worker re-read
+        offsets 0-76 of a partition it had just committed to 76). kafka-python asks for stable offsets under
+        read_committed; where aiokafka's position (its own fetch, done by then) is behind, it moves forward.
+        Never backward: seeking before aiokafka's own reset lands would be undone by it."""
+        committed = await asyncio.to_thread(self.stable_offsets.fetch, partitions)
+        for tp, stable in committed.items():
+            position = await consumer.position(tp)
+            if stable.offset > position:
+                log.info("%s: %s read on from its stable committed offset %d, not %d", self.role,
+                         partition_name(tp), stable.offset, position)
+                consumer.seek(tp, stable.offset)
+        await self.assigned(partitions, committed)
+
+    def idle_outputs(self) -> tuple[Sequence[Output], dict[TopicPartition, int]]:
+        """When a poll brought nothing: what to publish anyway, and the offsets to commit with it (again, with
+        :meth:`commit_metadata`); nothing by default. The matcher's watermark moves when a worker goes quiet."""
+        return [], {}
+
+    async def idle_failed(self, consumer: AIOKafkaConsumer) -> None:
+        """The transaction of :meth:`idle_outputs` failed: whatever state produced them is not committed."""
 
     def final_outputs(self) -> Sequence[Output]:
         """What a worker still holds when it is asked to stop (published in a last transaction, with no input
@@ -120,7 +160,7 @@ class TransactionalWorker:
             max_partition_fetch_bytes=1 << 20, isolation_level="read_committed")
         producer = self.new_producer()
         await _start_with_retry(producer, consumer, s.kafka_bootstrap)
-        consumer.subscribe([self.input_topic], listener=HandOver(self))
+        consumer.subscribe([self.input_topic], listener=HandOver(self, consumer))
         log.info("%s %s consuming %s from %s", self.role, s.instance_id, self.input_topic, s.kafka_bootstrap)
         self.health.ready = True
         try:
@@ -130,6 +170,8 @@ class TransactionalWorker:
                 async with self.in_flight:
                     if batches and generation == self.generation:
                         producer = await self._process(producer, consumer, batches)
+                    elif not batches:
+                        producer = await self._publish_idle(producer, consumer)
             if last := self.final_outputs():
                 try:
                     await self._publish(producer, {}, last)
@@ -142,6 +184,7 @@ class TransactionalWorker:
                      self.records)
             await consumer.stop()
             await producer.stop()
+            await asyncio.to_thread(self.stable_offsets.close)
 
     async def _process(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
                        batches: dict[TopicPartition, list]) -> AIOKafkaProducer:
@@ -153,6 +196,23 @@ class TransactionalWorker:
             producer = await self._recover(producer, consumer, batches, outputs, exc)
         self.batches += 1
         self.records += sum(len(m) for m in batches.values())
+        return producer
+
+    async def _publish_idle(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> AIOKafkaProducer:
+        """Publish :meth:`idle_outputs`, if any. On failure, a new producer; the worker is told (its state may
+        be ahead of what was committed) and the outputs of the next idle poll take their place."""
+        outputs, positions = self.idle_outputs()
+        if not outputs:
+            return producer
+        try:
+            await self._publish(producer, {}, outputs, positions)
+        except (KafkaError, OSError) as exc:
+            log.warning("%s: publishing while idle failed (%s: %s); replacing the producer", self.role,
+                        type(exc).__name__, exc)
+            await _stop_quietly(producer)
+            producer = self.new_producer()
+            await producer.start()
+            await self.idle_failed(consumer)
         return producer
 
     async def _gather(self, consumer: AIOKafkaConsumer) -> tuple[dict[TopicPartition, list], int]:
@@ -213,25 +273,26 @@ class TransactionalWorker:
                 await asyncio.sleep(2.0)
         raise AssertionError("unreachable")
 
-    @staticmethod
-    async def _committed(consumer: AIOKafkaConsumer, batches: dict) -> bool:
-        """Whether the group's committed offsets already include every record of the batch."""
-        for tp, messages in batches.items():
-            committed = await consumer.committed(tp)
-            if committed is None or committed <= messages[-1].offset:
-                return False
-        return True
+    async def _committed(self, consumer: AIOKafkaConsumer, batches: dict) -> bool:
+        """Whether the group's stable committed offsets already include every record of the batch (a transaction
+        that committed just before the failure may still be completing)."""
+        committed = await asyncio.to_thread(self.stable_offsets.fetch, set(batches))
+        return all(tp in committed and committed[tp].offset > messages[-1].offset for tp, messages in batches.items())
 
-    async def _publish(self, producer: AIOKafkaProducer, batches: dict, outputs: Sequence[Output]) -> None:
+    async def _publish(self, producer: AIOKafkaProducer, batches: dict, outputs: Sequence[Output],
+                       positions: dict[TopicPartition, int] | None = None) -> None:
+        """One transaction: the outputs, and the offsets after the batch (or ``positions``) with the worker's
+        :meth:`commit_metadata`."""
         started = time.perf_counter()
+        ends = {**(positions or {}), **{tp: messages[-1].offset + 1 for tp, messages in batches.items()}}
         try:
             async with producer.transaction():
                 futures = [await producer.send(o.topic, o.value, key=o.key) for o in outputs]
                 await asyncio.gather(*futures)
-                if batches:
+                if ends:
+                    metadata = self.commit_metadata()
                     await producer.send_offsets_to_transaction(
-                        {tp: OffsetAndMetadata(messages[-1].offset + 1, "") for tp, messages in batches.items()},
-                        self.group_id)
+                        {tp: OffsetAndMetadata(end, metadata) for tp, end in ends.items()}, self.group_id)
         except Exception:
             self.metrics.transactions.labels(outcome="aborted").inc()
             raise
@@ -263,8 +324,9 @@ class HandOver(ConsumerRebalanceListener):
     offsets tell the next owner where to start), and a batch read before the revocation is dropped unprocessed
     (the new assignment reads it again from the committed offsets, here or at its new owner)."""
 
-    def __init__(self, worker: TransactionalWorker) -> None:
+    def __init__(self, worker: TransactionalWorker, consumer: AIOKafkaConsumer) -> None:
         self.worker = worker
+        self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked) -> None:
         if not revoked:  # joining without partitions (the first join): nothing read can be stale
@@ -285,6 +347,41 @@ class HandOver(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned) -> None:
         log.info("%s: partitions assigned: %s", self.worker.role,
                  ", ".join(sorted(partition_name(tp) for tp in assigned)) or "none")
+        if assigned:  # no batch is handled until the worker is ready for them (records may already be fetched)
+            async with self.worker.in_flight:
+                await self.worker.take_over(self.consumer, set(assigned))
+
+
+class StableOffsets:
+    """The group's committed offsets and metadata as read_committed readers must see them: once no transaction
+    that commits offsets for the partitions is still being completed (KIP-447's ``require_stable``, which
+    kafka-python sends and aiokafka does not). One kafka-python consumer that never joins the group, opened on
+    first use and kept: closing one while its first metadata refresh is in flight logs a traceback."""
+
+    def __init__(self, bootstrap: str, group_id: str) -> None:
+        self.bootstrap, self.group_id = bootstrap, group_id
+        self._reader: Any = None  # kafka.KafkaConsumer
+
+    def fetch(self, partitions: set[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Those of ``partitions`` with a committed offset (blocking: call it in a thread)."""
+        from kafka import KafkaConsumer
+        from kafka import TopicPartition as KafkaPartition
+
+        if self._reader is None:
+            self._reader = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group_id,
+                                         enable_auto_commit=False, isolation_level="read_committed",
+                                         client_id=f"{self.group_id}-offsets")
+        out = {}
+        for tp in partitions:
+            committed = self._reader.committed(KafkaPartition(tp.topic, tp.partition), metadata=True)
+            if committed is not None and committed.offset >= 0:
+                out[tp] = OffsetAndMetadata(committed.offset, committed.metadata or "")
+        return out
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close(autocommit=False)
+            self._reader = None
 
 
 def partition_name(tp: TopicPartition) -> str:

@@ -220,8 +220,9 @@ class _Run:
 
 
 class _Generation:
-    def __init__(self, started_at: float) -> None:
+    def __init__(self, started_at: float, opened_at: int) -> None:
         self.started_at = started_at
+        self.opened_at = opened_at  # the position (queries passed to update before it) of the query that opened it
         self.queries = 0
         self.runs: list[_Run] = []
         self.exact = np.empty(0, np.uint64)  # sorted content hashes of its queries
@@ -276,12 +277,24 @@ class QueryIndex:
         self.generation_seconds = generation_seconds
         self._generations: list[_Generation] = []
         self._next_id = 0
+        self._position = 0  # queries passed to update so far, exact repeats included
         self._owners = np.empty(0, np.uint64)  # client code of every stored query, by id from _owner_base
         self._owner_base = 0
 
     @property
     def stored_queries(self) -> int:
         return sum(g.queries for g in self._generations)
+
+    @property
+    def position(self) -> int:
+        """How many queries were passed to :meth:`update` so far, exact repeats included."""
+        return self._position
+
+    @property
+    def generation_openings(self) -> list[int]:
+        """The position of the query that opened each live generation, the oldest first: what the index
+        holds is decided by the queries from the first of these on (a restart rebuilds it from them)."""
+        return [g.opened_at for g in self._generations]
 
     @property
     def memory_bytes(self) -> int:
@@ -311,6 +324,7 @@ class QueryIndex:
             late = np.flatnonzero(times[start + 1:stop] - current.started_at >= self.generation_seconds)
             stop = start + 1 + int(late[0]) if len(late) else stop
             parts.append(self._update_part(hashes[start:stop], exact[start:stop], clients[start:stop], current))
+            self._position += stop - start
             start = stop
             if start >= len(exact):
                 break
@@ -335,13 +349,13 @@ class QueryIndex:
 
     def _current(self, now: float) -> _Generation:
         if not self._generations:
-            self._generations.append(_Generation(now))
+            self._generations.append(_Generation(now, self._position))
         head = self._generations[-1]
         if head.queries >= self.generation_queries or now - head.started_at >= self.generation_seconds:
             if len(self._generations) > 1:  # the oldest is forgotten: so are its queries' clients
                 dropped = self._generations[0].queries
                 self._owners, self._owner_base = self._owners[dropped:], self._owner_base + dropped
-            self._generations = [head, _Generation(now)]
+            self._generations = [head, _Generation(now, self._position)]
         return self._generations[-1]
 
     def _mark_duplicates(self, exact: np.ndarray, current: _Generation) -> np.ndarray:

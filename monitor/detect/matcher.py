@@ -35,9 +35,12 @@ Pure: time is a parameter (``now``, wall seconds, only decides which sources cou
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
+import orjson
 
 from monitor.contracts.edges import MatchEdges
 from monitor.contracts.event_time import reported_sources
@@ -51,6 +54,10 @@ from monitor.contracts.match_requests import (
 )
 from monitor.contracts.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows, value_index
 from monitor.detect.fingerprint import ClientCodes, QueryIndex, QueryMatches
+from monitor.errors import WireError
+
+#: A query's place in matching order: (event time, event id, content hash).
+QueryKey = tuple[float, str, int]
 
 
 @dataclass(frozen=True)
@@ -107,19 +114,66 @@ class MatchResult:
                    QueryVerdicts.concat([p.verdicts for p in parts]))
 
 
+@dataclass(frozen=True)
+class MatcherCheckpoint:
+    """What a restarted matcher needs besides ``match-requests`` itself to be what it was: small enough to travel
+    as the metadata of the offset it commits with each batch, so the two never disagree.
+
+    The matcher's state is a function of the requests it read and of when it sealed buckets. From the requests
+    at ``replay_from`` on (the oldest one with a query still indexed or waiting), the buckets before
+    ``sealed_until`` matched, and each index started at the query that opened its oldest live generation
+    (``openers``), a new matcher builds the same indexes and holds the same queries.
+
+    >>> c = MatcherCheckpoint(120.0, 185.0, 42, {"64": (61.5, "e7", 99)})
+    >>> MatcherCheckpoint.from_json(c.to_json()) == c, MatcherCheckpoint.from_json("")
+    (True, None)
+    """
+
+    sealed_until: float
+    watermark: float
+    replay_from: int  # the first offset of match-requests to read again (-1: none holds anything)
+    openers: dict[str, QueryKey]  # per index kind: the query that opened its oldest live generation
+
+    def to_json(self) -> str:
+        return orjson.dumps({"v": 1, "sealed": _finite(self.sealed_until), "watermark": _finite(self.watermark),
+                             "from": self.replay_from, "openers": self.openers}).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> MatcherCheckpoint | None:
+        """None for no checkpoint (the empty metadata of a first start)."""
+        if not text:
+            return None
+        try:
+            doc = orjson.loads(text)
+            return cls(_infinite(doc["sealed"]), _infinite(doc["watermark"]), int(doc["from"]),
+                       {kind: (float(t), str(e), int(h)) for kind, (t, e, h) in doc["openers"].items()})
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise WireError(f"not a matcher checkpoint: {text[:80]!r} ({exc})") from None
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _infinite(value: float | None) -> float:
+    return float("-inf") if value is None else float(value)
+
+
 class OrderedMatcher:
     def __init__(self, settings: MatcherSettings) -> None:
         self.settings = settings
         self._indexes: dict[str, QueryIndex] = {}
         self._clients = ClientCodes()
-        self._pending: dict[str, list[MatchGroup]] = {}
+        self._pending: dict[str, list[tuple[MatchGroup, np.ndarray]]] = {}  # queries and the offsets they came at
+        self._openers: dict[str, dict[int, QueryKey]] = {}  # per kind: each live generation's first query, by position
+        self._lowest: dict[str, dict[int, int]] = {}  # per kind: each live generation's lowest request offset
         self._sources: dict[str, tuple[float, float]] = {}  # worker or partition -> (watermark, wall time heard)
         self._watermark = float("-inf")
         self.sealed_until = float("-inf")  # every bucket that starts before this has been matched
 
     @property
     def pending_queries(self) -> int:
-        return sum(len(g) for groups in self._pending.values() for g in groups)
+        return sum(len(g) for groups in self._pending.values() for g, _ in groups)
 
     @property
     def stored_queries(self) -> int:
@@ -128,15 +182,46 @@ class OrderedMatcher:
     @property
     def memory_bytes(self) -> int:
         """The indexes' postings, owners and content hashes, and the queries waiting for their bucket."""
-        waiting = sum(g.hashes.nbytes + 64 * len(g) for groups in self._pending.values() for g in groups)
+        waiting = sum(g.hashes.nbytes + 72 * len(g) for groups in self._pending.values() for g, _ in groups)
         return sum(index.memory_bytes for index in self._indexes.values()) + waiting
 
-    def add(self, request: MatchRequestBatch, now: float) -> None:
+    @property
+    def checkpoint(self) -> MatcherCheckpoint:
+        """What a restart needs besides the requests from ``replay_from`` on (offsets given to :meth:`add`)."""
+        lowest = [o for per_kind in self._lowest.values() for o in per_kind.values()]
+        lowest += [int(offsets.min()) for groups in self._pending.values() for _, offsets in groups]
+        openers = {kind: keys[min(keys)] for kind, keys in self._openers.items() if keys}
+        return MatcherCheckpoint(self.sealed_until, self._watermark, min(lowest, default=-1), openers)
+
+    @classmethod
+    def restored(cls, settings: MatcherSettings, checkpoint: MatcherCheckpoint,
+                 requests: Iterable[tuple[int, MatchRequestBatch, float]]) -> OrderedMatcher:
+        """The matcher that wrote ``checkpoint``, rebuilt from the requests it had read: (offset, request, wall
+        time it was written) up to the checkpoint's offset. Those before ``replay_from`` only say which sources
+        were alive; the rest are matched again up to ``sealed_until`` (their verdicts were published then) from
+        each index's oldest opener on, and the others wait for their bucket as they did. A query that arrived
+        later than the grace period was matched after queries of later buckets; here it takes its place in
+        event time (the only difference)."""
+        matcher = cls(settings)
+        for offset, request, written in requests:
+            matcher.add(request if offset >= checkpoint.replay_from else replace(request, groups=[]), written, offset)
+        matcher._watermark, matcher.sealed_until = checkpoint.watermark, checkpoint.sealed_until
+        for kind, opener in checkpoint.openers.items():
+            if kind not in matcher._pending:  # its requests are gone (retention): the index starts empty
+                continue
+            group, offsets = matcher._waiting(kind)
+            kept = ~_before(group, opener)
+            matcher._pending[kind] = [(group.take(kept), offsets[kept])]
+        matcher._match_before(matcher.sealed_until)
+        return matcher
+
+    def add(self, request: MatchRequestBatch, now: float, offset: int = -1) -> None:
         """A batch's queries wait for their bucket; its watermarks move on every source it speaks for
-        (``monitor.contracts.event_time``: the worker, the input partitions it reports, those no one has)."""
+        (``monitor.contracts.event_time``: the worker, the input partitions it reports, those no one has).
+        ``offset``: where the request is in ``match-requests`` (for :attr:`checkpoint`)."""
         for group in request.groups:
             if len(group):
-                self._pending.setdefault(group.kind, []).append(group)
+                self._pending.setdefault(group.kind, []).append((group, np.full(len(group), offset, np.int64)))
                 self._index_for(group)
         sources = reported_sources(request.instance, request.watermark, request.partitions, request.inputs,
                                    self._sources)
@@ -166,14 +251,18 @@ class OrderedMatcher:
     def _match_before(self, until: float) -> MatchResult:
         results = []
         for kind in sorted(self._pending):
-            group = MatchGroup.concat(self._pending[kind])
+            group, offsets = self._waiting(kind)
             due = group.ts < until
-            waiting = group.take(~due)
-            self._pending[kind] = [waiting] if len(waiting) else []
+            self._pending[kind] = [(group.take(~due), offsets[~due])] if not due.all() else []
             if due.any():
-                results.append(self._match(_in_event_time(group.take(due))))
+                order = _event_time_order(group.take(due))
+                results.append(self._match(group.take(due).take(order), offsets[due][order]))
         self._pending = {kind: groups for kind, groups in self._pending.items() if groups}
         return MatchResult.concat(results) if results else MatchResult.empty()
+
+    def _waiting(self, kind: str) -> tuple[MatchGroup, np.ndarray]:
+        groups = self._pending[kind]
+        return MatchGroup.concat([g for g, _ in groups]), np.concatenate([o for _, o in groups])
 
     def _index_for(self, group: MatchGroup) -> QueryIndex:
         index = self._indexes.get(group.kind)
@@ -183,9 +272,11 @@ class OrderedMatcher:
                                                            s.generation_s)
         return index
 
-    def _match(self, group: MatchGroup) -> MatchResult:
-        matches = self._index_for(group).update(group.hashes, group.exact, now=group.ts,
-                                                clients=self._clients.codes(group.client_id))
+    def _match(self, group: MatchGroup, offsets: np.ndarray) -> MatchResult:
+        index = self._index_for(group)
+        before = index.position
+        matches = index.update(group.hashes, group.exact, now=group.ts, clients=self._clients.codes(group.client_id))
+        self._note_generations(group, offsets, index.generation_openings, before)
         matched = np.full(len(group), "", dtype=object)
         cross = matches.cross_flagged
         matched[cross] = self._clients.names(matches.matched_client[cross])
@@ -196,13 +287,38 @@ class OrderedMatcher:
         edges = MatchEdges.from_events(bucket, group.model, group.client_id, np.where(production & cross, matched, ""))
         return MatchResult(match_deltas(group, matches, bucket), _evidence(group, verdicts), edges, verdicts)
 
+    def _note_generations(self, group: MatchGroup, offsets: np.ndarray, openings: list[int], before: int) -> None:
+        """For :attr:`checkpoint`: the query that opened each live generation, and the lowest request offset of
+        the queries matched into it (exact repeats included: one may open a generation)."""
+        openers = self._openers.setdefault(group.kind, {})
+        lowest = self._lowest.setdefault(group.kind, {})
+        positions = before + np.arange(len(group))
+        for opened, end in zip(openings, [*openings[1:], math.inf], strict=True):
+            if before <= opened < before + len(group):
+                row = opened - before
+                openers[opened] = (float(group.ts[row]), str(group.event_id[row]), int(group.exact[row]))
+            into = (positions >= opened) & (positions < end)
+            if into.any():
+                lowest[opened] = min(lowest.get(opened, int(offsets[into].min())), int(offsets[into].min()))
+        for gone in [p for p in openers if p < openings[0]]:
+            del openers[gone]
+            lowest.pop(gone, None)
 
-def _in_event_time(group: MatchGroup) -> MatchGroup:
-    """The queries in (event time, event id, content hash) order: the same queries build the same index and get
+
+def _event_time_order(group: MatchGroup) -> np.ndarray:
+    """The queries' (event time, event id, content hash) order: the same queries build the same index and get
     the same verdicts whatever order they arrived in, and however many closed buckets are matched at once (the
     index's results do not depend on how it is fed: ``QueryIndex.update``)."""
     _, ids = np.unique(group.event_id.astype(str), return_inverse=True)
-    return group.take(np.lexsort((group.exact, ids, group.ts)))
+    return np.lexsort((group.exact, ids, group.ts))
+
+
+def _before(group: MatchGroup, key: QueryKey) -> np.ndarray:
+    """Which queries come before ``key`` in matching order."""
+    ts, event_id, exact = key
+    ids = group.event_id.astype(str)
+    same_event = (ids == event_id) & (group.exact < np.uint64(exact))
+    return (group.ts < ts) | ((group.ts == ts) & ((ids < event_id) | same_event))
 
 
 def match_deltas(group: MatchGroup, matches: QueryMatches, bucket: np.ndarray) -> SliRows:

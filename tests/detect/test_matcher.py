@@ -17,8 +17,9 @@ from monitor.contracts.match_requests import (
 from monitor.contracts.sli import SliRows
 from monitor.detect.engine import Engine, EngineSettings
 from monitor.detect.fingerprint import Fingerprinter, content_hashes
-from monitor.detect.matcher import MatcherSettings, MatchResult, OrderedMatcher
+from monitor.detect.matcher import MatcherCheckpoint, MatcherSettings, MatchResult, OrderedMatcher
 from monitor.detect.parsing import parse_batch
+from monitor.errors import WireError
 from monitor.sim.synth import Scenario
 
 FP = Fingerprinter.for_dimension(64, secret=b"test")
@@ -135,6 +136,44 @@ def test_a_pickled_matcher_goes_on_as_the_original():
     copy = pickle.loads(pickle.dumps(original))
     assert fingerprint(run(copy, requests[8:])) == fingerprint(run(original, requests[8:]))
     assert len(first.verdicts) > 0
+
+
+@pytest.mark.parametrize("stop", [3, 9, 17, 30])
+def test_a_matcher_rebuilt_from_its_checkpoint_and_the_log_goes_on_as_the_original(stop):
+    """A restart: the checkpoint (the offset commit's metadata) and the requests from its ``replay_from`` on
+    rebuild the indexes, generations that closed and were forgotten included, and the queries still waiting."""
+    group = queries(900, seed=3)
+    rng = np.random.default_rng(stop)
+    jitter = np.lexsort((rng.random(len(group)), np.floor(group.ts / 5)))
+    requests = in_batches(group, jitter, 40, 2)
+    settings = MatcherSettings(bucket_s=60, grace_s=30, generation_queries=150, generation_s=200.0)
+    original = OrderedMatcher(settings)
+    for offset, request in enumerate(requests[:stop]):
+        original.add(request, now=0.0, offset=offset)
+        original.advance(now=0.0)
+    checkpoint = MatcherCheckpoint.from_json(original.checkpoint.to_json())
+    assert checkpoint is not None and checkpoint == original.checkpoint
+    log = [(offset, request, 0.0) for offset, request in enumerate(requests[:stop])][checkpoint.replay_from:]
+    rebuilt = OrderedMatcher.restored(settings, checkpoint, log)
+    assert rebuilt.pending_queries == original.pending_queries
+    assert rebuilt.stored_queries == original.stored_queries
+    assert rebuilt.checkpoint.sealed_until == checkpoint.sealed_until
+    assert fingerprint(run(rebuilt, requests[stop:])) == fingerprint(run(original, requests[stop:]))
+
+
+def test_the_checkpoint_forgets_requests_once_their_generation_is_gone():
+    group = queries(900, seed=3)
+    requests = in_batches(group, np.argsort(group.ts, kind="stable"), 40, 1)
+    matcher = OrderedMatcher(MatcherSettings(bucket_s=60, grace_s=30, generation_queries=150))
+    froms = []
+    for offset, request in enumerate(requests):
+        matcher.add(request, now=0.0, offset=offset)
+        matcher.advance(now=0.0)
+        froms.append(matcher.checkpoint.replay_from)
+    assert froms == sorted(froms) and 0 < froms[-1] < len(requests) - 5
+    assert set(matcher.checkpoint.openers) == {"64"}
+    with pytest.raises(WireError):
+        MatcherCheckpoint.from_json('{"v": 1}')
 
 
 def run_some(matcher, requests):

@@ -181,7 +181,7 @@ def demo_traffic(work, duration):
                             "prediction": {"label": "1", "confidence": 0.9}})
     (work / "events.jsonl").write_bytes(b"\n".join(lines[:100] + poison + lines[100:] + [closing]) + b"\n")
     oracle = advmon("replay", "events.jsonl", "--profile", "profile.npz", "--alerts-out", "oracle.jsonl",
-                    "--dlq-out", "oracle-dlq.jsonl", cwd=work)
+                    "--dlq-out", "oracle-dlq.jsonl", "--suspicious-out", "suspicious.jsonl", cwd=work)
     assert oracle.returncode == 0, oracle.stderr
     settle = last_ts + 600 - GRACE_S - BUCKET_S  # transitions the daemons' watermark has certainly passed
     expected = [Alert.model_validate_json(line) for line in (work / "oracle.jsonl").read_bytes().splitlines()]

@@ -78,7 +78,7 @@ def test_a_revocation_waits_for_the_batch_in_flight_and_then_stales_what_was_rea
     import streams.transactional as transactional
 
     worker = EchoWorker(Settings(), "in", "before-commit")
-    hand_over = transactional.HandOver(worker)
+    hand_over = transactional.HandOver(worker, consumer=None)
     revoked = {TopicPartition("in", 0)}
 
     async def scenario():
@@ -99,3 +99,44 @@ def test_a_revocation_waits_for_the_batch_in_flight_and_then_stales_what_was_rea
     with caplog.at_level(logging.WARNING, logger="advmon.streams"):
         asyncio.run(scenario())
     assert "handed over without it" in caplog.text
+
+
+def test_assigned_partitions_start_at_the_stable_offsets_and_no_batch_is_handled_while_they_are_prepared(
+        monkeypatch):
+    """No broker needed: assigned partitions are sought to the group's stable committed offsets, and the worker's
+    ``assigned`` (the matcher rebuilding its index) runs under the in-flight lock, so records fetched meanwhile
+    are not handled by the state it is about to replace; an empty assignment calls nothing."""
+    from aiokafka import TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    import streams.transactional as transactional
+
+    calls, sought = [], {}
+    stable = {TopicPartition("in", 1): OffsetAndMetadata(76, "m")}
+
+    class Consumer:  # aiokafka's own (unstable) fetch put partition 1 at 0
+        async def position(self, tp):
+            return 0
+
+        def seek(self, tp, offset):
+            sought[tp] = offset
+
+    class Preparing(EchoWorker):
+        async def assigned(self, partitions, committed):
+            calls.append((sorted(p.partition for p in partitions), committed, self.in_flight.locked()))
+            await asyncio.sleep(0.05)
+
+    worker = Preparing(Settings(), "in", "before-commit")
+    monkeypatch.setattr(worker.stable_offsets, "fetch", lambda partitions: stable)
+    hand_over = transactional.HandOver(worker, Consumer())
+
+    async def scenario():
+        preparing = asyncio.ensure_future(hand_over.on_partitions_assigned({TopicPartition("in", 1)}))
+        await asyncio.sleep(0.01)
+        assert worker.in_flight.locked() and not preparing.done()
+        await preparing
+        assert not worker.in_flight.locked()
+        await hand_over.on_partitions_assigned(set())
+
+    asyncio.run(scenario())
+    assert calls == [([1], stable, True)] and sought == {TopicPartition("in", 1): 76}
