@@ -91,6 +91,7 @@ class TransactionalWorker:
         self.in_flight = asyncio.Lock()  # held from a batch's hand-over check until its transaction ends
         self.generation = 0  # revocations so far: a batch read before one is dropped
         self.stable_offsets = StableOffsets(settings.kafka_bootstrap, self.group_id)
+        self.failure: ServiceUnavailable | None = None  # raised by run: what a rebalance callback could not do
 
     async def handle(self, batches: dict[TopicPartition, list], consumer: AIOKafkaConsumer) -> Sequence[Output]:
         raise NotImplementedError
@@ -129,7 +130,13 @@ class TransactionalWorker:
         offsets 0-76 of a partition it had just committed to 76). kafka-python asks for stable offsets under
         read_committed; where aiokafka's position (its own fetch, done by then) is behind, it moves forward.
         Never backward: seeking before aiokafka's own reset lands would be undone by it."""
-        committed = await asyncio.to_thread(self.stable_offsets.fetch, partitions)
+        try:
+            committed = await asyncio.to_thread(self.stable_offsets.fetch, partitions)
+        except Exception as exc:  # aiokafka would log a callback's error and go on: stop instead, loudly
+            self.failure = ServiceUnavailable(f"{self.role}: cannot read the group's committed offsets of "
+                                              f"{sorted(map(partition_name, partitions))}: {exc}")
+            self.stopping.set()
+            return
         for tp, stable in committed.items():
             position = await consumer.position(tp)
             if stable.offset > position:
@@ -172,6 +179,8 @@ class TransactionalWorker:
                         producer = await self._process(producer, consumer, batches)
                     elif not batches:
                         producer = await self._publish_idle(producer, consumer)
+            if self.failure is not None:
+                raise self.failure
             if last := self.final_outputs():
                 try:
                     await self._publish(producer, {}, last)
@@ -352,6 +361,10 @@ class HandOver(ConsumerRebalanceListener):
                 await self.worker.take_over(self.consumer, set(assigned))
 
 
+#: How long an assignment waits for the group's stable committed offsets before the worker gives up and exits.
+STABLE_OFFSETS_TIMEOUT_MS = 60_000
+
+
 class StableOffsets:
     """The group's committed offsets and metadata as read_committed readers must see them: once no transaction
     that commits offsets for the partitions is still being completed (KIP-447's ``require_stable``, which
@@ -373,7 +386,8 @@ class StableOffsets:
                                          client_id=f"{self.group_id}-offsets")
         out = {}
         for tp in partitions:
-            committed = self._reader.committed(KafkaPartition(tp.topic, tp.partition), metadata=True)
+            committed = self._reader.committed(KafkaPartition(tp.topic, tp.partition), metadata=True,
+                                               timeout_ms=STABLE_OFFSETS_TIMEOUT_MS)
             if committed is not None and committed.offset >= 0:
                 out[tp] = OffsetAndMetadata(committed.offset, committed.metadata or "")
         return out

@@ -140,3 +140,22 @@ def test_assigned_partitions_start_at_the_stable_offsets_and_no_batch_is_handled
 
     asyncio.run(scenario())
     assert calls == [([1], stable, True)] and sought == {TopicPartition("in", 1): 76}
+
+
+def test_a_worker_that_cannot_read_its_committed_offsets_stops_with_the_reason(monkeypatch):
+    """No broker needed: aiokafka would log an error raised in a rebalance callback and go on reading from
+    wherever; the worker stops instead and ``run`` raises the reason."""
+    from aiokafka import TopicPartition
+
+    import streams.transactional as transactional
+    from monitor.errors import ServiceUnavailable
+
+    worker = EchoWorker(Settings(), "in", "before-commit")
+
+    def unreachable(partitions):
+        raise TimeoutError("no coordinator")
+
+    monkeypatch.setattr(worker.stable_offsets, "fetch", unreachable)
+    asyncio.run(transactional.HandOver(worker, consumer=None).on_partitions_assigned({TopicPartition("in", 0)}))
+    assert worker.stopping.is_set() and isinstance(worker.failure, ServiceUnavailable)
+    assert "no coordinator" in str(worker.failure)
