@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from monitor.contracts.columns import concat_columns
+
 
 @dataclass(frozen=True)
 class MatchEdges:
@@ -44,10 +46,7 @@ class MatchEdges:
 
     @classmethod
     def concat(cls, parts: Sequence[MatchEdges]) -> MatchEdges:
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls.empty()
-        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+        return concat_columns(cls, parts)
 
     def combined(self) -> MatchEdges:
         """Equal (bucket, model, client, other) edges summed."""

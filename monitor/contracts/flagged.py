@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from monitor.contracts.columns import concat_columns
+
 #: Why an event was flagged (``reason`` values): by a raw-input profile score (the engine), by the matcher as a
 #: near-duplicate that no profile score flagged, or by an embedding score (the scorer). Records of earlier builds
 #: may say "anomalous+near-duplicate"; an event both flag is now reported once, as "anomalous".
@@ -77,10 +79,7 @@ class FlaggedEvents:
 
     @classmethod
     def concat(cls, parts: Sequence[FlaggedEvents]) -> FlaggedEvents:
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls.empty()
-        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+        return concat_columns(cls, parts)
 
     def take(self, rows: np.ndarray) -> FlaggedEvents:
         """The rows selected by a boolean mask or an index array."""

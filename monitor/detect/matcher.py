@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import orjson
 
+from monitor.contracts.columns import concat_columns
 from monitor.contracts.edges import MatchEdges
 from monitor.contracts.event_time import reported_sources
 from monitor.contracts.flagged import FlaggedEvents
@@ -90,10 +91,7 @@ class QueryVerdicts:
 
     @classmethod
     def concat(cls, parts: list[QueryVerdicts]) -> QueryVerdicts:
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls.empty()
-        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+        return concat_columns(cls, parts)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,38 @@
+"""Column-wise joining of the contracts' columnar dataclasses (one numpy array per field, equal lengths).
+
+>>> from dataclasses import dataclass
+>>> import numpy as np
+>>> @dataclass(frozen=True)
+... class Pairs:
+...     a: np.ndarray
+...     b: np.ndarray
+...     def __len__(self): return len(self.a)
+...     @classmethod
+...     def empty(cls): return cls(np.empty(0), np.empty(0))
+>>> joined = concat_columns(Pairs, [Pairs(np.r_[1.0], np.r_[2.0]), Pairs.empty(), Pairs(np.r_[3.0], np.r_[4.0])])
+>>> joined.a.tolist(), joined.b.tolist(), len(concat_columns(Pairs, []))
+([1.0, 3.0], [2.0, 4.0], 0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+
+class _Columns(Protocol):
+    def __len__(self) -> int: ...
+
+
+T = TypeVar("T", bound=_Columns)
+
+
+def concat_columns(cls: Any, parts: Sequence[T]) -> T:
+    """``parts`` joined field by field, empty ones skipped; ``cls.empty()`` when none has rows."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return cls.empty()
+    return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
