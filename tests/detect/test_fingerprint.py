@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.detect.fingerprint import QueryIndex, _distinct_pair_counts, _Run, content_hashes
+from monitor.detect.fingerprint import QueryIndex, _distinct_counts, _PairKeys, _Run, content_hashes
 
 
 def queries(seed: int, n: int = 300, width: int = 12, vocabulary: int = 60):
@@ -97,16 +97,20 @@ def test_a_generation_closes_at_the_first_query_past_its_age_however_batched():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 40)), max_size=30), min_size=1, max_size=4))
-def test_distinct_pair_counts_count_every_pair(parts_as_lists):
-    parts = [(np.array(sorted(r for r, _ in p), np.int64), np.array([e for _, e in sorted(p)], np.int64))
-             for p in parts_as_lists]
-    rows, earlier, counts = _distinct_pair_counts(parts, 6)
-    expected = {}
+@given(st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 40)), max_size=30), min_size=1, max_size=4),
+       st.integers(0, 1000))
+def test_pair_keys_count_every_pair_once_in_row_then_earlier_order(parts_as_lists, base):
+    keys = _PairKeys.of_block(np.arange(base + 41, base + 47), base)  # rows 0..5 over stored ids base..base+40
+    parts = [keys.owners(np.array([base + 41 + r for r, _ in p], np.int64))
+             + np.array([base + e for _, e in p], np.int64) for p in parts_as_lists]
+    distinct, counts = _distinct_counts(parts)
+    rows, earlier = keys.split(distinct)
+    expected: dict[tuple[int, int], int] = {}
     for p in parts_as_lists:
-        for pair in p:
-            expected[pair] = expected.get(pair, 0) + 1
-    assert dict(zip(zip(rows.tolist(), earlier.tolist(), strict=True), counts.tolist(), strict=True)) == expected
+        for row, e in p:
+            expected[row, base + e] = expected.get((row, base + e), 0) + 1
+    pairs = list(zip(rows.tolist(), earlier.tolist(), strict=True))
+    assert dict(zip(pairs, counts.tolist(), strict=True)) == expected and pairs == sorted(expected)
 
 
 def test_merged_runs_keep_older_postings_first_among_equal_hashes():
