@@ -5,7 +5,9 @@
 
 Prints events/s for: aiokafka getmany + orjson.loads (the floor an ingest worker cannot beat),
 kafka-python poll + orjson.loads, and ``advmon ingest`` (parse + validate + engine + one Kafka
-transaction per batch), and the ratios between them. One process, one core's worth of work.
+transaction per batch), and the ratios between them. One process, one core's worth of work. ``advmon ingest``
+runs twice: on its own (it matches queries itself), and as a scale-out worker that leaves matching to
+``advmon matcher`` (it publishes the queries' fingerprints to match-requests instead).
 """
 
 from __future__ import annotations
@@ -120,31 +122,40 @@ def main() -> int:
     if args.bootstrap is None:
         broker = LocalBroker(Path(tempfile.mkdtemp(prefix="advmon-bench-kafka-"))).start()
     bootstrap = args.bootstrap or broker.bootstrap
-    try:
-        prefix = f"bench{uuid.uuid4().hex[:6]}."
-        settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, instance_id="bench",
-                            fingerprint_secret="bench-secret")
+    def fresh_topics(**roles: bool) -> tuple[Settings, Topics]:
+        """Settings and topics of their own (a new prefix: a new consumer group), the records on them."""
+        settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
+                            instance_id="bench", fingerprint_secret="bench-secret", **roles)
         topics = Topics.from_settings(settings)
         create_topics(bootstrap, topics.specs(args.partitions))
         produce(bootstrap, topics.inference_logs, records)
+        return settings, topics
+
+    try:
+        settings, topics = fresh_topics()
         n = len(records)
         mean_bytes = sum(map(len, records)) / n
         raw_nopars = asyncio.run(aiokafka_rate(bootstrap, topics.inference_logs, n, parse=False))
         raw = asyncio.run(aiokafka_rate(bootstrap, topics.inference_logs, n, parse=True))
         kp = kafka_python_rate(bootstrap, topics.inference_logs, n)
         ingest, stages = asyncio.run(ingest_rate(settings, profile, n))
+        worker_settings, _ = fresh_topics(remote_matching=True)
+        worker, worker_stages = asyncio.run(ingest_rate(worker_settings, profile, n))
     finally:
         if broker is not None:
             broker.stop()
-    total = sum(stages.values()) or 1.0
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{n:,} {args.records} records, {mean_bytes:,.0f} bytes mean, {args.partitions} partitions, local broker")
     print(f"{'aiokafka getmany, no parse':40} {raw_nopars:12,.0f} records/s")
     print(f"{'aiokafka getmany + orjson.loads':40} {raw:12,.0f} records/s   (the floor)")
     print(f"{'kafka-python poll + orjson.loads':40} {kp:12,.0f} records/s   ({kp / raw:.2f}x aiokafka)")
     print(f"{'advmon ingest (one process)':40} {ingest:12,.0f} events/s    ({ingest / raw:.3f}x the floor)")
-    print("ingest time by stage: " + ", ".join(f"{k} {v / total:.0%}" for k, v in stages.items())
-          + f"; engine / parse = {stages.get('engine', 0) / max(stages.get('parse', 1e-9), 1e-9):.2f}")
+    print(f"{'advmon ingest, scale-out worker':40} {worker:12,.0f} events/s    ({worker / raw:.3f}x the floor; "
+          "matching left to advmon matcher)")
+    for name, split in (("ingest", stages), ("scale-out worker", worker_stages)):
+        total = sum(split.values()) or 1.0
+        print(f"{name} time by stage: " + ", ".join(f"{k} {v / total:.0%}" for k, v in split.items())
+              + f"; engine / parse = {split.get('engine', 0) / max(split.get('parse', 1e-9), 1e-9):.2f}")
     return 0
 
 

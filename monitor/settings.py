@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     max_future_skew_seconds: float = Field(default=300.0, ge=0)  # ingest dead-letters events further ahead of its clock
     batch_size: int = Field(default=4096, ge=1, le=100_000)
     batch_linger_seconds: float = Field(default=0.5, ge=0, le=60)  # ingest/scorer wait this long to fill a batch
-    fingerprint_generation_queries: int = Field(default=50_000, ge=100)
+    fingerprint_generation_queries: int = Field(default=50_000, ge=100, lt=2**31)  # 32-bit ids in the index
     fingerprint_generation_hours: float = Field(default=24.0, gt=0)
     rules_dir: str | None = None
     metrics_port: int = Field(default=9310, ge=0, le=65535)  # also the daemons' /healthz and /readyz

@@ -128,3 +128,22 @@ def test_content_hashes_tell_exact_bytes_apart():
     hashed = content_hashes(x, b"s")
     assert len(set(hashed.tolist())) == 199 and hashed[100] == hashed[3]
     assert not set(hashed.tolist()) & set(content_hashes(y, b"s").tolist())
+
+
+def test_a_stored_posting_costs_a_64_bit_hash_and_a_32_bit_id():
+    rng = np.random.default_rng(4)
+    hashes = np.sort(rng.integers(1, 2**63, (500, 30), dtype=np.uint64), axis=1)[:, ::-1].copy()
+    index = QueryIndex(threshold=15, generation_queries=200)  # three generations opened, two kept: ids from 200
+    clients = np.arange(1, 501, dtype=np.uint64)  # query i is client i + 1's
+    for start in range(0, 500, 64):
+        part = slice(start, start + 64)
+        index.update(hashes[part], hashes[part, 0], now=0.0, clients=clients[part])
+    stored = index.stored_queries
+    assert stored == 300 and index.memory_bytes == stored * (30 * (8 + 4) + 8 + 8)  # + client and content hash
+    again = index.update(hashes[[250, 450]], np.array([1, 2], np.uint64), now=0.0, clients=np.zeros(2, np.uint64))
+    assert again.cross_flagged.all() and again.matched_client.tolist() == [251, 451]  # each id found its query
+
+
+def test_a_generation_holds_no_more_queries_than_32_bit_ids_count():
+    with pytest.raises(ValueError, match="32-bit ids"):
+        QueryIndex(threshold=15, generation_queries=2**31)
