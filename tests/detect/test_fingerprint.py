@@ -147,3 +147,18 @@ def test_a_stored_posting_costs_a_64_bit_hash_and_a_32_bit_id():
 def test_a_generation_holds_no_more_queries_than_32_bit_ids_count():
     with pytest.raises(ValueError, match="32-bit ids"):
         QueryIndex(threshold=15, generation_queries=2**31)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([25, 50]))
+def test_quantize_is_blacklights_salted_mod_255(seed, quantum):
+    from monitor.detect.fingerprint import Fingerprinter
+
+    fp = Fingerprinter.for_dimension(64, secret=seed.to_bytes(4, "little"))
+    rng = np.random.default_rng(seed)
+    x = rng.random((50, 64), dtype=np.float32)
+    x[0], x[1] = 0.0, 1.0
+    x[2] = (255.0 - fp._salt) / 255.0  # salted to 255 exactly, or a rounding away from it
+    x[3] = np.nextafter(x[2], np.float32(0))
+    reference = np.floor(np.mod(np.clip(x, 0, 1).astype(np.float32) * 255.0 + fp._salt, 255.0) / quantum)
+    assert np.array_equal(fp.quantize(x, quantum), reference.astype(np.uint64))
