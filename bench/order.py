@@ -117,7 +117,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    day = generate(FAMILIES[args.family].scaled(hours=args.hours))
+    day = generate(FAMILIES[args.family].compressed(args.hours))  # the day's shape: attacks among benign traffic
     profile = reference_profile(day)
     rules = load_rules(default_rules_dir())
     last_ts = max(orjson.loads(r)["ts"] for r in day.records[-2000:])

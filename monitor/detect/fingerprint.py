@@ -499,8 +499,8 @@ def _pairs(ids: np.ndarray, lo: np.ndarray, hi: np.ndarray, owners: np.ndarray) 
 
 def _distinct_counts(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Every distinct value of ``parts`` in ascending order, and how many times it occurs. Pairs packed as
-    :class:`_PairKeys` are counted by one vectorized sort: half the time of sorting each row's pairs in matrices
-    of rows of alike size (1.3M pairs of the realistic records of ``bench/``).
+    :class:`_PairKeys` are counted by one vectorized sort: 29 ms against 38 ms for sorting each row's pairs in
+    matrices of rows of alike size (1.3M pairs of a batch of the realistic records of ``bench/``, numpy 2.4).
 
     >>> [a.tolist() for a in _distinct_counts([np.array([7, 3, 7]), np.array([3, 9])])]
     [[3, 7, 9], [2, 2, 1]]

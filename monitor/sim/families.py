@@ -90,6 +90,22 @@ class Family:
     def scaled(self, **changes: Any) -> Family:
         return dataclasses.replace(self, **changes)
 
+    def compressed(self, hours: float) -> Family:
+        """The family's day in ``hours``: the reference window, the population-wide change and every attack's
+        start scaled in proportion, so that the shorter stream has the day's shape (a window of clean traffic,
+        then attacks among benign traffic; ``scaled(hours=...)`` cuts the benign traffic but leaves the attacks
+        at their hours, alone in a silent stream). Attacks keep their rates, so their lengths, and may overlap.
+
+        >>> day = FAMILIES["digits-window-ref"].compressed(3.0)
+        >>> day.window_h, day.change.start_h, sorted(round(a.start_h, 2) for a in day.attacks)
+        (0.375, 1.125, [0.66, 1.45, 1.77, 2.23, 2.56])
+        """
+        k = hours / self.hours
+        return dataclasses.replace(
+            self, hours=hours, window_h=self.window_h * k,
+            change=dataclasses.replace(self.change, start_h=self.change.start_h * k, ramp_h=self.change.ramp_h * k),
+            attacks=tuple(dataclasses.replace(a, start_h=a.start_h * k) for a in self.attacks))
+
 
 @dataclass
 class Day:

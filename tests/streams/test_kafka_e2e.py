@@ -359,5 +359,27 @@ def test_two_ingest_workers_and_the_matcher_alert_like_replay(kafka, prefix, dae
     assert "Traceback" not in "".join(d.log() for d in everyone)
 
 
+def test_realistic_records_through_three_workers_alert_like_replay(kafka, prefix, daemons, realistic_traffic):
+    """Issue 17's check on traffic this project's demo did not generate (a scenario family with 179 clients,
+    popular inputs that benign clients repeat, white-box and spread black-box attacks): three ingest workers on
+    six partitions with the matcher and the alerter give replay's pages with the same alert ids and its tickets
+    within 300 s, and count every event once."""
+    work, expected, _, valid = realistic_traffic
+    assert sum(a.severity == "page" for a in expected.values()) >= 3
+    topics = Topics.from_settings(Settings(topic_prefix=prefix))
+    create_topics(kafka.bootstrap, topics.specs(input_partitions=6))
+    patient = {"ADVMON_IDLE_SOURCE_SECONDS": "15"}
+    workers = [daemons(f"ingest-{i}", "ingest", "--instance", f"ingest-{i}", "--remote-matching", "--profile",
+                       str(work / "profile.npz"), "--http-port", "0", environ=patient).start() for i in range(3)]
+    matcher = daemons("matcher", "matcher", "--instance", "m-0", "--http-port", "0", environ=patient).start()
+    alerter = daemons("alerter", "alerter", "--http-port", "0", environ=patient).start()
+    Producer(work, workers[0].env, rate=3000).wait(timeout=180)
+    everyone = (*workers, matcher, alerter)
+    assert_like_oracle(kafka, topics.alerts, expected, lambda: [d.log()[-3000:] for d in everyone])
+    assert committed_events(kafka, topics.sli_buckets, valid) == valid
+    assert all(d.terminate() == 0 for d in everyone)
+    assert "Traceback" not in "".join(d.log() for d in everyone)
+
+
 def near_duplicates(records):
     return [d["event_id"] for d in alerts_on(records) if d["reason"] == "near-duplicate"]
