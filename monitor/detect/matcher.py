@@ -253,8 +253,9 @@ class OrderedMatcher:
             due = group.ts < until
             self._pending[kind] = [(group.take(~due), offsets[~due])] if not due.all() else []
             if due.any():
-                order = _event_time_order(group.take(due))
-                results.append(self._match(group.take(due).take(order), offsets[due][order]))
+                closed = group.take(due)
+                order = _event_time_order(closed)
+                results.append(self._match(closed.take(order), offsets[due][order]))
         self._pending = {kind: groups for kind, groups in self._pending.items() if groups}
         return MatchResult.concat(results) if results else MatchResult.empty()
 
@@ -297,7 +298,8 @@ class OrderedMatcher:
                 openers[opened] = (float(group.ts[row]), str(group.event_id[row]), int(group.exact[row]))
             into = (positions >= opened) & (positions < end)
             if into.any():
-                lowest[opened] = min(lowest.get(opened, int(offsets[into].min())), int(offsets[into].min()))
+                low = int(offsets[into].min())
+                lowest[opened] = min(lowest.get(opened, low), low)
         for gone in [p for p in openers if p < openings[0]]:
             del openers[gone]
             lowest.pop(gone, None)
