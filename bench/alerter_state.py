@@ -7,7 +7,7 @@ SLO windows: the figures should grow for three hours of event time and then stay
     python3 bench/alerter_state.py [--minutes 240] [--clients 2000] [--events-per-client 9]
     python3 bench/alerter_state.py --throughput --clients 100000 --minutes 6
 
-Prints, every 30 minutes of event time: stored entries, of them per-client rows, and the memory
+Prints, every 30 minutes of event time: stored entries, of them messages (per-client rows), and the memory
 tracemalloc traces (store plus evaluators); at the end, the store's share of it. With ``--throughput``
 (no tracing): the rows a second the durable alerter applies, and how many times real time that is for
 that many active clients (one row per client a minute), after a first minute of warm-up.
@@ -64,15 +64,15 @@ def main() -> None:
     alerter = DurableAlerter(load_rules(default_rules_dir()), store, bucket_s=60, grace_s=60, idle_source_s=1e12)
     print(f"per-client rows kept {alerter.client_retention_s / 3600:.2f} h, per-model totals "
           f"{alerter.retention_s / 86400:.2f} days")
-    print("| minute | entries | per-client rows | traced MB | wall s |\n|---:|---:|---:|---:|---:|")
+    print("| minute | entries | messages kept | traced MB | wall s |\n|---:|---:|---:|---:|---:|")
     started = time.perf_counter()
     for minute in range(args.minutes):
         alerter.apply(minute, minute_batch(minute, names, args.events_per_client, rng), now=0.0)
         export_alert_state(metrics, alerter.alerter)  # as the daemon does: closed rows leave the alerter
         if minute % 30 == 29 or minute == args.minutes - 1:
             traced = tracemalloc.get_traced_memory()[0] / 2**20
-            rows = sum(key.startswith("b\x1f") for key in store)
-            print(f"| {minute + 1} | {len(store):,} | {rows:,} | {traced:.0f} | {time.perf_counter() - started:.0f} |",
+            kept = sum(key.startswith("r\x1f") for key in store)
+            print(f"| {minute + 1} | {len(store):,} | {kept:,} | {traced:.0f} | {time.perf_counter() - started:.0f} |",
                   flush=True)
     before = tracemalloc.get_traced_memory()[0]
     store.clear()

@@ -60,8 +60,9 @@ def _read_committed(create):
 
 setattr(faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer",  # noqa: B010 (a patch of faust's class)
         _read_committed(faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer))
-# One sli-buckets message updates a table entry per (model, client, bucket): hundreds of changelog
-# records at once. faust's default of 100 buffered records only produces warnings at that size.
+# One sli-buckets message writes a handful of table entries, but a sweep of expired entries (and the
+# first sweep of a store written by an earlier build, an entry per client) deletes thousands at once;
+# faust's default of 100 buffered records only produces warnings at that size.
 ProducerBuffer.max_messages = 20_000
 
 

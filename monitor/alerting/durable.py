@@ -1,24 +1,29 @@
 """The alerter's state kept in a key-value store (a faust table with a changelog in production), so
 a restarted alerter resumes its windows and open alerts instead of starting blind.
 
-What is stored is the input, merged: one entry per (model, client, bucket) with its summed
-counters for as long as the per-client rules look back (``client_retention_s``: their decay and
-hysteresis, three hours with the shipped rules), the same summed per (model, bucket) for as long
-as the longest SLO window (``retention_s``), one per ingest instance with its watermark, the alert
-evidence, and the evaluation progress. The in-memory :class:`~monitor.alerting.alerter.Alerter` is a
-cache rebuilt from the store on start by evaluating the stored buckets again in event time with
-notifications suppressed (per-model sums first, for the evaluators that read only those, then the
-per-client rows); the evaluation is deterministic, so the rebuilt lifecycle (open alerts, hysteresis,
-drift detectors) is the one that was lost. An alert open for longer than the per-client history is
-rebuilt as firing from the start of that history.
+What is stored is the input: one entry per applied message with its per-client rows and suspicious
+events, for as long as the per-client rules look back (``client_retention_s``: their decay and
+hysteresis, three hours with the shipped rules), the rows summed per (model, bucket) for as long as
+the longest SLO window (``retention_s``), the match edges, one entry per ingest instance with its
+watermark, and the evaluation progress. A message is one changelog record, however many clients it
+speaks for (a record per client was the faust alerter's whole cost); every few buckets the messages of
+closed buckets are folded into one row per (model, client, bucket) where that saves rows. The in-memory
+:class:`~monitor.alerting.alerter.Alerter` is a cache rebuilt from the store on start by evaluating
+the stored buckets again in event time with notifications suppressed (per-model sums first, for the
+evaluators that read only those, then the stored messages' per-client rows, summed per (model,
+client, bucket)); the evaluation is deterministic, so the rebuilt lifecycle (open alerts,
+hysteresis, drift detectors) is the one that was lost. An alert open for longer than the per-client
+history is rebuilt as firing from the start of that history.
 
-Idempotent under redelivery: every entry remembers, per input topic (``sli-buckets`` from ingest,
-``scores`` from the scorer), the offset of the message that last changed it, and a message is
-applied to an entry only once. Writes go in message order, with the
-progress entry last, so a crash between any two writes leaves a state that re-applying the
-message completes. The progress entry carries the transitions its message released: a crash after
-it is stored but before they are published leaves them in ``unconfirmed`` for the restarted
-process to publish (again: consumers of alerts drop repeats by ``alert_id``).
+Idempotent under redelivery: a message entry is keyed by its input topic (``sli-buckets`` from
+ingest, ``scores`` from the scorer) and offset, the other entries remember per input topic the
+offset of the message that last changed them, and a message is applied to an entry only once (a
+stored message's rows are in the in-memory alerter already: applied live, or taken in by the
+rebuild). Writes go in message order, with the progress entry last, so a crash between any two
+writes leaves a state that re-applying the message completes. The progress entry carries the
+transitions its message released: a crash after it is stored but before they are published leaves
+them in ``unconfirmed`` for the restarted process to publish (again: consumers of alerts drop
+repeats by ``alert_id``).
 
 Time is a parameter: ``now`` (wall seconds) only decides which ingest instances count as idle.
 
@@ -58,15 +63,7 @@ from typing import Any
 import numpy as np
 
 from monitor.alerting.alerter import Alerter
-from monitor.alerting.state import (
-    AlerterState,
-    BucketEntry,
-    EdgesEntry,
-    Progress,
-    SamplesEntry,
-    SourceEntry,
-    stamped,
-)
+from monitor.alerting.state import AlerterState, BucketEntry, EdgesEntry, MessageEntry, Progress, SourceEntry, stamped
 from monitor.contracts.alerts import Alert
 from monitor.contracts.edges import MatchEdges
 from monitor.contracts.event_time import reported_sources
@@ -76,7 +73,7 @@ from monitor.contracts.sli_buckets import SliBatch
 from monitor.spec.rules import Rules
 
 log = logging.getLogger("advmon.durable")
-EXPIRE_EVERY_BUCKETS = 10  # a sweep over the store's keys every ten buckets of event time
+EXPIRE_EVERY_BUCKETS = 5  # a sweep over the store's keys (expiry, then a fold) every five buckets of event time
 
 
 class DurableAlerter:
@@ -98,6 +95,7 @@ class DurableAlerter:
         self.skipped_messages = 0
         self.applied_messages = 0
         self._expired_at = self.alerter.evaluated_until
+        self._offered_to_fold = float("-inf")  # messages whose newest bucket is older were offered to a fold
 
     @property
     def firing(self) -> list[Alert]:
@@ -130,10 +128,10 @@ class DurableAlerter:
             log.info("%s offset %d skipped: the state has applied it (through %d)", topic, offset,
                      progress.offsets[topic])
             return resent
-        fresh = self._merge_rows(topic, offset, batch.rows)
+        fresh = self._store_message(topic, offset, batch)
         self._merge_totals(topic, offset, batch.rows)
-        self._merge_samples(topic, offset, batch.flagged)
-        self.alerter.ingest(fresh, edges=self._merge_edges(topic, offset, batch.edges))
+        self.alerter.samples.add(fresh.flagged)
+        self.alerter.ingest(fresh.rows, edges=self._merge_edges(topic, offset, batch.edges))
         self._note_source(batch, now)
         alerts = self.alerter.advance(self.watermark(now))
         self._expected = Progress({**progress.offsets, topic: offset}, self.alerter.evaluated_until,
@@ -156,15 +154,15 @@ class DurableAlerter:
             return float("-inf")
         return min(m for m in marks if m is not None)
 
-    def _merge_rows(self, topic: str, offset: int, rows: SliRows) -> SliRows:
-        keep = np.zeros(len(rows), bool)
-        for i, (bucket, model, client) in enumerate(zip(rows.bucket.tolist(), rows.model, rows.client, strict=True)):
-            entry = self.state.bucket(model, client, bucket)
-            if entry is not None and entry.reached(topic, offset):
-                continue  # this message already reached this entry before a restart
-            self.state.put_bucket(model, client, bucket, _merged(entry, topic, offset, rows, i))
-            keep[i] = True
-        return rows.take(keep)
+    def _store_message(self, topic: str, offset: int, batch: SliBatch) -> MessageEntry:
+        """Store a message's rows and suspicious events as one entry; returns what the alerter has not seen
+        (nothing where the entry was stored before a restart: the rebuild took it in)."""
+        entry = MessageEntry(batch.rows, batch.flagged)
+        if self.state.has_message(topic, offset, entry.newest):
+            return MessageEntry(SliRows.empty(), FlaggedEvents.empty())
+        if len(entry.rows) or len(entry.flagged):
+            self.state.put_message(topic, offset, entry)
+        return entry
 
     def _merge_totals(self, topic: str, offset: int, rows: SliRows) -> None:
         """Add a message's rows, summed per (model, bucket), to the stored totals (all its rows: a crash may
@@ -191,22 +189,6 @@ class DurableAlerter:
             fresh |= mine
         return edges.take(fresh)
 
-    def _merge_samples(self, topic: str, offset: int, flagged: FlaggedEvents) -> None:
-        if not len(flagged):
-            return
-        per_key, fresh = self.alerter.samples.per_key, []
-        for model, client in dict.fromkeys(zip(flagged.model, flagged.client_id, strict=True)):
-            entry = self.state.samples(model, client)
-            if entry is not None and entry.reached(topic, offset):
-                continue
-            mine = (flagged.model == model) & (flagged.client_id == client)
-            samples = (entry.samples if entry else []) + list(zip(flagged.event_id[mine], flagged.fingerprint[mine],
-                                                                   strict=True))
-            self.state.put_samples(model, client, SamplesEntry(stamped(entry, topic, offset), samples[-per_key:]))
-            fresh.append(mine)
-        if fresh:
-            self.alerter.samples.add(flagged.take(np.logical_or.reduce(fresh)))
-
     def _note_source(self, batch: SliBatch, now: float) -> None:
         """Every source the message speaks for (``monitor.contracts.event_time``: its instance, the input
         partitions it reports, those no one has reported yet); a source's watermark only grows, so re-applying a
@@ -230,23 +212,22 @@ class DurableAlerter:
     def _rebuild(self) -> Alerter:
         alerter = Alerter(self.rules, self.bucket_s, self.grace_s, self.baselines)
         self.client_retention_s = alerter.client_history_s + 2 * self.bucket_s + self.grace_s
-        samples = [(i, model, client, f) for model, client, entry in self.state.all_samples() for i, f in entry.samples]
-        if samples:
-            ids, models, clients, fingerprints = zip(*samples, strict=True)
-            alerter.samples.add(FlaggedEvents.of(ids, models, clients, [np.nan] * len(ids), [""] * len(ids),
-                                                 fingerprints))
+        messages = [entry for _, _, entry in self.state.messages()]
+        alerter.samples.add(FlaggedEvents.concat([_older_samples(self.state), *(m.flagged for m in messages)]))
         until = self.state.progress.evaluated_until
-        rows = self._stored_rows(self._client_cutoff(until))
+        rows = self._stored_rows(self._client_cutoff(until), [m.rows for m in messages])
         if len(rows):
             replayed = self._replay(alerter, rows, until, self._stored_edges())
             log.info("alerter state rebuilt: %d bucket rows, evaluated through bucket %s, %d alerts open "
                      "(%d transitions replayed, not re-sent)", len(rows), until, len(alerter.firing), replayed)
         return alerter
 
-    def _stored_rows(self, cutoff: float) -> SliRows:
+    def _stored_rows(self, cutoff: float, messages: list[SliRows]) -> SliRows:
         """Per-model totals of the buckets before ``cutoff`` (summed from per-client rows where none was
-        stored, as by a version before totals), then the per-client rows; in bucket order."""
-        clients = _table([(model, client, bucket, entry) for model, client, bucket, entry in self.state.buckets()])
+        stored, as by a version before totals), then the per-client rows of the stored messages (and of a
+        store written before messages), one per (model, client, bucket); in bucket order."""
+        written_before = _table(list(self.state.buckets()))
+        clients = SliRows.concat([written_before, *messages]).combined()
         totals = _table([(model, "", bucket, entry) for model, bucket, entry in self.state.totals()])
         older = clients.take(clients.bucket < cutoff).model_totals()
         stored = set(zip(totals.model.tolist(), totals.bucket.tolist(), strict=True))
@@ -286,13 +267,25 @@ class DurableAlerter:
 
     def _expire(self) -> None:
         """Drop per-client rows older than the per-client rules look back, totals older than the longest
-        window (plus grace): memory follows the active clients of the last hours, not of the last days."""
+        window (plus grace): memory follows the active clients of the last hours, not of the last days; then
+        fold the messages of buckets closed since the last sweep (memory follows client-minutes, not batches)."""
         until = self.alerter.evaluated_until
         if until is None or (self._expired_at is not None and until - self._expired_at < EXPIRE_EVERY_BUCKETS):
             return
         self._expired_at = until
         self.state.expire_buckets(clients_before=int(self._client_cutoff(until)),
                                   totals_before=int((until - self.retention_s // self.bucket_s) * self.bucket_s))
+        self.state.fold(after=self._offered_to_fold, before=until * self.bucket_s, per_key=self.alerter.samples.per_key)
+        self._offered_to_fold = until * self.bucket_s  # folded or not worth it: not offered again
+
+
+def _older_samples(state: AlerterState) -> FlaggedEvents:
+    """Evidence samples as a store written before message entries holds them."""
+    samples = [(i, model, client, f) for model, client, entry in state.all_samples() for i, f in entry.samples]
+    if not samples:
+        return FlaggedEvents.empty()
+    ids, models, clients, fingerprints = zip(*samples, strict=True)
+    return FlaggedEvents.of(ids, models, clients, [np.nan] * len(ids), [""] * len(ids), fingerprints)
 
 
 def _merged(entry: BucketEntry | None, topic: str, offset: int, rows: SliRows, i: int) -> BucketEntry:

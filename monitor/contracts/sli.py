@@ -159,8 +159,7 @@ class SliRows:
         key = (bucket_code * (model_code.max() + 1) + model_code) * (client_code.max() + 1) + client_code
         _, first_row, inverse = np.unique(key, return_index=True, return_inverse=True)
         order, starts = _grouping(inverse)
-        values = np.add.reduceat(self.values[order], starts, axis=0)
-        first = np.minimum.reduceat(self.first[order], starts, axis=0)
+        values, first = _reduced(np.add, self.values, order, starts), _reduced(np.minimum, self.first, order, starts)
         return SliRows(self.bucket[first_row], self.model[first_row], self.client[first_row], values, first)
 
     def take(self, mask: np.ndarray) -> SliRows:
@@ -214,6 +213,23 @@ def _grouping(inverse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sums by ``reduceat``, much faster than ``np.add.at`` on wide rows."""
     order = np.argsort(inverse, kind="stable")
     return order, np.flatnonzero(np.r_[True, inverse[order][1:] != inverse[order][:-1]])
+
+
+def _reduced(ufunc: np.ufunc, table: np.ndarray, order: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``ufunc.reduceat`` over the groups of :func:`_grouping`, with groups of one row copied, not reduced: on
+    wide rows ``reduceat`` costs about 2 us a group out of cache, and most keys of a batch occur once.
+
+    >>> table = np.arange(8.0).reshape(4, 2)
+    >>> _reduced(np.add, table, np.array([2, 0, 3, 1]), np.array([0, 1, 3])).tolist()
+    [[4.0, 5.0], [6.0, 8.0], [2.0, 3.0]]
+    """
+    sizes = np.diff(np.r_[starts, len(order)])
+    out = table[order[starts]]
+    several = sizes > 1
+    if several.any():
+        rows = order[np.repeat(several, sizes)]
+        out[several] = ufunc.reduceat(table[rows], np.r_[0, np.cumsum(sizes[several])[:-1]], axis=0)
+    return out
 
 
 def histogram_columns(kind: str) -> slice:

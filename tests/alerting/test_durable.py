@@ -1,9 +1,14 @@
 """The alerter's durable state: redelivery and crashes at any write neither lose nor invent alerts."""
 
+import base64
+import dataclasses
+
 import numpy as np
 import pytest
 
 from monitor.alerting.durable import DurableAlerter
+from monitor.alerting.state import AlerterState
+from monitor.contracts.flagged import FlaggedEvents
 from monitor.contracts.sli import SliRows
 from monitor.contracts.sli_buckets import SliBatch
 from monitor.spec.rules import load_rules_text
@@ -37,6 +42,23 @@ def stream(seed=0, minutes=240):
     return batches
 
 
+def merged(tables):
+    """Rows merged to one per (model, client, bucket), in key order."""
+    rows = SliRows.concat(tables).combined()
+    return rows.take(np.lexsort((rows.client.astype(str), rows.model.astype(str), rows.bucket)))
+
+
+def stored(store):
+    """The per-client rows a store holds, in its messages and folds."""
+    return merged([entry.rows for _, _, entry in AlerterState(store).messages()])
+
+
+def same_rows(a, b):
+    """Equal keys and counters (sums in another order may differ in the last bit)."""
+    return (np.array_equal(a.bucket, b.bucket) and a.client.tolist() == b.client.tolist()
+            and np.allclose(a.values, b.values, rtol=1e-12, atol=0) and np.array_equal(a.first, b.first))
+
+
 def run(batches, store, start=0):
     alerter = DurableAlerter(RULES, store, bucket_s=60, grace_s=60, idle_source_s=1e9)
     return [a for offset, batch in enumerate(batches) if offset >= start for a in alerter.apply(offset, batch, now=0.0)]
@@ -64,7 +86,8 @@ def test_uninterrupted_run_fires_and_resolves():
     assert not any(a.client_id in ("a", "b") for a in alerts)
 
 
-@pytest.mark.parametrize("writes", [1, 7, 300, 801, 1502, 2390])
+# Four writes a message (its rows and events, the model's total, the source, the progress): a crash at each.
+@pytest.mark.parametrize("writes", [1, 7, 302, 801, 1500, 1502, 1919])
 def test_crash_at_any_write_then_redelivery_gives_the_same_alerts(writes):
     batches = stream()
     reference_store = {}
@@ -82,8 +105,9 @@ def test_crash_at_any_write_then_redelivery_gives_the_same_alerts(writes):
     assert [a.alert_id for a in before] + [
         a.alert_id for a in after if a.alert_id not in {b.alert_id for b in before}
     ] == [a.alert_id for a in reference]
-    buckets = {k: v["v"] for k, v in store.items() if k.startswith(("b", "t"))}
-    assert buckets == {k: v["v"] for k, v in reference_store.items() if k.startswith(("b", "t"))}  # every event once
+    assert same_rows(stored(store), stored(reference_store))  # every event once, folded or not
+    totals = {k: v["v"] for k, v in store.items() if k.startswith("t")}
+    assert totals == {k: v["v"] for k, v in reference_store.items() if k.startswith("t")}
     repeated = [a for a in after if a.alert_id in {b.alert_id for b in before}]
     assert all(a.fired_at >= (crashed_at - 1) * 30 for a in repeated)  # only the message in flight can repeat
 
@@ -126,7 +150,7 @@ def test_state_written_underneath_by_the_previous_process_is_taken_in_not_lost()
     assert [a.alert_id for a in before + lost + after] == [a.alert_id for a in reference]
 
 
-def test_restart_rebuilds_open_alerts_and_expires_old_buckets():
+def test_restart_rebuilds_open_alerts_and_keeps_the_messages_the_client_rules_need():
     batches = stream()
     store = {}
     first = run(batches[:150], store)
@@ -136,7 +160,9 @@ def test_restart_rebuilds_open_alerts_and_expires_old_buckets():
     assert restarted.apply(149, batches[149], now=0.0) == []  # already applied before the restart
     for offset in range(150, len(batches)):
         restarted.apply(offset, batches[offset], now=0.0)
-    assert sum(k.startswith("b") for k in store) <= 3 * (restarted.retention_s // 60 + 5)
+    assert restarted.client_retention_s > 240 * 60  # the client rules look back further than the stream goes
+    assert same_rows(stored(store), merged([b.rows for b in batches]))  # every row of every message
+    assert sum(k.startswith("r\x1ffolded") for k in store) < sum(k.startswith("r") for k in store) < len(batches)
 
 
 MODEL_RULES = load_rules_text("""
@@ -156,8 +182,8 @@ def test_per_client_rows_are_kept_as_long_as_client_rules_look_back_and_totals_f
     assert first.client_retention_s == 15 * 60 + 2 * 60 + 60 < first.retention_s  # drift names clients of 15 min
     for offset in range(crash):
         first.apply(offset, batches[offset], now=0.0)
-    clients = {int(k.rsplit("\x1f", 1)[1]) for k in store if k.startswith("b")}
-    assert len(clients) <= first.client_retention_s // 60 + 10 + 2  # plus a sweep interval and the open buckets
+    minutes = len(np.unique(stored(store).bucket))  # + a sweep interval, a fold's span and the open buckets:
+    assert first.client_retention_s // 60 <= minutes <= first.client_retention_s // 60 + 5 + 7 + 2
     assert len([k for k in store if k.startswith("t")]) == crash // 2  # every minute so far, summed per model
     restarted = DurableAlerter(MODEL_RULES, store, bucket_s=60, grace_s=60, idle_source_s=1e9)
     got = [[a.alert_id for a in restarted.apply(o, batches[o], now=0.0)] for o in range(crash, len(batches))]
@@ -226,3 +252,69 @@ def test_every_input_partition_holds_until_reported_and_where_it_got_to_after_a_
     assert report(3, "ingest-1", 300.0, {"logs/0": float("-inf")}, 3.0) == 200.0  # logs/0 holds where it got to
     assert report(4, "ingest-1", 420.0, {"logs/0": 410.0}, 4.0) == 400.0
     assert alerter.watermark(now=40.0) == float("-inf")  # all quiet past idle_source_s: nothing closes
+
+
+def with_evidence(batches):
+    """The batches with the attacker's anomalous events flagged (three a message while the attack lasts)."""
+    out = []
+    for offset, batch in enumerate(batches):
+        attacking = (batch.rows.client == "attacker") & (batch.rows.column("anomalous") > 0)
+        n = 3 * int(attacking.any())
+        flagged = FlaggedEvents.of([f"e{offset}-{i}" for i in range(n)], ["m"] * n, ["attacker"] * n,
+                                   [batch.watermark] * n, ["anomalous"] * n, [f"fp{offset % 4}"] * n)
+        out.append(dataclasses.replace(batch, flagged=flagged))
+    return out
+
+
+def test_evidence_samples_survive_a_restart_per_client_and_per_model():
+    batches = with_evidence(stream(minutes=100))
+    store = {}
+    live = DurableAlerter(RULES, store, bucket_s=60, grace_s=60, idle_source_s=1e9)
+    for offset in range(150):  # minute 75: the attack of minutes 60-90 has been flagged for a while
+        live.apply(offset, batches[offset], now=0.0)
+    restarted = DurableAlerter(RULES, store, bucket_s=60, grace_s=60, idle_source_s=1e9)
+    for key in (("m", "attacker"), ("m", None)):
+        assert live.alerter.samples.samples(*key) == restarted.alerter.samples.samples(*key)
+        assert len(live.alerter.samples.samples(*key)[0]) == live.alerter.samples.per_key
+
+
+def _packed(values: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(values, "<f8").tobytes()).decode("ascii")
+
+
+def written_before_messages(store: dict) -> dict:
+    """``store`` as builds before message entries wrote it: one row per (model, client, bucket) and the
+    latest five evidence samples per (model, client), each stamped with the offset that last changed it."""
+    state = AlerterState(store)
+    messages = [entry for _, _, entry in state.messages()]
+    through = state.progress.offsets["sli-buckets"]
+    old = {key: value for key, value in store.items() if not key.startswith("r")}
+    rows = SliRows.concat([m.rows for m in messages]).combined()
+    for bucket, model, client, values, first in zip(rows.bucket.tolist(), rows.model, rows.client, rows.values,
+                                                    rows.first, strict=True):
+        old[f"b\x1f{model}\x1f{client}\x1f{bucket}"] = {"o": {"sli-buckets": through}, "v": _packed(values),
+                                                         "f": _packed(first)}
+    flagged = FlaggedEvents.concat([m.flagged for m in messages])
+    for model, client in set(zip(flagged.model, flagged.client_id, strict=True)):
+        mine = (flagged.model == model) & (flagged.client_id == client)
+        samples = [[i, f] for i, f in zip(flagged.event_id[mine], flagged.fingerprint[mine], strict=True)][-5:]
+        old[f"e\x1f{model}\x1f{client}"] = {"o": {"sli-buckets": through}, "samples": samples}
+    return old
+
+
+def test_a_store_written_before_message_entries_rebuilds_the_same_alerts_and_evidence():
+    batches = with_evidence(stream(minutes=200))
+    store = {}
+    alerter = DurableAlerter(RULES, store, bucket_s=60, grace_s=60, idle_source_s=1e9)
+    for offset in range(150):
+        alerter.apply(offset, batches[offset], now=0.0)
+    old_store = written_before_messages(store)
+    assert not any(key.startswith("r") for key in old_store) and any(key.startswith("b") for key in old_store)
+    reference = DurableAlerter(RULES, dict(store), bucket_s=60, grace_s=60, idle_source_s=1e9)
+    upgraded = DurableAlerter(RULES, old_store, bucket_s=60, grace_s=60, idle_source_s=1e9)
+    assert [a.alert_id for a in upgraded.firing] == [a.alert_id for a in reference.firing] and upgraded.firing
+    key = ("m", "attacker")
+    assert upgraded.alerter.samples.samples(*key) == reference.alerter.samples.samples(*key)
+    tail = range(150, len(batches))
+    assert [[a.alert_id for a in upgraded.apply(o, batches[o], now=0.0)] for o in tail] == \
+        [[a.alert_id for a in reference.apply(o, batches[o], now=0.0)] for o in tail]
