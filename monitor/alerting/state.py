@@ -260,9 +260,9 @@ class AlerterState:
             yield model, client, _samples(raw)
 
     def expire_buckets(self, clients_before: int, totals_before: int) -> int:
-        """Drop messages whose newest bucket, per-client rows and edges of buckets starting before
-        ``clients_before``, per-model totals of buckets before ``totals_before`` (epoch seconds); returns how
-        many entries went."""
+        """Drop messages and folds whose newest bucket, and per-client rows and edges whose bucket, starts
+        before ``clients_before``, and per-model totals of buckets before ``totals_before`` (epoch seconds);
+        returns how many entries went."""
 
         def stale(key: str) -> bool:
             kind, _, rest = key.partition(_SEP)
