@@ -275,8 +275,12 @@ class DurableAlerter:
         self._expired_at = until
         self.state.expire_buckets(clients_before=int(self._client_cutoff(until)),
                                   totals_before=int((until - self.retention_s // self.bucket_s) * self.bucket_s))
-        self.state.fold(after=self._offered_to_fold, before=until * self.bucket_s, per_key=self.alerter.samples.per_key)
-        self._offered_to_fold = until * self.bucket_s  # folded or not worth it: not offered again
+        before = until * self.bucket_s
+        folded = self.state.fold(after=self._offered_to_fold, before=before, per_key=self.alerter.samples.per_key)
+        if folded:
+            log.info("alerter state: %d messages of buckets before %d folded to a row per client and bucket", folded,
+                     before)
+        self._offered_to_fold = before  # folded or not worth it: not offered again
 
 
 def _older_samples(state: AlerterState) -> FlaggedEvents:

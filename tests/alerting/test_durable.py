@@ -150,7 +150,8 @@ def test_state_written_underneath_by_the_previous_process_is_taken_in_not_lost()
     assert [a.alert_id for a in before + lost + after] == [a.alert_id for a in reference]
 
 
-def test_restart_rebuilds_open_alerts_and_keeps_the_messages_the_client_rules_need():
+def test_restart_rebuilds_open_alerts_and_keeps_the_messages_the_client_rules_need(caplog):
+    caplog.set_level("INFO", logger="advmon.durable")
     batches = stream()
     store = {}
     first = run(batches[:150], store)
@@ -163,6 +164,7 @@ def test_restart_rebuilds_open_alerts_and_keeps_the_messages_the_client_rules_ne
     assert restarted.client_retention_s > 240 * 60  # the client rules look back further than the stream goes
     assert same_rows(stored(store), merged([b.rows for b in batches]))  # every row of every message
     assert sum(k.startswith("r\x1ffolded") for k in store) < sum(k.startswith("r") for k in store) < len(batches)
+    assert "folded to a row per client and bucket" in caplog.text  # what operators see of it
 
 
 MODEL_RULES = load_rules_text("""
