@@ -213,7 +213,7 @@ class DurableAlerter:
         alerter = Alerter(self.rules, self.bucket_s, self.grace_s, self.baselines)
         self.client_retention_s = alerter.client_history_s + 2 * self.bucket_s + self.grace_s
         messages = [entry for _, _, entry in self.state.messages()]
-        alerter.samples.add(FlaggedEvents.concat([_older_samples(self.state), *(m.flagged for m in messages)]))
+        alerter.samples.add(FlaggedEvents.concat([self.state.older_samples(), *(m.flagged for m in messages)]))
         until = self.state.progress.evaluated_until
         rows = self._stored_rows(self._client_cutoff(until), [m.rows for m in messages])
         if len(rows):
@@ -281,15 +281,6 @@ class DurableAlerter:
             log.info("alerter state: %d messages of buckets before %d folded to a row per client and bucket", folded,
                      before)
         self._offered_to_fold = before  # folded or not worth it: not offered again
-
-
-def _older_samples(state: AlerterState) -> FlaggedEvents:
-    """Evidence samples as a store written before message entries holds them."""
-    samples = [(i, model, client, f) for model, client, entry in state.all_samples() for i, f in entry.samples]
-    if not samples:
-        return FlaggedEvents.empty()
-    ids, models, clients, fingerprints = zip(*samples, strict=True)
-    return FlaggedEvents.of(ids, models, clients, [np.nan] * len(ids), [""] * len(ids), fingerprints)
 
 
 def _merged(entry: BucketEntry | None, topic: str, offset: int, rows: SliRows, i: int) -> BucketEntry:

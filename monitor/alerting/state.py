@@ -14,7 +14,7 @@ client, bucket), so the store follows client-minutes, not batches.
 
 Stores written by builds before message entries hold a row per (model, client, bucket) and evidence
 samples per (model, client); they are still read (:meth:`AlerterState.buckets`,
-:meth:`AlerterState.all_samples`) and the rows expire as message entries do.
+:meth:`AlerterState.older_samples`) and the rows expire as message entries do.
 
 >>> import numpy as np
 >>> from monitor.contracts.sli import SliRows
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import base64
 import zlib
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -111,11 +111,6 @@ class MessageEntry:
     def newest(self) -> int:
         """The start of the newest bucket among the rows (0 without rows): the entry expires after it."""
         return int(self.rows.bucket.max()) if len(self.rows) else 0
-
-
-@dataclass(frozen=True)
-class SamplesEntry(_Stamped):
-    samples: list[tuple[str, str]]  # (event id, fingerprint), oldest first
 
 
 @dataclass(frozen=True)
@@ -254,10 +249,10 @@ class AlerterState:
             yield instance, SourceEntry(raw["seen"], raw["watermark"], raw.get("role", "ingest"),
                                         raw.get("remote", False), raw.get("remote_matching", False))
 
-    def all_samples(self) -> Iterator[tuple[str, str, SamplesEntry]]:
-        """Evidence samples as builds before message entries stored them."""
-        for model, client, raw in self._of_kind(_SAMPLES):
-            yield model, client, _samples(raw)
+    def older_samples(self) -> FlaggedEvents:
+        """Evidence samples as builds before message entries stored them (per model and client, oldest first)."""
+        samples = [(i, model, client, f) for model, client, raw in self._of_kind(_SAMPLES) for i, f in raw["samples"]]
+        return _evidence(*zip(*samples, strict=True)) if samples else FlaggedEvents.empty()
 
     def expire_buckets(self, clients_before: int, totals_before: int) -> int:
         """Drop messages and folds whose newest bucket, and per-client rows and edges whose bucket, starts
@@ -332,10 +327,13 @@ def _message(raw: dict) -> MessageEntry:
     first = np.full((n, len(BAD_COUNTERS)), np.inf)
     first[:, :bad] = np.frombuffer(_unsqueeze(raw["f"]), "<f8").reshape(n, bad)
     rows = SliRows(np.array(buckets, np.int64), np.array(models, object), np.array(clients, object), values, first)
-    ids, flagged_models, flagged_clients, fingerprints = orjson.loads(_unsqueeze(raw["flagged"]))
-    flagged = FlaggedEvents.of(ids, flagged_models, flagged_clients, [np.nan] * len(ids), [""] * len(ids),
-                               fingerprints)
-    return MessageEntry(rows, flagged)
+    return MessageEntry(rows, _evidence(*orjson.loads(_unsqueeze(raw["flagged"]))))
+
+
+def _evidence(ids: Sequence[str], models: Sequence[str], clients: Sequence[str],
+              fingerprints: Sequence[str]) -> FlaggedEvents:
+    """Stored suspicious events: only the columns evidence samples keep (no time, no reason)."""
+    return FlaggedEvents.of(ids, models, clients, [np.nan] * len(ids), [""] * len(ids), fingerprints)
 
 
 def _bucket_value(entry: BucketEntry) -> dict:
@@ -349,6 +347,3 @@ def _bucket(raw: dict) -> BucketEntry:
 def _edges(raw: dict) -> EdgesEntry:
     return EdgesEntry(dict(raw["o"]), {(a, b): float(n) for a, b, n in raw["e"]})
 
-
-def _samples(raw: dict) -> SamplesEntry:
-    return SamplesEntry(dict(raw["o"]), [(i, f) for i, f in raw["samples"]])

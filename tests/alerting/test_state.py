@@ -74,7 +74,9 @@ def test_entries_written_before_message_entries_read_and_expire():
     assert (model, client, bucket) == ("m", "c", 60) and entry.reached("sli-buckets", 1)
     assert entry.values[:2].tolist() == [5.0, 4.0] and entry.values[2:].sum() == 0
     assert len(entry.values) == len(VALUE_COLUMNS) and np.isinf(entry.first).all()
-    assert [(m, c, e.samples) for m, c, e in state.all_samples()] == [("m", "c", [("e1", "ab")])]
+    older = state.older_samples()
+    assert list(zip(older.model, older.client_id, older.event_id, older.fingerprint, strict=True)) == \
+        [("m", "c", "e1", "ab")]
     assert state.expire_buckets(clients_before=120, totals_before=0) == 1 and list(state.buckets()) == []
 
 
