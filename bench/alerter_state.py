@@ -5,12 +5,15 @@ long as the per-client rules look back (three hours with the shipped rules), per
 SLO windows: the figures should grow for three hours of event time and then stay flat.
 
     python3 bench/alerter_state.py [--minutes 240] [--clients 2000] [--events-per-client 9]
-    python3 bench/alerter_state.py --throughput --clients 100000 --minutes 6
+    python3 bench/alerter_state.py --throughput --clients 100000 --minutes 6 [--partitions 5]
 
 Prints, every 30 minutes of event time: stored entries, of them messages (per-client rows), and the memory
 tracemalloc traces (store plus evaluators); at the end, the store's share of it. With ``--throughput``
 (no tracing): the rows a second the durable alerter applies, and how many times real time that is for
-that many active clients (one row per client a minute), after a first minute of warm-up.
+that many active clients (one row per client a minute), after a first minute of warm-up; with ``--partitions``,
+the alerter sharded over that many partitions (:class:`~monitor.alerting.sharded.ShardedAlerter`), each
+partition timed on its own (on several alerters they run side by side), and the producers' cost of the split;
+then the unsharded alerter on the same traffic, the baseline.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from monitor.alerting.durable import DurableAlerter  # noqa: E402
+from monitor.alerting.sharded import ShardedAlerter  # noqa: E402
+from monitor.contracts.shards import split  # noqa: E402
 from monitor.contracts.sli import SliRows  # noqa: E402
 from monitor.contracts.sli_buckets import SliBatch  # noqa: E402
 from monitor.spec.rules import default_rules_dir, load_rules  # noqa: E402
@@ -52,9 +57,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--events-per-client", type=int, default=9)
     parser.add_argument("--throughput", action="store_true", help="rows/s instead of memory")
+    parser.add_argument("--partitions", type=int, default=1, help="with --throughput: a sharded alerter")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     names = np.array([f"key_{i}" for i in range(args.clients)], dtype=object)
+    if args.throughput and args.partitions > 1:
+        sharded_throughput(names, args.minutes, args.events_per_client, args.partitions, rng)
+        throughput(names, args.minutes, args.events_per_client, np.random.default_rng(0))  # the baseline, unsharded
+        return
     if args.throughput:
         throughput(names, args.minutes, args.events_per_client, rng)
         return
@@ -95,6 +105,33 @@ def throughput(names: np.ndarray, minutes: int, per: int, rng: np.random.Generat
     need = len(names) / 60.0
     print(f"durable alerter, {len(names):,} active clients a minute, every shipped rule: {rows / elapsed:,.0f} rows/s "
           f"({rows / elapsed / need:.1f}x real time; {rows:,} rows in {elapsed:.1f} s)")
+
+
+def sharded_throughput(names: np.ndarray, minutes: int, per: int, partitions: int, rng: np.random.Generator) -> None:
+    """As :func:`throughput`, the alerter sharded: each partition's time apart, the slowest setting the pace."""
+    sharded = ShardedAlerter(load_rules(default_rules_dir()), partitions, bucket_s=60, grace_s=60, idle_source_s=1e12)
+    batches = [minute_batch(minute, names, per, rng) for minute in range(minutes)]
+    metrics, rows, spent, splitting = Metrics(), 0, np.zeros(partitions), 0.0
+    for minute, batch in enumerate(batches):
+        started = time.perf_counter()
+        parts = [type(part).decode(part.encode()) for part in split(batch, partitions)]  # as they travel
+        took = time.perf_counter() - started
+        for p, (alerter, part) in enumerate(zip(sharded.partitions, parts, strict=True)):
+            started = time.perf_counter()
+            alerter.apply(minute, part, now=0.0)
+            export_alert_state(metrics, alerter.alerter)
+            if minute:
+                spent[p] += time.perf_counter() - started
+        if minute:
+            rows += len(batch.rows)
+            splitting += took
+    need = len(names) / 60.0
+    print(f"sharded alerter on {partitions} partitions, {len(names):,} active clients a minute, every shipped rule:")
+    for p, seconds in enumerate(spent):
+        role = "model stage" if p == 0 else "client shard"
+        print(f"  partition {p} ({role}): {seconds:.1f} s, {rows / seconds / need:.1f}x real time")
+    print(f"  the slowest partition: {rows / spent.max():,.0f} rows/s of the whole stream "
+          f"({rows / spent.max() / need:.1f}x real time); split, encode and decode of the parts: {splitting:.1f} s")
 
 
 if __name__ == "__main__":

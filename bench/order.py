@@ -6,11 +6,13 @@ and the alerter would exchange go through the same code as on Kafka (engine with
 ``OrderedMatcher``, ``DurableAlerter``), in the order they would arrive. The oracle is the in-process runtime
 on the file (``advmon replay``).
 
-    python3 bench/order.py [--family digits-window-ref] [--hours 3] [--workers 1 2 3]
+    python3 bench/order.py [--family digits-window-ref] [--hours 3] [--workers 1 2 3] [--alerter-partitions 1 3]
 
 Prints, per worker count, how many of replay's settled alert transitions the simulated daemons gave exactly
 (same alert id: same event time) and which differed: with the matcher (``ADVMON_REMOTE_MATCHING=true``), and
-with each worker matching its own queries (without it; one worker matches the same either way).
+with each worker matching its own queries (without it; one worker matches the same either way). With
+``--alerter-partitions``, each run is repeated with the alerter sharded over that many partitions
+(:class:`~monitor.alerting.sharded.ShardedAlerter`: a model stage and client shards).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.alerting.durable import DurableAlerter  # noqa: E402
+from monitor.alerting.sharded import ShardedAlerter  # noqa: E402
 from monitor.contracts.match_requests import MatchRequestBatch  # noqa: E402
 from monitor.contracts.sli_buckets import SliBatch  # noqa: E402
 from monitor.detect.engine import Engine, EngineSettings  # noqa: E402
@@ -52,7 +54,7 @@ def replay(records, profile, rules):
     return runtime.stats.alerts
 
 
-def daemons(records, profile, rules, workers: int, local: bool, seed: int):
+def daemons(records, profile, rules, workers: int, local: bool, seed: int, alerter_partitions: int = 1):
     """The records through ``workers`` simulated ingest workers (and the matcher), alerts in arrival order. The
     last record (the closing one) comes alone, after a quiet spell in which the drained partitions go idle."""
     rng = np.random.default_rng(seed)
@@ -67,7 +69,8 @@ def daemons(records, profile, rules, workers: int, local: bool, seed: int):
     idle = 0.1 * (workers + 1) + 0.01
     marks = [PartitionWatermarks(idle_s=0.01) for _ in range(workers)]
     matcher = OrderedMatcher(MatcherSettings(idle_source_s=idle))
-    alerter = DurableAlerter(rules, {}, bucket_s=60, grace_s=60, idle_source_s=idle, baselines=profile.baselines)
+    alerter = ShardedAlerter(rules, alerter_partitions, bucket_s=60, grace_s=60, idle_source_s=idle,
+                             baselines=profile.baselines)
     alerts: list = []
     clock = {"now": 0.0, "offset": 0}
 
@@ -116,6 +119,7 @@ def main() -> int:
     parser.add_argument("--hours", type=float, default=3.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--alerter-partitions", type=int, nargs="+", default=[1])
     args = parser.parse_args()
     day = generate(FAMILIES[args.family].compressed(args.hours))  # the day's shape: attacks among benign traffic
     profile = reference_profile(day)
@@ -131,14 +135,16 @@ def main() -> int:
     print(f"{args.family}, {args.hours:g} h: {len(records):,} records, {clients} clients, {PARTITIONS} partitions; "
           f"replay: {len(wanted)} settled transitions "
           f"({sum(a.severity == 'page' for a in wanted.values())} of pages)")
-    runs = [(n, False) for n in args.workers] + [(n, True) for n in args.workers if n > 1]
-    for workers, local in runs:
-        got = daemons(records, profile, rules, workers, local, args.seed)
+    runs = [(n, False, p) for p in args.alerter_partitions for n in args.workers]
+    runs += [(n, True, p) for p in args.alerter_partitions for n in args.workers if n > 1]
+    for workers, local, partitions in runs:
+        got = daemons(records, profile, rules, workers, local, args.seed, partitions)
         ids = {a.alert_id for a in got}
         missing = [a for a in wanted.values() if a.alert_id not in ids]
         extra = [a for a in got if a.alert_id not in wanted and (a.resolved_at or a.fired_at) < settle]
         pages = [a for a in missing if a.severity == "page"]
-        print(f"  {workers} worker(s){' matching their own' if local else ' + matcher'}: "
+        sharding = f", alerter on {partitions} partitions" if partitions > 1 else ""
+        print(f"  {workers} worker(s){' matching their own' if local else ' + matcher'}{sharding}: "
               f"{len(wanted) - len(missing)}/{len(wanted)} transitions as replay ({len(pages)} pages differ), "
               f"{len(extra)} not in replay")
         for a in sorted(missing + extra, key=lambda a: a.resolved_at or a.fired_at)[:12]:

@@ -21,7 +21,9 @@ BENCHES = [
     ("Engine in-process, rules, memory", "engine.py", []),
     ("Ingest on a real broker vs. the raw clients", "ingest.py", []),
     ("The faust alerter on a real broker: sustainable rate", "alerter.py", []),
-    ("Replay vs. the daemons with 1, 2 and 3 ingest workers", "order.py", []),
+    ("Replay vs. the daemons with 1, 2 and 3 ingest workers", "order.py", ["--alerter-partitions", "1", "3"]),
+    ("The sharded alerter in process: each partition's time", "alerter_state.py",
+     ["--throughput", "--clients", "100000", "--minutes", "6", "--partitions", "5"]),
     ("End-to-end alert latency on a real broker", "latency.py", []),
     ("Embedding scorer by backend vs. the memory-bandwidth bound", "scorer.py", []),
     ("Black-box attacks (ART) vs. fingerprints", "blackbox.py", []),
@@ -43,11 +45,11 @@ def machine() -> str:
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
-def section(title: str, script: str, seconds: float, lines: list[str]) -> str:
+def section(title: str, command: str, seconds: float, lines: list[str]) -> str:
     """A BENCHMARKS.md section: the script's output as a code block, Markdown tables (lines starting
     with ``|``) as tables."""
     body = "\n".join(line if line.startswith("|") else f"    {line}" for line in lines)
-    return f"## {title}\n\n`python3 bench/{script}` ({seconds:.0f} s)\n\n{body}\n"
+    return f"## {title}\n\n`python3 bench/{command}` ({seconds:.0f} s)\n\n{body}\n"
 
 
 def run(title: str, script: str, args: list[str]) -> tuple[str, bool]:
@@ -60,7 +62,7 @@ def run(title: str, script: str, args: list[str]) -> tuple[str, bool]:
     if result.returncode != 0:
         lines.append(f"FAILED (exit {result.returncode}): {result.stderr.strip().splitlines()[-1:]}")
     print("\n".join(lines), file=sys.stderr)
-    return section(title, script, time.perf_counter() - started, lines), result.returncode == 0
+    return section(title, " ".join([script, *args]), time.perf_counter() - started, lines), result.returncode == 0
 
 
 def rerun(only: list[str]) -> int:

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
     instance_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9._-]{1,100}$")
     input_partitions: int = Field(default=6, ge=1, le=1000)
+    # sli-buckets and scores: 1 is one alerter running every rule; more shard the alerter (monitor.contracts.shards):
+    # partition 0 the model-wide rules, the others the per-client rules for a share of the clients each.
+    alerter_partitions: int = Field(default=1, ge=1, le=1000)
+    # How long a killed alerter's partitions wait for it to come back before they move to another alerter.
+    alerter_session_timeout_seconds: float = Field(default=60.0, ge=6, le=1800)
     idle_source_seconds: float = Field(default=120.0, gt=0)
     profile_path: str | None = None
     outbox_path: str = "advmon-outbox.sqlite3"  # the alerter's durable notification outbox (SQLite)

@@ -10,6 +10,12 @@ Two agents, each ``concurrency=1`` (faust's offset commits can skip messages oth
 * ``deliver`` reads ``alerts``, drops transitions it already delivered (table ``delivered``, by
   ``alert_id``), runs inhibit -> route -> group -> dedupe and hands notifications to the sinks.
 
+Sharded (``ADVMON_ALERTER_PARTITIONS`` > 1, :mod:`monitor.contracts.shards`): ``sli-buckets``, ``scores`` and the
+``state`` changelog have that many partitions, and several alerters (each its own ``--instance``) share them
+through faust's consumer group, each table partition with a standby replica on another alerter. Every partition
+the worker owns has its own :class:`DurableAlerter` over its part of ``state`` (partition 0 the model stage, the
+others client shards); a partition taken from a killed alerter is rebuilt from its changelog, as after a restart.
+
 This module is the only place faust is imported.
 """
 
@@ -17,14 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 
 from monitor.alerting.durable import DurableAlerter
+from monitor.alerting.shard_store import PartitionStore
 from monitor.contracts.alerts import Alert
+from monitor.contracts.shards import role_of
 from monitor.contracts.sli_buckets import SliBatch
 from monitor.errors import WireError
 from monitor.notify.clock import FlushClock
@@ -38,7 +48,7 @@ from monitor.spec.rules import Rules
 from monitor.telemetry.export import count_alerts, export_alert_state
 from monitor.telemetry.metrics import Metrics
 from streams.http import Health, serve
-from streams.topics import Topics
+from streams.topics import Topics, check_alerter_partitions
 
 log = logging.getLogger("advmon.alerter")
 APP_ID = "advmon-alerter"
@@ -82,7 +92,9 @@ class AlerterService:
         self.sinks = {s.name: s for s in sinks}
         self.alerts_file = JsonlSink(alerts_out, append=True) if alerts_out else None
         self.pipeline = Pipeline(rules.routes, (*rules.silences, *rules.maintenance))
-        self.durable: DurableAlerter | None = None
+        self.partitions = settings.alerter_partitions
+        self.durables: dict[int, DurableAlerter] = {}  # per owned partition of sli-buckets and scores
+        self._delivering = False  # the deliver agent has run: its tables are recovered
         self.baselines = baselines  # the profile's measured benign rates: objectives may be relative to them
         self._remembered = False
         self.clock = FlushClock()  # event time for group waits, also once traffic has stopped
@@ -92,10 +104,13 @@ class AlerterService:
         s = self.settings
         app = faust.App(
             f"{s.topic_prefix}{APP_ID}", broker=f"kafka://{s.kafka_bootstrap}", store="memory://",
-            datadir=s.alerter_data_dir, autodiscover=False, web_enabled=False, topic_partitions=1,
+            datadir=s.alerter_data_dir, autodiscover=False, web_enabled=False, topic_partitions=self.partitions,
             topic_replication_factor=1,
             processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest",
-            broker_commit_every=100, broker_commit_interval=1.0, table_standby_replicas=0,
+            broker_commit_every=100, broker_commit_interval=1.0,
+            table_standby_replicas=1 if self.partitions > 1 else 0,  # another alerter keeps each partition warm
+            broker_session_timeout=s.alerter_session_timeout_seconds,
+            broker_request_timeout=max(90.0, s.alerter_session_timeout_seconds + 30.0),
             producer_acks=-1, producer_max_request_size=8 << 20,
             # Static membership: a restarted alerter takes its partitions back at once instead of
             # waiting for the dead member's session to time out.
@@ -106,9 +121,9 @@ class AlerterService:
         scores_topic = app.topic(self.topics.scores, key_type=bytes, value_type=bytes, value_serializer="raw",
                                  key_serializer="raw")
         self.alerts_topic = app.topic(self.topics.alerts, key_type=bytes, value_type=bytes, value_serializer="raw",
-                                      key_serializer="raw")
+                                      key_serializer="raw", partitions=1)  # as the delivery tables
         json_schema: faust.Schema = faust.Schema(key_serializer="json", value_serializer="json")
-        self.state = app.Table("state", partitions=1, schema=json_schema)
+        self.state = app.Table("state", partitions=self.partitions, schema=json_schema)
         self.delivered = app.Table("delivered", partitions=1, schema=json_schema)
         self.open_alerts = app.Table("open-alerts", partitions=1, schema=json_schema)
         # Transitions routed into a group that still waits (group_wait / group_interval): sent by a later
@@ -120,7 +135,25 @@ class AlerterService:
         app.agent(self.alerts_topic, name="deliver", concurrency=1)(self._deliver)
         app.timer(interval=5.0, on_leader=False)(self._heartbeat)  # liveness without traffic
         app.timer(interval=5.0, on_leader=False)(self._flush)
+        app.on_partitions_assigned.connect(self._assigned)  # type: ignore[arg-type]  # (faust's stubs: a function)
         return app
+
+    async def _assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """A rebalance's assignment (``args[0]``): the alerters of partitions that went elsewhere go (one that comes
+        back later is rebuilt from the table, as is one whose state another alerter advanced meanwhile), and the
+        notification pipeline starts again from its tables where the alerts partition went and came back."""
+        kept = {tp.partition for tp in args[0] if tp.topic in (self.topics.sli_buckets, self.topics.scores)}
+        for partition in [p for p in self.durables if p not in kept]:
+            del self.durables[partition]
+            log.info("alerter hands over partition %d", partition)
+        if not any(tp.topic == self.topics.alerts for tp in args[0]):
+            self.pipeline = Pipeline(self.rules.routes, (*self.rules.silences, *self.rules.maintenance))
+            self._remembered = self._delivering = False
+
+    def _owns_alerts(self) -> bool:
+        """Whether this alerter delivers (it holds the alerts partition) and its tables are recovered."""
+        return not self.app.in_recovery and any(tp.topic == self.topics.alerts
+                                                for tp in self.app.assignor.assigned_actives())
 
     async def _heartbeat(self) -> None:
         self.health.beat()
@@ -141,11 +174,11 @@ class AlerterService:
 
     async def _flush(self) -> None:
         """Groups whose wait is over, and reminders of what still fires (``repeat_interval``), in event time."""
-        if self.durable is None:  # tables not recovered yet: the evaluate agent has not started
-            return
+        if not (self._delivering or (self.durables and self._owns_alerts())):
+            return  # another alerter delivers, or the tables are not recovered yet
         self._remember_once()
         wall = time.time()
-        now = self.clock.now(self.durable.watermark(wall), wall)
+        now = self.clock.now(max([d.watermark(wall) for d in list(self.durables.values())], default=-math.inf), wall)
         if now is not None:
             await self._send(self.pipeline.flush(now))
 
@@ -165,37 +198,34 @@ class AlerterService:
         self.health.ready = True
         async for event in stream.events():
             self.health.beat()
-            offset, topic = event.message.offset, event.message.topic
+            offset, topic, partition = event.message.offset, event.message.topic, event.message.partition
             try:
                 batch = SliBatch.decode(event.value)
             except WireError as exc:  # a foreign or corrupt message: skip it loudly, never crash-loop on it
                 log.error("%s offset %d skipped: %s", topic, offset, exc)
                 self.metrics.dead_letters.labels(reason="other").inc()
                 continue
-            if self.durable is None:
-                self.durable = DurableAlerter(
-                    self.rules,
-                    self.state,
-                    self.settings.bucket_seconds,
-                    self.settings.grace_seconds,
-                    self.settings.idle_source_seconds,
-                    baselines=self.baselines,
-                )
-                await self._publish(self.durable.unconfirmed)  # a crash may have stored them, not sent them
-                log.info("alerter resumes %s at offset %d; its state applied offsets %s", topic, offset,
-                         self.durable.progress.offsets)
-            alerts = self.durable.apply(
-                offset, batch, now=time.time(), topic=topic.removeprefix(self.settings.topic_prefix)
-            )
+            durable = self.durables.get(partition)
+            if durable is None:
+                durable = self.durables[partition] = self._durable(partition)
+                await self._publish(durable.unconfirmed)  # a crash may have stored them, not sent them
+                log.info("alerter resumes %s partition %d (%s) at offset %d; its state applied offsets %s", topic,
+                         partition, durable.role, offset, durable.progress.offsets)
+            alerts = durable.apply(offset, batch, now=time.time(), topic=topic.removeprefix(self.settings.topic_prefix))
             self.metrics.late_events.inc(batch.late)
             await self._publish(alerts)
             count_alerts(self.metrics, alerts)
-            export_alert_state(self.metrics, self.durable.alerter)
+            export_alert_state(self.metrics, durable.alerter, [a for d in self.durables.values() for a in d.firing])
             wall = time.time()
-            watermark = self.durable.watermark(wall)
+            watermark = durable.watermark(wall)
             self.clock.now(watermark, wall)  # the flush timer goes on from here once traffic stops
             if watermark > float("-inf"):
                 self.metrics.watermark.set(watermark)
+
+    def _durable(self, partition: int) -> DurableAlerter:
+        s = self.settings
+        return DurableAlerter(self.rules, PartitionStore(self.state, partition), s.bucket_seconds, s.grace_seconds,
+                              s.idle_source_seconds, baselines=self.baselines, role=role_of(partition, self.partitions))
 
     async def _publish(self, alerts: list[Alert]) -> None:
         for alert in alerts:
@@ -205,6 +235,7 @@ class AlerterService:
     async def _deliver(self, stream) -> None:
         async for event in stream.events():
             self.health.beat()
+            self._delivering = True
             self._remember_once()
             try:
                 alert = Alert.model_validate_json(event.value)
@@ -214,6 +245,7 @@ class AlerterService:
             if self.delivered.get(alert.alert_id) is not None:
                 continue  # already delivered before a restart or redelivery
             now = alert.resolved_at if alert.resolved_at is not None else alert.fired_at
+            self.clock.now(now, time.time())  # event time for group waits where this alerter evaluates no partition
             firing = self._open()
             if alert.status == "firing":
                 self.open_alerts[alert.dedup_key] = alert.model_dump()
@@ -252,6 +284,7 @@ class AlerterService:
 
 def run_alerter(settings: Settings, rules: Rules, alerts_out: str | None = None,
                 baselines: dict[str, dict[str, float]] | None = None) -> int:
+    check_alerter_partitions(settings)
     metrics, health = Metrics(), Health()
     serve(settings.metrics_port, metrics.registry, health, settings.http_host)
     service = AlerterService(settings, rules, metrics, health, alerts_out, baselines)

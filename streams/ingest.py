@@ -46,6 +46,7 @@ class IngestWorker(TransactionalWorker):
     def __init__(self, settings: Settings, metrics: Metrics, health: Health, profile: Profile | None = None) -> None:
         self.topics = Topics.from_settings(settings)
         super().__init__(settings, metrics, health, self.topics.inference_logs)
+        self.alerter_topic = self.topics.sli_buckets
         self.engine = Engine(settings.engine_settings(), profile)
         self.watermark = float("-inf")
         self.dead = 0
@@ -88,7 +89,7 @@ class IngestWorker(TransactionalWorker):
             flagged=result.flagged, remote_scoring=s.remote_scoring, edges=result.edges,
             remote_matching=s.remote_matching, partitions=self.partition_marks,
             inputs=(self.input_topic, self.input_partitions))
-        outputs = [Output(t.sli_buckets, message.encode(), instance.encode())]
+        outputs = self.alerter_outputs(message, instance.encode())
         if s.remote_scoring:
             request = ScoreRequestBatch(instance, self.watermark, result.score_groups)
             outputs += [Output(t.score_requests, chunk.encode(), instance.encode()) for chunk in request.chunks()]

@@ -49,6 +49,7 @@ class MatcherWorker(TransactionalWorker):
     def __init__(self, settings: Settings, metrics: Metrics, health: Health) -> None:
         self.topics = Topics.from_settings(settings)
         super().__init__(settings, metrics, health, self.topics.match_requests)
+        self.alerter_topic = self.topics.sli_buckets
         self.matcher = OrderedMatcher(settings.matcher_settings())
         self.name = f"matcher-{settings.instance_id}"
         self.at: int | None = None  # the offset the matcher's state stands at (None: nothing read yet)
@@ -132,7 +133,7 @@ class MatcherWorker(TransactionalWorker):
         self.metrics.fingerprint_memory.set(self.matcher.memory_bytes)
         if watermark > float("-inf"):
             self.metrics.watermark.set(watermark)
-        return [Output(self.topics.sli_buckets, message.encode(), self.name.encode()),
+        return [*self.alerter_outputs(message, self.name.encode()),
                 *(suspicious_output(self.topics.suspicious_inputs, doc) for doc in result.flagged.records())]
 
 

@@ -40,6 +40,7 @@ class ScorerWorker(TransactionalWorker):
     def __init__(self, settings: Settings, metrics: Metrics, health: Health, profile: Profile) -> None:
         self.topics = Topics.from_settings(settings)
         super().__init__(settings, metrics, health, self.topics.score_requests)
+        self.alerter_topic = self.topics.scores
         device = torch_device(settings.scorer_backend)
         self.scorer = EmbeddingScorer(profile, settings.bucket_seconds, device)
         self.name = f"scorer-{settings.instance_id}"
@@ -62,7 +63,7 @@ class ScorerWorker(TransactionalWorker):
         flagged = FlaggedEvents.concat(found)
         message = SliBatch(instance=self.name, watermark=watermark, late=0, offsets=offset_spans(batches),
                            rows=SliRows.concat(tables).combined(), flagged=flagged, role="scorer")
-        outputs.append(Output(self.topics.scores, message.encode(), self.name.encode()))
+        outputs += self.alerter_outputs(message, self.name.encode())
         outputs += [suspicious_output(self.topics.suspicious_inputs, doc) for doc in flagged.records()]
         self.metrics.batch_seconds.labels(stage="score").observe(time.perf_counter() - started)
         return outputs

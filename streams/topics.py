@@ -1,8 +1,9 @@
 """The topics advmon reads and writes, and an idempotent ``advmon topics create``.
 
 Partitioning follows the design: inference records are keyed by client_id and spread over
-``input_partitions``; the alerter's inputs (small aggregates) sit in one partition so one faust
-worker sees them in order; suspicious inputs are compacted by fingerprint.
+``input_partitions``; the alerter's inputs (small aggregates) sit in ``alerter_partitions`` partitions, one by
+default (one faust worker sees them in order), more to shard the alerter by (model, client) with a model stage
+on partition 0 (:mod:`monitor.contracts.shards`); suspicious inputs are compacted by fingerprint.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from monitor.errors import ConfigError
 from monitor.settings import Settings
 
 log = logging.getLogger("advmon.topics")
@@ -44,15 +46,17 @@ class Topics:
         return cls(f"{p}inference-logs", f"{p}inference-logs.dlq", f"{p}sli-buckets", f"{p}score-requests",
                    f"{p}scores", f"{p}suspicious-inputs", f"{p}alerts", f"{p}match-requests")
 
-    def specs(self, input_partitions: int) -> list[TopicSpec]:
+    def specs(self, input_partitions: int, alerter_partitions: int = 1) -> list[TopicSpec]:
         keep = {"retention.ms": str(WEEK_MS)}
         return [
             TopicSpec(self.inference_logs, input_partitions, purpose="inference records, keyed by client_id"),
             TopicSpec(self.dead_letters, 1, {"retention.ms": str(4 * WEEK_MS)}, "rejected records with their reason"),
-            TopicSpec(self.sli_buckets, 1, keep, "per-batch SLI aggregates, ingest -> alerter"),
+            TopicSpec(self.sli_buckets, alerter_partitions, keep,
+                      "per-batch SLI aggregates, ingest -> alerter (a part per alerter partition)"),
             TopicSpec(self.score_requests, input_partitions, {"retention.ms": str(24 * 3600 * 1000)},
                       "embeddings to score, ingest -> scorer"),
-            TopicSpec(self.scores, 1, keep, "the scorer's counter changes (sli-buckets messages), scorer -> alerter"),
+            TopicSpec(self.scores, alerter_partitions, keep,
+                      "the scorer's counter changes (sli-buckets messages), scorer -> alerter"),
             TopicSpec(self.suspicious_inputs, 3, {"cleanup.policy": "compact"},
                       "flagged inputs, keyed by fingerprint (compaction dedupes near-identical ones)"),
             TopicSpec(self.alerts, 1, {"retention.ms": str(4 * WEEK_MS)}, "the alert contract, keyed by dedup_key"),
@@ -60,6 +64,34 @@ class Topics:
                       "query fingerprints to match, ingest -> matcher (one partition: one matcher sees every query; "
                       "the matcher's log, read again at a restart)"),
         ]
+
+
+def partition_counts(bootstrap: str, timeout_s: float = 10.0) -> dict[str, int]:
+    """Every topic's partition count."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="advmon-topics",
+                             request_timeout_ms=int(timeout_s * 1000))
+    try:
+        return {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
+    finally:
+        admin.close()
+
+
+def check_alerter_partitions(settings: Settings) -> None:
+    """ConfigError where ``sli-buckets`` or ``scores`` exists with another partition count than the alerter's
+    setting (its state is partitioned alike); a warning where the broker cannot be asked yet."""
+    topics = Topics.from_settings(settings)
+    try:
+        counts = partition_counts(settings.kafka_bootstrap)
+    except Exception as exc:  # noqa: BLE001 (kafka-python raises many kinds; the check is advisory then)
+        log.warning("could not check the partitions of %s (%s: %s)", topics.sli_buckets, type(exc).__name__, exc)
+        return
+    for name in (topics.sli_buckets, topics.scores):
+        if name in counts and counts[name] != settings.alerter_partitions:
+            raise ConfigError(f"{name} has {counts[name]} partitions but ADVMON_ALERTER_PARTITIONS is "
+                              f"{settings.alerter_partitions}: set it to the topic's count (a changed count needs new "
+                              "topics and a new alerter state: another ADVMON_TOPIC_PREFIX)")
 
 
 def create_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float = 30.0) -> list[tuple[TopicSpec, str]]:

@@ -34,6 +34,8 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from monitor.contracts.dead_letters import DeadLetter
+from monitor.contracts.shards import split
+from monitor.contracts.sli_buckets import SliBatch
 from monitor.detect.watermarks import PartitionWatermarks
 from monitor.errors import ServiceUnavailable, WireError
 from monitor.settings import Settings
@@ -59,6 +61,7 @@ class Output:
     topic: str
     value: bytes
     key: bytes | None = None
+    partition: int | None = None  # None: the key's
 
 
 def dead_letter_output(topic: str, letter: DeadLetter) -> Output:
@@ -86,6 +89,8 @@ class TransactionalWorker:
         self.watermarks = PartitionWatermarks(settings.idle_source_seconds)
         self.partition_marks: dict[str, float] = {}  # the assigned partitions holding the watermark, and theirs
         self.input_partitions = 0  # of the input topic: a reader of several workers' outputs waits for them all
+        self.alerter_topic: str | None = None  # where its sli-buckets messages go, if any (a part per partition)
+        self.alerter_partitions = 1  # of that topic, read from the broker at the start
         self.batches = 0
         self.records = 0
         self.in_flight = asyncio.Lock()  # held from a batch's hand-over check until its transaction ends
@@ -95,6 +100,15 @@ class TransactionalWorker:
 
     async def handle(self, batches: dict[TopicPartition, list], consumer: AIOKafkaConsumer) -> Sequence[Output]:
         raise NotImplementedError
+
+    def alerter_outputs(self, message: SliBatch, key: bytes) -> list[Output]:
+        """An sli-buckets message for the alerter: whole where its topic has one partition, else a part per
+        partition (:func:`monitor.contracts.shards.split`: the model stage, then the client shards)."""
+        assert self.alerter_topic is not None
+        if self.alerter_partitions == 1:
+            return [Output(self.alerter_topic, message.encode(), key)]
+        return [Output(self.alerter_topic, part.encode(), key, partition)
+                for partition, part in enumerate(split(message, self.alerter_partitions))]
 
     def decoded(self, batches: dict[TopicPartition, list], decode: Callable[[bytes], T], dead_letters: str,
                 outputs: list[Output]) -> Iterator[tuple[TopicPartition, ConsumerRecord, T]]:
@@ -167,6 +181,11 @@ class TransactionalWorker:
             max_partition_fetch_bytes=1 << 20, isolation_level="read_committed")
         producer = self.new_producer()
         await _start_with_retry(producer, consumer, s.kafka_bootstrap)
+        if self.alerter_topic is not None:
+            self.alerter_partitions = len(await producer.partitions_for(self.alerter_topic))
+            if self.alerter_partitions > 1:
+                log.info("%s: the alerter is sharded over %d partitions of %s", self.role, self.alerter_partitions,
+                         self.alerter_topic)
         consumer.subscribe([self.input_topic], listener=HandOver(self, consumer))
         log.info("%s %s consuming %s from %s", self.role, s.instance_id, self.input_topic, s.kafka_bootstrap)
         self.health.ready = True
@@ -296,7 +315,7 @@ class TransactionalWorker:
         ends = {**(positions or {}), **{tp: messages[-1].offset + 1 for tp, messages in batches.items()}}
         try:
             async with producer.transaction():
-                futures = [await producer.send(o.topic, o.value, key=o.key) for o in outputs]
+                futures = [await producer.send(o.topic, o.value, key=o.key, partition=o.partition) for o in outputs]
                 await asyncio.gather(*futures)
                 if ends:
                     metadata = self.commit_metadata()

@@ -1,6 +1,11 @@
 """The alert evaluator: merges SLI rows from any number of ingest batches and evaluates the rules
 at every closed bucket boundary of event time.
 
+On a sharded alerter (:mod:`monitor.contracts.shards`) each partition's alerter runs a ``role``'s rules: the
+model stage (``"models"``) the model-wide ones on per-model sums (``ingest_totals``) and the Sybil group rule on
+per-client rows; a client shard (``"clients"``) the per-client ones, its clients judged against the whole
+population's sums.
+
 >>> from monitor.spec.rules import load_rules_text
 >>> alerter = Alerter(load_rules_text("slos: [{name: a, sli: input_anomaly_rate, objective: 0.99}]"), bucket_s=60)
 >>> alerter.advance(watermark=1000.0)
@@ -32,16 +37,21 @@ class Alerter:
     """SLO burn-rate evaluators and drift detectors behind one event-time clock (the watermark)."""
 
     def __init__(self, rules: Rules, bucket_s: int = 60, grace_s: float = 60.0,
-                 baselines: Mapping[str, Mapping[str, float]] | None = None) -> None:
-        """``baselines``: per model, the benign SLI rates the profile measured (objectives relative to them)."""
+                 baselines: Mapping[str, Mapping[str, float]] | None = None, role: str = "all") -> None:
+        """``baselines``: per model, the benign SLI rates the profile measured (objectives relative to them);
+        ``role``: ``"all"``, or a sharded alerter's ``"models"`` or ``"clients"``."""
         self.rules = rules
         self.bucket_s = bucket_s
         self.grace_s = grace_s
-        self.slos = [SloEvaluator(slo, bucket_s, baselines) for slo in rules.slos]
-        self.drifts = [DriftEvaluator(rule, bucket_s) for rule in rules.drift]
-        self.no_data = [NoDataEvaluator(rule, bucket_s) for rule in rules.no_data]
-        self.clients = [ClientStandoutEvaluator(rule, bucket_s) for rule in rules.clients]
-        self.groups = [GroupEvaluator(rule, bucket_s) for rule in rules.groups]
+        self.role = role
+        models, clients = role != "clients", role != "models"
+        self.slos = [SloEvaluator(slo, bucket_s, baselines) for slo in rules.slos
+                     if (models if slo.scope == "model" else clients)]
+        self.drifts = [DriftEvaluator(rule, bucket_s) for rule in rules.drift if models]
+        self.no_data = [NoDataEvaluator(rule, bucket_s) for rule in rules.no_data if models]
+        self.clients = [ClientStandoutEvaluator(rule, bucket_s, population_from_totals=role == "clients")
+                        for rule in rules.clients if clients]
+        self.groups = [GroupEvaluator(rule, bucket_s) for rule in rules.groups if models]
         self.evaluators: list[Evaluator] = [*self.slos, *self.drifts, *self.no_data, *self.clients, *self.groups]
         self.samples = EvidenceSamples()
         self.evaluated_until: int | None = None  # buckets before this one have been evaluated
@@ -64,21 +74,29 @@ class Alerter:
             self.evaluated_until = int(rows.bucket.min() // self.bucket_s)
         late = rows.bucket // self.bucket_s < self.evaluated_until
         self.late_rows += int(late.sum())
-        self._add_totals(rows)
-        self._keep_open(rows.take(~late) if late.any() else rows)
+        if self.role != "models":  # the model stage's rows carry a few counters only; its sums come as totals
+            if self.role == "all":
+                self._add_totals(rows)
+            self._keep_open(rows.take(~late) if late.any() else rows)
         for evaluator in self.evaluators:
-            evaluator.ingest(rows)
+            if self.role == "all" or not evaluator.reads_totals:
+                evaluator.ingest(rows)
 
     def ingest_totals(self, rows: SliRows) -> None:
-        """Rows summed over each model's clients (client ``""``), of history older than ``client_history_s``:
-        only the evaluators that read such sums take them."""
+        """Rows summed over each model's clients (client ``""``): of history older than ``client_history_s``
+        (unsharded), or every batch's (sharded). The evaluators that read only such sums take them; on a client
+        shard, they are the population the clients are judged against."""
         if not len(rows):
             return
         if self.evaluated_until is None:
             self.evaluated_until = int(rows.bucket.min() // self.bucket_s)
+        if self.role == "models":
+            self._add_totals(rows)
         for evaluator in self.evaluators:
             if evaluator.reads_totals:
                 evaluator.ingest(rows)
+        for standout in self.clients:
+            standout.ingest_population(rows)
 
     @property
     def client_history_s(self) -> float:

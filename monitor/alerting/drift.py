@@ -124,9 +124,7 @@ class DriftEvaluator:
             evidence={"series": self.rule.series, "before": round(before, 4), "now": round(value, 4),
                       "clients_moved": shared, "clients": clients},
             summary=f"{self.rule.headline(model)}: model {model}, {self.rule.series} now {value:.3f} "
-                    f"(was {before:.3f}; {self.rule.detector} detected a change); {shared} of {clients} active "
-                    f"clients moved the same way" + (": a shift of the population" if clients and shared >= clients / 2
-                                                     else ": look at those clients (an attack can hide in drift)"),
+                    f"(was {before:.3f}; {self.rule.detector} detected a change)" + _moved(shared, clients),
             runbook_url=self.rule.runbook, rule_labels=self.rule.labels,
         )
         self._open[model] = alert
@@ -139,6 +137,7 @@ class DriftEvaluator:
         if not recent or not np.isfinite(before):
             return 0, 0
         rows = SliRows.concat(recent)
+        rows = rows.take(rows.client != "")  # per-model sums (older history; a sharded alerter's model stage)
         clients, inverse = np.unique(rows.client.astype(str), return_inverse=True)
         sums = np.zeros((len(clients), rows.values.shape[1]))
         np.add.at(sums, inverse, rows.values)
@@ -158,3 +157,12 @@ class DriftEvaluator:
         decrease = detector._max_decrease - detector._sum_decrease
         return {"value": value, "mean": float(detector._x_mean.get()), "statistic": float(max(increase, decrease)),
                 "threshold": self.rule.threshold}
+
+
+def _moved(shared: int, clients: int) -> str:
+    """The summary's account of the clients (none where only per-model sums reach this alerter)."""
+    if not clients:
+        return "; no per-client figures here (a sharded alerter's model stage, or only older history)"
+    verdict = (": a shift of the population" if shared >= clients / 2
+               else ": look at those clients (an attack can hide in drift)")
+    return f"; {shared} of {clients} active clients moved the same way{verdict}"

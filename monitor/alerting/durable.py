@@ -25,6 +25,10 @@ transitions its message released: a crash after it is stored but before they are
 them in ``unconfirmed`` for the restarted process to publish (again: consumers of alerts drop
 repeats by ``alert_id``).
 
+On a sharded alerter (``role`` ``"models"`` or ``"clients"``, one object per partition, each over its own part
+of the store) the per-model totals are the messages' ``population`` (every client's rows summed, not only the
+partition's) and are replayed for every stored bucket at a rebuild, beside the partition's per-client rows.
+
 Time is a parameter: ``now`` (wall seconds) only decides which ingest instances count as idle.
 
 >>> import numpy as np
@@ -79,9 +83,10 @@ EXPIRE_EVERY_BUCKETS = 5  # a sweep over the store's keys (expiry, then a fold) 
 class DurableAlerter:
     def __init__(self, rules: Rules, store: MutableMapping[str, Any], bucket_s: int = 60, grace_s: float = 60.0,
                  idle_source_s: float = 120.0, retention_s: float | None = None,
-                 baselines: Mapping[str, Mapping[str, float]] | None = None) -> None:
+                 baselines: Mapping[str, Mapping[str, float]] | None = None, role: str = "all") -> None:
         self.rules = rules
         self.baselines = baselines
+        self.role = role  # "all", or a sharded alerter's "models" or "clients" (monitor.contracts.shards)
         self.state = AlerterState(store)
         self.bucket_s = bucket_s
         self.grace_s = grace_s
@@ -129,9 +134,13 @@ class DurableAlerter:
                      progress.offsets[topic])
             return resent
         fresh = self._store_message(topic, offset, batch)
-        self._merge_totals(topic, offset, batch.rows)
+        sharded = self.role != "all"
+        population = batch.population if sharded and batch.population is not None else batch.rows
+        fresh_totals = self._merge_totals(topic, offset, population)
         self.alerter.samples.add(fresh.flagged)
         self.alerter.ingest(fresh.rows, edges=self._merge_edges(topic, offset, batch.edges))
+        if sharded:
+            self.alerter.ingest_totals(fresh_totals)
         self._note_source(batch, now)
         alerts = self.alerter.advance(self.watermark(now))
         self._expected = Progress({**progress.offsets, topic: offset}, self.alerter.evaluated_until,
@@ -164,14 +173,17 @@ class DurableAlerter:
             self.state.put_message(topic, offset, entry)
         return entry
 
-    def _merge_totals(self, topic: str, offset: int, rows: SliRows) -> None:
+    def _merge_totals(self, topic: str, offset: int, rows: SliRows) -> SliRows:
         """Add a message's rows, summed per (model, bucket), to the stored totals (all its rows: a crash may
-        have stored its per-client rows and not yet these)."""
+        have stored its per-client rows and not yet these); returns the sums not stored before."""
         totals = rows.model_totals()
+        fresh = np.zeros(len(totals), bool)
         for i, (bucket, model) in enumerate(zip(totals.bucket.tolist(), totals.model.tolist(), strict=True)):
             entry = self.state.total(model, bucket)
             if entry is None or not entry.reached(topic, offset):
                 self.state.put_total(model, bucket, _merged(entry, topic, offset, totals, i))
+                fresh[i] = True
+        return totals.take(fresh)
 
     def _merge_edges(self, topic: str, offset: int, edges: MatchEdges) -> MatchEdges:
         """Add a message's match edges to their (model, bucket) entries; returns the edges not seen before."""
@@ -210,7 +222,7 @@ class DurableAlerter:
         return float((until - math.ceil(self.client_retention_s / self.bucket_s)) * self.bucket_s)
 
     def _rebuild(self) -> Alerter:
-        alerter = Alerter(self.rules, self.bucket_s, self.grace_s, self.baselines)
+        alerter = Alerter(self.rules, self.bucket_s, self.grace_s, self.baselines, self.role)
         self.client_retention_s = alerter.client_history_s + 2 * self.bucket_s + self.grace_s
         messages = [entry for _, _, entry in self.state.messages()]
         alerter.samples.add(FlaggedEvents.concat([self.state.older_samples(), *(m.flagged for m in messages)]))
@@ -229,6 +241,9 @@ class DurableAlerter:
         written_before = _table(list(self.state.buckets()))
         clients = SliRows.concat([written_before, *messages]).combined()
         totals = _table([(model, "", bucket, entry) for model, bucket, entry in self.state.totals()])
+        if self.role != "all":  # sharded: the totals are the population's, every bucket of them is replayed
+            rows = SliRows.concat([totals, clients.take(clients.bucket >= cutoff)])
+            return rows.take(np.argsort(rows.bucket, kind="stable"))
         older = clients.take(clients.bucket < cutoff).model_totals()
         stored = set(zip(totals.model.tolist(), totals.bucket.tolist(), strict=True))
         keys = zip(older.model.tolist(), older.bucket.tolist(), strict=True)
@@ -255,10 +270,10 @@ class DurableAlerter:
             if until is not None and alerter.evaluated_until is not None:
                 transitions += len(alerter.evaluate_until(min(int(index[start]) - lag, until)))
             bucket, these = int(rows.bucket[start]), rows.take(np.arange(start, end))
-            if these.client[0] == "":  # older than the per-client history: per-model totals
-                alerter.ingest_totals(these)
-            else:
-                alerter.ingest(these, edges=edges.take(edges.bucket == bucket))
+            totals = these.client == ""  # per-model sums: older than the per-client history, or sharded
+            alerter.ingest_totals(these.take(totals))
+            if not totals.all() or (alerter.role != "all" and (edges.bucket == bucket).any()):
+                alerter.ingest(these.take(~totals), edges=edges.take(edges.bucket == bucket))
         if until is not None:
             transitions += len(alerter.evaluate_until(until))
         alerter.take_closed_totals()  # exported before the restart; counters must not count them again

@@ -22,6 +22,10 @@ one family and are reported on all (BENCHMARKS.md).
 When more than ``population_shift_share`` of the eligible clients stand out on a statistic at once, the
 shift is the population's (a staged rollout, a new app version): one ticket, and no page on that statistic.
 
+On a sharded alerter's client shard (``population_from_totals``) the population is the model's rows summed
+over every client (``ingest_population``), decayed alike, so a client is ranked against the whole population
+as it would be unsharded; the shift share and the count in the evidence are its shard's.
+
 >>> import numpy as np
 >>> from monitor.contracts.sli import SliRows, histogram_columns
 >>> from monitor.spec.rules import ClientRule
@@ -100,7 +104,7 @@ def rank_test(client: np.ndarray, population: np.ndarray) -> tuple[np.ndarray, n
     >>> np.round(auc, 2).tolist(), bool(z[0] > 3 > abs(z[1]))
     ([0.85, 0.47], True)
     """
-    others = population[None, :] - client
+    others = np.maximum(population[None, :] - client, 0.0)  # population sums kept apart may round below
     n, m = client.sum(axis=1), others.sum(axis=1)
     below = np.cumsum(others, axis=1) - others
     u = (client * (below + 0.5 * others)).sum(axis=1)
@@ -160,8 +164,11 @@ class _Clients:
 class ClientStandoutEvaluator:
     """Pages a client that stands out from the population; tickets a shift that many clients share."""
 
-    def __init__(self, rule: ClientRule, bucket_s: int) -> None:
+    def __init__(self, rule: ClientRule, bucket_s: int, population_from_totals: bool = False) -> None:
         self.rule = rule
+        self.population_from_totals = population_from_totals
+        self._pending_population: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._population: dict[str, _Clients] = {}  # model -> its sums over every client, as one row
         self.bucket_s = bucket_s
         self.statistics = [STATISTICS[name] for name in rule.statistics]
         self.min_effect = np.array([rule.statistics[s.name].min_effect for s in self.statistics])
@@ -201,14 +208,28 @@ class ClientStandoutEvaluator:
             mine = np.flatnonzero(keep)[buckets == bucket]
             self._pending.setdefault(bucket, []).append((rows.model[mine], rows.client[mine], blocks[mine]))
 
+    def ingest_population(self, rows: SliRows) -> None:
+        """Rows summed over every client of a model (client ``""``): the population, where clients are sharded."""
+        if not self.population_from_totals or not len(rows):
+            return
+        blocks = np.column_stack([s.extract(rows.values) for s in self.statistics])
+        for bucket in np.unique(rows.bucket // self.bucket_s).tolist():
+            mine = rows.bucket // self.bucket_s == bucket
+            self._pending_population.setdefault(bucket, []).append((rows.model[mine], blocks[mine]))
+
     def evaluate(self, end_bucket: int, samples: EvidenceSamples | None = None) -> list[Alert]:
         """Fold the buckets before ``end_bucket`` into the windows, then test every model's clients."""
         for bucket in sorted(b for b in self._pending if b < end_bucket):
             for models, clients, blocks in self._pending.pop(bucket):
                 self._add(bucket, models, clients, blocks)
+        for bucket in sorted(b for b in self._pending_population if b < end_bucket):
+            for models, blocks in self._pending_population.pop(bucket):
+                self._add(bucket, models, np.full(len(models), "", object), blocks, self._population)
         now = float(end_bucket * self.bucket_s)
         alerts: list[Alert] = []
         hot: set[tuple[str, str]] = set()
+        for population in self._population.values():
+            self._decay_to(population, end_bucket - 1)
         for model, state in self._models.items():
             self._decay_to(state, end_bucket - 1)
             alerts += self._test(model, state, now, hot, samples)
@@ -218,10 +239,12 @@ class ClientStandoutEvaluator:
             self._release_idle()
         return alerts
 
-    def _add(self, bucket: int, models: np.ndarray, clients: np.ndarray, blocks: np.ndarray) -> None:
+    def _add(self, bucket: int, models: np.ndarray, clients: np.ndarray, blocks: np.ndarray,
+             into: dict[str, _Clients] | None = None) -> None:
+        into = self._models if into is None else into
         for model in np.unique(models.astype(str)).tolist():
             mine = models == model
-            state = self._models.setdefault(model, _Clients([len(s.representative) for s in self.statistics]))
+            state = into.setdefault(model, _Clients([len(s.representative) for s in self.statistics]))
             rows = state.row_of(clients[mine], bucket)
             idle = state.sums[rows].sum(axis=1) < 1.0
             state.since[rows[idle]] = bucket  # a client back from idle starts a new stretch of activity
@@ -238,23 +261,25 @@ class ClientStandoutEvaluator:
     def _test(self, model: str, state: _Clients, now: float, hot: set[tuple[str, str]],
               samples: EvidenceSamples | None) -> list[Alert]:
         live = np.flatnonzero(np.array([n is not None for n in state.names], bool))
-        if len(live) < 3:
+        whole = self._population.get(model)
+        if len(live) < (1 if self.population_from_totals else 3) or (self.population_from_totals and whole is None):
             return []
         start = 0
         standing: list[np.ndarray] = []
         readings: list[dict[str, np.ndarray]] = []
         for statistic, width, effect in zip(self.statistics, state.widths, self.min_effect, strict=True):
             block = state.sums[live, start:start + width]
+            everyone = block.sum(axis=0) if whole is None else whole.sums[0, start:start + width]
             start += width
             n = block.sum(axis=1)
             eligible = n >= self.rule.min_queries
-            auc, z = rank_test(block, block.sum(axis=0))
+            auc, z = rank_test(block, everyone)
             out = eligible & (z >= self.z_threshold) & (auc >= effect)
             if eligible.sum() >= 10 and out.sum() > self.rule.population_shift_share * eligible.sum():
                 out[:] = False  # a shift the population shares: drift, not an attack (see the drift rules)
             with np.errstate(invalid="ignore", divide="ignore"):
                 value = (block * statistic.representative).sum(axis=1) / n
-                others = block.sum(axis=0)[None, :] - block
+                others = np.maximum(everyone[None, :] - block, 0.0)
                 population = (others * statistic.representative).sum(axis=1) / others.sum(axis=1)
             standing.append(out)
             readings.append({"auc": auc, "z": z, "n": n, "value": value, "population": population})

@@ -30,6 +30,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     _bootstrap(create)
     setting_option(create, "--partitions", dest="input_partitions", type=int,
                    help="inference-logs partitions (default ADVMON_INPUT_PARTITIONS or 6)")
+    setting_option(create, "--alerter-partitions", dest="alerter_partitions", type=int,
+                   help="sli-buckets and scores partitions: 1 runs one alerter, more shard it by (model, client) "
+                        "(default ADVMON_ALERTER_PARTITIONS or 1)")
     create.set_defaults(func=run_topics_create)
 
     ingest = commands.add_parser(
@@ -98,7 +101,7 @@ def run_topics_create(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     warn_unknown_variables()
-    specs = Topics.from_settings(settings).specs(settings.input_partitions)
+    specs = Topics.from_settings(settings).specs(settings.input_partitions, settings.alerter_partitions)
     for spec, outcome in create_topics(settings.kafka_bootstrap, specs):
         print(f"{spec.name:28} {spec.partitions:3} partitions  {outcome}")
     return 0

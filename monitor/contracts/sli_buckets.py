@@ -1,7 +1,8 @@
 """The ``sli-buckets`` message: what an ingest worker tells the alerter about one batch.
 
-Columnar JSON (orjson): SLI rows, the suspicious events' evidence, the worker's event-time
-watermark and the input offsets the batch covered. Encoded by ingest, validated once by the
+Columnar JSON (orjson): SLI rows (the columns that are not all zero; a reader takes the others as
+zero, so a build that adds counters reads an older build's messages), the suspicious events' evidence, the
+worker's event-time watermark and the input offsets the batch covered. Encoded by ingest, validated once by the
 alerter at its edge (msgspec's compiled decoder: half pydantic's time on these number tables).
 
 >>> import numpy as np
@@ -74,6 +75,7 @@ class _Message(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     partitions: dict[str, float | None] = {}  # absent in messages of earlier builds
     input_topic: str = ""
     input_partitions: Annotated[int, msgspec.Meta(ge=0)] = 0
+    population: _Rows | None = None  # absent in messages of earlier builds and of an unsharded alerter
 
 
 _DECODER = msgspec.json.Decoder(_Message)
@@ -93,9 +95,13 @@ class SliBatch:
     remote_matching: bool = False  # an ingest worker that left query matching to the matcher: wait for it
     partitions: dict[str, float] = field(default_factory=dict)  # input partition -> its watermark (-inf: none yet)
     inputs: tuple[str, int] = ("", 0)  # the input topic and its partition count: each one holds until reported
+    #: On a sharded alerter's partitions (:mod:`monitor.contracts.shards`): the whole batch's rows summed per
+    #: (model, bucket), client ``""``, for the live population every shard judges its clients against.
+    population: SliRows | None = None
 
     def encode(self) -> bytes:
         r, e = self.rows, self.flagged
+        extra = {} if self.population is None else {"population": _rows_to_wire(self.population)}
         return orjson.dumps({
             "v": WIRE_VERSION, "instance": self.instance, "role": self.role, "remote_scoring": self.remote_scoring,
             "remote_matching": self.remote_matching,
@@ -103,16 +109,14 @@ class SliBatch:
             "input_topic": self.inputs[0], "input_partitions": self.inputs[1],
             "watermark": self.watermark if np.isfinite(self.watermark) else None,
             "late": self.late, "offsets": self.offsets,
-            "rows": {"columns": list(VALUE_COLUMNS), "bad_columns": list(BAD_COUNTERS),
-                     "bucket": r.bucket.tolist(), "model": r.model.tolist(), "client_id": r.client.tolist(),
-                     "values": r.values.tolist(),
-                     "first_bad_ts": np.where(np.isfinite(r.first), r.first, np.nan).tolist()},
+            "rows": _rows_to_wire(r),
             "suspicious": {"event_id": e.event_id.tolist(), "model": e.model.tolist(),
                            "client_id": e.client_id.tolist(), "fingerprint": e.fingerprint.tolist(),
                            "ts": e.ts.tolist(), "reason": e.reason.tolist()},
             "edges": {"bucket": self.edges.bucket.tolist(), "model": self.edges.model.tolist(),
                       "client": self.edges.client.tolist(), "other": self.edges.other.tolist(),
                       "count": self.edges.count.tolist()},
+            **extra,
         }, option=orjson.OPT_SERIALIZE_NUMPY)
 
     @classmethod
@@ -123,22 +127,7 @@ class SliBatch:
             raise WireError(f"invalid sli-buckets message: {exc}") from None
         if msg.v != WIRE_VERSION:
             raise WireError(f"sli-buckets message version {msg.v}; this build reads {WIRE_VERSION}")
-        r = msg.rows
-        if r.columns != list(VALUE_COLUMNS) or r.bad_columns != list(BAD_COUNTERS):
-            raise WireError(
-                "sli-buckets columns differ from this build's counters; upgrade ingest and alerter together"
-            )
-        n = len(r.bucket)
-        if not (len(r.model) == len(r.client_id) == len(r.values) == len(r.first_bad_ts) == n):
-            raise WireError("sli-buckets row columns have different lengths")
-        try:
-            values = np.asarray(r.values, np.float64).reshape(n, len(r.columns))
-            first = np.asarray(r.first_bad_ts, np.float64).reshape(n, len(r.bad_columns))  # null: NaN
-        except ValueError:
-            raise WireError("sli-buckets rows have values or first_bad_ts of the wrong width") from None
-        first[np.isnan(first)] = np.inf
-        rows = SliRows(np.asarray(r.bucket, np.int64), np.asarray(r.model, object), np.asarray(r.client_id, object),
-                       values, first)
+        rows = _rows_from_wire(msg.rows)
         s = msg.suspicious
         n_flagged = len(s.event_id)
         ts = np.asarray([np.nan] * n_flagged if s.ts is None else s.ts, np.float64)  # null: NaN
@@ -153,4 +142,47 @@ class SliBatch:
         return cls(msg.instance, -np.inf if msg.watermark is None else msg.watermark, msg.late, dict(msg.offsets),
                    rows, flagged, msg.role, msg.remote_scoring, edges, msg.remote_matching,
                    marks_from_wire(msg.partitions),
-                   (msg.input_topic, msg.input_partitions))
+                   (msg.input_topic, msg.input_partitions),
+                   None if msg.population is None else _rows_from_wire(msg.population))
+
+
+def _rows_to_wire(r: SliRows) -> dict:
+    """The rows' columns that are not all zero (all-``inf`` first times): the others read as such."""
+    kept = np.flatnonzero(r.values.any(axis=0)) if len(r) else np.arange(0)
+    timed = np.flatnonzero(np.isfinite(r.first).any(axis=0)) if len(r) else np.arange(0)
+    first = r.first[:, timed]
+    return {"columns": [VALUE_COLUMNS[i] for i in kept], "bad_columns": [BAD_COUNTERS[i] for i in timed],
+            "bucket": r.bucket.tolist(), "model": r.model.tolist(), "client_id": r.client.tolist(),
+            "values": r.values[:, kept].tolist(), "first_bad_ts": np.where(np.isfinite(first), first, np.nan).tolist()}
+
+
+def _positions(names: list[str], known: tuple[str, ...], what: str) -> np.ndarray:
+    """Where each named column goes in this build's table; WireError for names it does not know."""
+    index = {name: i for i, name in enumerate(known)}
+    unknown = [name for name in names if name not in index]
+    if unknown or len(set(names)) != len(names):
+        raise WireError(f"sli-buckets {what} {unknown or 'repeated'} are not this build's counters; upgrade the "
+                        "alerter before ingest, scorer and matcher")
+    return np.array([index[name] for name in names], np.int64)
+
+
+def _rows_from_wire(r: _Rows) -> SliRows:
+    columns = _positions(r.columns, VALUE_COLUMNS, "columns")
+    bad_columns = _positions(r.bad_columns, BAD_COUNTERS, "bad_columns")
+    n = len(r.bucket)
+    if not (len(r.model) == len(r.client_id) == len(r.values) == len(r.first_bad_ts) == n):
+        raise WireError("sli-buckets row columns have different lengths")
+    try:
+        given = np.asarray(r.values, np.float64).reshape(n, len(columns))
+        given_first = np.asarray(r.first_bad_ts, np.float64).reshape(n, len(bad_columns))  # null: NaN
+    except ValueError:
+        raise WireError("sli-buckets rows have values or first_bad_ts of the wrong width") from None
+    if len(columns) == len(VALUE_COLUMNS) and (columns == np.arange(len(columns))).all():
+        values = given
+    else:
+        values = np.zeros((n, len(VALUE_COLUMNS)))
+        values[:, columns] = given
+    first = np.full((n, len(BAD_COUNTERS)), np.inf)
+    first[:, bad_columns] = np.where(np.isnan(given_first), np.inf, given_first)
+    return SliRows(np.asarray(r.bucket, np.int64), np.asarray(r.model, object), np.asarray(r.client_id, object),
+                   values, first)

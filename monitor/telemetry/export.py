@@ -54,9 +54,10 @@ def count_alerts(m: Metrics, alerts: Sequence[Alert]) -> None:
             m.time_to_detect.labels(severity=alert.severity).observe(alert.time_to_detect_s)
 
 
-def export_alert_state(m: Metrics, alerter: Alerter) -> None:
+def export_alert_state(m: Metrics, alerter: Alerter, firing: Sequence[Alert] | None = None) -> None:
     """Gauges of the evaluator: alerts firing, burn rates (models; top clients hashed), drift statistics;
-    and the SLI counters of closed buckets (what ``advmon rules render``'s Prometheus rules read)."""
+    and the SLI counters of closed buckets (what ``advmon rules render``'s Prometheus rules read).
+    ``firing``: what the process has open where it runs several alerters (a sharded alerter's partitions)."""
     for model, values in alerter.take_closed_totals():
         for sli, (bad, total) in SLI_DEFINITIONS.items():
             label = m.model(model)
@@ -64,7 +65,7 @@ def export_alert_state(m: Metrics, alerter: Alerter) -> None:
             m.sli_events.labels(sli=sli, model=label).inc(max(0.0, values[value_index(total)]))
     _export_client_queries(m, alerter.take_closed_rows(), alerter.bucket_s)
     counts: dict[tuple[str, str], int] = {}
-    for alert in alerter.firing:
+    for alert in alerter.firing if firing is None else firing:
         counts[(alert.slo, alert.severity)] = counts.get((alert.slo, alert.severity), 0) + 1
     for evaluator in alerter.slos:
         for severity in evaluator.severities:

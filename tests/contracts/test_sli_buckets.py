@@ -37,9 +37,24 @@ def test_a_message_round_trips_with_unmeasured_times_as_nan():
     (lambda m: m.update(input_partitions=-1), ">= 0"),
     (lambda m: m["rows"]["values"][1].__setitem__(0, "x"), "Expected `float`"),
     (lambda m: m.update(v=2), "version 2"),
+    (lambda m: m["rows"]["columns"].__setitem__(0, "next_build_counter"), r"\['next_build_counter'\] are not this"),
+    (lambda m: m["rows"]["bad_columns"].append("anomalous"), "repeated"),
 ])
 def test_a_malformed_message_is_a_wire_error_that_says_what(change, reason):
     message = orjson.loads(batch().encode())
     change(message)
     with pytest.raises(WireError, match=reason):
         SliBatch.decode(orjson.dumps(message))
+
+
+def test_only_columns_with_a_value_travel_and_the_others_read_as_zero():
+    sent = batch()
+    message = orjson.loads(sent.encode())
+    assert message["rows"]["columns"] == ["events", "anomalous", "conf_sum", "conf_sumsq"]
+    assert message["rows"]["bad_columns"] == ["anomalous"]
+    back = SliBatch.decode(sent.encode())
+    assert np.array_equal(back.rows.values, sent.rows.values) and np.array_equal(back.rows.first, sent.rows.first)
+    message["rows"]["columns"].reverse()  # any order of known columns
+    for row in message["rows"]["values"]:
+        row.reverse()
+    assert np.array_equal(SliBatch.decode(orjson.dumps(message)).rows.values, sent.rows.values)

@@ -16,10 +16,11 @@ import orjson
 import pytest
 import yaml
 
+from monitor.errors import ConfigError
 from monitor.settings import Settings
 from monitor.spec.rules import default_rules_dir
 from streams.broker import free_port
-from streams.topics import Topics, create_topics
+from streams.topics import Topics, check_alerter_partitions, create_topics
 from tests.streams.conftest import alerts_on, read_topic
 
 pytestmark = pytest.mark.integration
@@ -159,6 +160,9 @@ def test_topics_create_is_idempotent(kafka, prefix):
     resized = {topics.inference_logs, topics.score_requests}  # the two sized by input_partitions
     assert {outcomes[name] for name in resized} == {"exists with 3 partitions (wanted 5; left as is)"}
     assert {o for name, o in outcomes.items() if name not in resized} == {"exists"}
+    check_alerter_partitions(Settings(topic_prefix=prefix, kafka_bootstrap=kafka.bootstrap))  # one, as created
+    with pytest.raises(ConfigError, match="sli-buckets has 1 partitions but ADVMON_ALERTER_PARTITIONS is 3"):
+        check_alerter_partitions(Settings(topic_prefix=prefix, kafka_bootstrap=kafka.bootstrap, alerter_partitions=3))
 
 
 def test_daemons_alert_like_replay_and_dead_letter_poison(kafka, prefix, daemons, traffic, tmp_path):
@@ -359,25 +363,55 @@ def test_two_ingest_workers_and_the_matcher_alert_like_replay(kafka, prefix, dae
     assert "Traceback" not in "".join(d.log() for d in everyone)
 
 
-def test_realistic_records_through_three_workers_alert_like_replay(kafka, prefix, daemons, realistic_traffic):
-    """Issue 17's check on traffic this project's demo did not generate (a scenario family with 179 clients,
+def test_realistic_records_through_three_workers_and_two_sharded_alerters_one_killed(kafka, prefix, daemons,
+                                                                                      realistic_traffic, tmp_path):
+    """Issue 17's checks on traffic this project's demo did not generate (a scenario family with 179 clients,
     popular inputs that benign clients repeat, white-box and spread black-box attacks): three ingest workers on
-    six partitions with the matcher and the alerter give replay's pages with the same alert ids and its tickets
-    within 300 s, and count every event once."""
+    six partitions with the matcher, and the alerter sharded over three partitions (the model stage and two client
+    shards) between two alerters. One alerter is killed with SIGKILL mid-stream and stays down: its partitions move
+    to the survivor, which rebuilds them from the changelog. Replay's pages come with the same alert ids and its
+    tickets within 300 s, every event is counted once, and no transition is delivered twice."""
     work, expected, _, valid = realistic_traffic
     assert sum(a.severity == "page" for a in expected.values()) >= 3
     topics = Topics.from_settings(Settings(topic_prefix=prefix))
-    create_topics(kafka.bootstrap, topics.specs(input_partitions=6))
-    patient = {"ADVMON_IDLE_SOURCE_SECONDS": "15"}
+    create_topics(kafka.bootstrap, topics.specs(input_partitions=6, alerter_partitions=3))
+    patient = {"ADVMON_IDLE_SOURCE_SECONDS": "15", "ADVMON_ALERTER_PARTITIONS": "3",
+               "ADVMON_ALERTER_SESSION_TIMEOUT_SECONDS": "10"}
     workers = [daemons(f"ingest-{i}", "ingest", "--instance", f"ingest-{i}", "--remote-matching", "--profile",
                        str(work / "profile.npz"), "--http-port", "0", environ=patient).start() for i in range(3)]
     matcher = daemons("matcher", "matcher", "--instance", "m-0", "--http-port", "0", environ=patient).start()
-    alerter = daemons("alerter", "alerter", "--http-port", "0", environ=patient).start()
-    Producer(work, workers[0].env, rate=3000).wait(timeout=180)
-    everyone = (*workers, matcher, alerter)
-    assert_like_oracle(kafka, topics.alerts, expected, lambda: [d.log()[-3000:] for d in everyone])
+    alerters = [daemons(f"alerter-{i}", "alerter", "--instance", f"a-{i}", "--http-port", "0", "--alerts-out",
+                        str(tmp_path / f"delivered-{i}.jsonl"), environ=patient).start() for i in range(2)]
+
+    def owned(alerter):
+        return {int(p) for p in re.findall(r"alerter resumes \S+ partition (\d+)", alerter.log_path.read_text())}
+
+    producer = Producer(work, workers[0].env, rate=1500)  # about 27 s
+    deadline = time.monotonic() + 60
+    while not (owned(alerters[0]) and owned(alerters[1])) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the group has settled: each alerter applies messages of its partitions
+    killed, survivor = alerters
+    assert owned(killed) and owned(survivor), [a.log()[-3000:] for a in alerters]
+    killed.kill()
+    assert producer.process.poll() is None, "the stream should still be flowing when the alerter is killed"
+    producer.wait(timeout=180)
+
+    everyone = (*workers, matcher, *alerters)
+    alerts = assert_like_oracle(kafka, topics.alerts, expected, lambda: [d.log()[-3000:] for d in everyone])
     assert committed_events(kafka, topics.sli_buckets, valid) == valid
-    assert all(d.terminate() == 0 for d in everyone)
+    assert owned(survivor) == {0, 1, 2}, survivor.log()[-3000:]  # it took the killed alerter's partitions over
+    published = {a["alert_id"] for a in alerts}
+    delivered: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        delivered = [orjson.loads(line)["alert_id"] for i in range(2) if (tmp_path / f"delivered-{i}.jsonl").exists()
+                     for line in (tmp_path / f"delivered-{i}.jsonl").read_bytes().splitlines()]
+        if published <= set(delivered):
+            break
+        time.sleep(1)
+    assert published <= set(delivered)  # every transition published was delivered
+    assert len(delivered) == len(set(delivered)), "an alert transition was delivered twice"
+    assert all(d.terminate() == 0 for d in (*workers, matcher, survivor))
     assert "Traceback" not in "".join(d.log() for d in everyone)
 
 
