@@ -241,7 +241,9 @@ class DurableAlerter:
         written_before = _table(list(self.state.buckets()))
         clients = SliRows.concat([written_before, *messages]).combined()
         totals = _table([(model, "", bucket, entry) for model, bucket, entry in self.state.totals()])
-        if self.role != "all":  # sharded: the totals are the population's, every bucket of them is replayed
+        if self.role != "all":  # sharded: the totals are the population's, replayed for every bucket they are kept
+            if self.role == "clients":  # a client shard's population weighs as long as its clients' rows do
+                totals = totals.take(totals.bucket >= cutoff)
             rows = SliRows.concat([totals, clients.take(clients.bucket >= cutoff)])
             return rows.take(np.argsort(rows.bucket, kind="stable"))
         older = clients.take(clients.bucket < cutoff).model_totals()
@@ -288,8 +290,10 @@ class DurableAlerter:
         if until is None or (self._expired_at is not None and until - self._expired_at < EXPIRE_EVERY_BUCKETS):
             return
         self._expired_at = until
-        self.state.expire_buckets(clients_before=int(self._client_cutoff(until)),
-                                  totals_before=int((until - self.retention_s // self.bucket_s) * self.bucket_s))
+        clients_before = int(self._client_cutoff(until))
+        totals_before = int((until - self.retention_s // self.bucket_s) * self.bucket_s)
+        self.state.expire_buckets(clients_before=clients_before,
+                                  totals_before=clients_before if self.role == "clients" else totals_before)
         before = until * self.bucket_s
         folded = self.state.fold(after=self._offered_to_fold, before=before, per_key=self.alerter.samples.per_key)
         if folded:

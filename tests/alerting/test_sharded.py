@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from monitor.alerting.alerter import Alerter
-from monitor.alerting.durable import DurableAlerter
+from monitor.alerting.durable import EXPIRE_EVERY_BUCKETS, DurableAlerter
 from monitor.alerting.shard_store import PartitionStore
 from monitor.alerting.sharded import ShardedAlerter
 from monitor.alerting.standout import ClientStandoutEvaluator
@@ -142,3 +142,18 @@ def test_partitions_of_one_store_do_not_see_each_other():
     assert dict(zero) == {"a": 1} and dict(one) == {"a": 2, "b": 3}
     del one["a"]
     assert "a" not in one and "a" in zero and len(one) == 1 and zero.get("b") is None
+
+
+def test_a_client_shard_keeps_population_sums_only_as_long_as_its_clients_rows():
+    rules = load_rules_text("clients: [{name: standout, statistics: {own_near_duplicate: {min_effect: 0.7}}, "
+                            "min_queries: 20, half_life: 5m, resolve_after: 10m}]")
+    sharded = ShardedAlerter(rules, 2, **OPTIONS)
+    for offset, batch in enumerate(stream(minutes=240)):
+        sharded.apply(offset, batch, now=0.0)
+    shard = sharded.partitions[1]
+    cutoff = shard._client_cutoff(shard.alerter.evaluated_until)
+    kept = [bucket for _, bucket, _ in shard.state.totals()]
+    swept = cutoff - EXPIRE_EVERY_BUCKETS * 60  # expiry sweeps every few buckets
+    assert kept and min(kept) >= swept > 0 and shard.client_retention_s < 2 * 3600
+    model_stage = [bucket for _, bucket, _ in sharded.partitions[0].state.totals()]
+    assert min(model_stage) < swept  # the model stage keeps them for its SLO windows
