@@ -20,7 +20,7 @@ BENCHES = [
     ("Detection on scenario families advmon's demo did not generate", "detection.py", []),
     ("Engine in-process, rules, memory", "engine.py", []),
     ("Ingest on a real broker vs. the raw clients", "ingest.py", []),
-    ("The faust alerter on a real broker: sustainable rate", "alerter.py", []),
+    ("The faust alerter on a real broker: sustainable rate", "alerter.py", ["--sharded", "3", "2"]),
     ("Replay vs. the daemons with 1, 2 and 3 ingest workers", "order.py", ["--alerter-partitions", "1", "3"]),
     ("The sharded alerter in process: each partition's time", "alerter_state.py",
      ["--throughput", "--clients", "100000", "--minutes", "6", "--partitions", "5"]),

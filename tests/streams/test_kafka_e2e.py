@@ -386,7 +386,7 @@ def test_realistic_records_through_three_workers_and_two_sharded_alerters_one_ki
     def owned(alerter):
         return {int(p) for p in re.findall(r"alerter resumes \S+ partition (\d+)", alerter.log_path.read_text())}
 
-    producer = Producer(work, workers[0].env, rate=1500)  # about 27 s
+    producer = Producer(work, workers[0].env, rate=1000)  # about 40 s: the kill lands mid-stream
     deadline = time.monotonic() + 60
     while not (owned(alerters[0]) and owned(alerters[1])) and time.monotonic() < deadline:
         time.sleep(0.5)  # the group has settled: each alerter applies messages of its partitions
