@@ -1,6 +1,8 @@
 """A sharded alerter (a model stage and client shards) gives the transitions one alerter gives, also after a
 restart of every partition from its part of the store."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,7 @@ from monitor.alerting.standout import ClientStandoutEvaluator
 from monitor.contracts.edges import MatchEdges
 from monitor.contracts.flagged import FlaggedEvents
 from monitor.contracts.shards import role_of
-from monitor.contracts.sli import SliRows
+from monitor.contracts.sli import VALUE_COLUMNS, SliRows
 from monitor.contracts.sli_buckets import SliBatch
 from monitor.spec.rules import load_rules_text
 
@@ -157,3 +159,32 @@ def test_a_client_shard_keeps_population_sums_only_as_long_as_its_clients_rows()
     assert kept and min(kept) >= swept > 0 and shard.client_retention_s < 2 * 3600
     model_stage = [bucket for _, bucket, _ in sharded.partitions[0].state.totals()]
     assert min(model_stage) < swept  # the model stage keeps them for its SLO windows
+
+
+def with_scorer(batches):
+    """The batches as ingest leaving embeddings to a scorer: ingest's rows without the anomalous counts, and after
+    each, the scorer's message on ``scores`` with those counts (counter changes) and the suspicious events."""
+    out = []
+    for offset, batch in enumerate(batches):
+        rows = batch.rows
+        changes = SliRows(rows.bucket, rows.model, rows.client, np.zeros_like(rows.values), rows.first.copy())
+        column = list(VALUE_COLUMNS).index("anomalous")
+        changes.values[:, column] = rows.values[:, column]
+        untimed = np.full_like(rows.first, np.inf)
+        ingest_rows = SliRows(rows.bucket, rows.model, rows.client, rows.values.copy(), untimed)
+        ingest_rows.values[:, column] = 0.0
+        ingest = dataclasses.replace(batch, rows=ingest_rows, flagged=FlaggedEvents.empty(), remote_scoring=True)
+        scorer = SliBatch("scorer-0", batch.watermark, 0, {}, changes.take(changes.values[:, column] > 0),
+                          batch.flagged, role="scorer")
+        out += [("sli-buckets", offset, ingest), ("scores", offset, scorer)]
+    return out
+
+
+def test_the_scorers_counter_changes_reach_the_shards_as_ingests_rows_do():
+    messages = with_scorer(stream(minutes=100))
+    one = DurableAlerter(RULES, {}, **OPTIONS)
+    sharded = ShardedAlerter(RULES, 3, **OPTIONS)
+    want = [a for topic, offset, m in messages for a in one.apply(offset, m, now=0.0, topic=topic)]
+    got = [a for topic, offset, m in messages for a in sharded.apply(offset, m, now=0.0, topic=topic)]
+    assert {a.rule.split("/")[0] for a in want} >= {"anomaly", "anomaly-model"}  # fired on the scorer's counts
+    assert transitions(got) == transitions(want)
