@@ -30,14 +30,14 @@ from typing import Any, TypeVar
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, UnknownTopicOrPartitionError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from monitor.contracts.dead_letters import DeadLetter
 from monitor.contracts.shards import split
 from monitor.contracts.sli_buckets import SliBatch
 from monitor.detect.watermarks import PartitionWatermarks
-from monitor.errors import ServiceUnavailable, WireError
+from monitor.errors import ConfigError, ServiceUnavailable, WireError
 from monitor.settings import Settings
 from monitor.telemetry.metrics import Metrics
 from streams.http import Health
@@ -181,15 +181,11 @@ class TransactionalWorker:
             max_partition_fetch_bytes=1 << 20, isolation_level="read_committed")
         producer = self.new_producer()
         await _start_with_retry(producer, consumer, s.kafka_bootstrap)
-        if self.alerter_topic is not None:
-            self.alerter_partitions = len(await producer.partitions_for(self.alerter_topic))
-            if self.alerter_partitions > 1:
-                log.info("%s: the alerter is sharded over %d partitions of %s", self.role, self.alerter_partitions,
-                         self.alerter_topic)
-        consumer.subscribe([self.input_topic], listener=HandOver(self, consumer))
-        log.info("%s %s consuming %s from %s", self.role, s.instance_id, self.input_topic, s.kafka_bootstrap)
-        self.health.ready = True
         try:
+            await self._find_alerter_partitions(producer)
+            consumer.subscribe([self.input_topic], listener=HandOver(self, consumer))
+            log.info("%s %s consuming %s from %s", self.role, s.instance_id, self.input_topic, s.kafka_bootstrap)
+            self.health.ready = True
             while not self.stopping.is_set():
                 self.health.beat()
                 batches, generation = await self._gather(consumer)
@@ -213,6 +209,19 @@ class TransactionalWorker:
             await consumer.stop()
             await producer.stop()
             await asyncio.to_thread(self.stable_offsets.close)
+
+    async def _find_alerter_partitions(self, producer: AIOKafkaProducer) -> None:
+        """How many partitions the topic of its alerter messages has (each message goes as a part per partition)."""
+        if self.alerter_topic is None:
+            return
+        try:
+            self.alerter_partitions = len(await producer.partitions_for(self.alerter_topic))
+        except UnknownTopicOrPartitionError:
+            raise ConfigError(f"topic {self.alerter_topic} does not exist: run `advmon topics create` (with the "
+                              "broker's automatic topic creation off, every topic must be created)") from None
+        if self.alerter_partitions > 1:
+            log.info("%s: the alerter is sharded over %d partitions of %s", self.role, self.alerter_partitions,
+                     self.alerter_topic)
 
     async def _process(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
                        batches: dict[TopicPartition, list]) -> AIOKafkaProducer:

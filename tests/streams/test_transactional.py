@@ -5,7 +5,7 @@ import asyncio
 import logging
 
 import pytest
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from monitor.settings import Settings
 from monitor.telemetry.metrics import Metrics
@@ -159,3 +159,39 @@ def test_a_worker_that_cannot_read_its_committed_offsets_stops_with_the_reason(m
     asyncio.run(transactional.HandOver(worker, consumer=None).on_partitions_assigned({TopicPartition("in", 0)}))
     assert worker.stopping.is_set() and isinstance(worker.failure, ServiceUnavailable)
     assert "no coordinator" in str(worker.failure)
+
+
+class Partitioned:
+    """A producer that knows the alerter topic with ``n`` partitions, or not at all (None)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    async def partitions_for(self, topic):
+        if self.n is None:
+            raise UnknownTopicOrPartitionError()
+        return set(range(self.n))
+
+
+def test_messages_for_a_sharded_alerter_go_as_a_part_per_partition_and_a_missing_topic_is_a_config_error():
+    import numpy as np
+
+    from monitor.contracts.sli import SliRows
+    from monitor.contracts.sli_buckets import SliBatch
+    from monitor.errors import ConfigError
+
+    worker = EchoWorker(Settings(), "in", fail="never")
+    worker.alerter_topic = "sli-buckets"
+    rows = SliRows.from_columns(bucket=np.zeros(3, np.int64), model=np.array(["m"] * 3, dtype=object),
+                                client=np.array(["a", "b", "c"], dtype=object), ts=np.zeros(3),
+                                flags={"events": np.ones(3, bool)}, confidence=np.ones(3))
+    message = SliBatch("ingest-0", 1.0, 0, {}, rows)
+    asyncio.run(worker._find_alerter_partitions(Partitioned(1)))
+    [whole] = worker.alerter_outputs(message, b"k")
+    assert whole.partition is None and SliBatch.decode(whole.value).population is None
+    asyncio.run(worker._find_alerter_partitions(Partitioned(3)))
+    parts = worker.alerter_outputs(message, b"k")
+    assert [p.partition for p in parts] == [0, 1, 2]
+    assert sum(len(SliBatch.decode(p.value).rows) for p in parts[1:]) == 3
+    with pytest.raises(ConfigError, match="sli-buckets does not exist: run `advmon topics create`"):
+        asyncio.run(worker._find_alerter_partitions(Partitioned(None)))
