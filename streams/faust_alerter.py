@@ -30,6 +30,7 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
+from faust.types import TP
 
 from monitor.alerting.durable import DurableAlerter
 from monitor.alerting.shard_store import PartitionStore
@@ -48,7 +49,7 @@ from monitor.spec.rules import Rules
 from monitor.telemetry.export import count_alerts, export_alert_state
 from monitor.telemetry.metrics import Metrics
 from streams.http import Health, serve
-from streams.topics import Topics, check_alerter_partitions
+from streams.topics import Topics, check_alerter_partitions, first_message
 
 log = logging.getLogger("advmon.alerter")
 APP_ID = "advmon-alerter"
@@ -94,6 +95,8 @@ class AlerterService:
         self.pipeline = Pipeline(rules.routes, (*rules.silences, *rules.maintenance))
         self.partitions = settings.alerter_partitions
         self.durables: dict[int, DurableAlerter] = {}  # per owned partition of sli-buckets and scores
+        self._checked: set[tuple[str, int]] = set()  # input partitions whose resumption point was checked
+        self._rewinding: dict[tuple[str, int], int] = {}  # input partition -> the offset it was sought back from
         self._delivering = False  # the deliver agent has run: its tables are recovered
         self.baselines = baselines  # the profile's measured benign rates: objectives may be relative to them
         self._remembered = False
@@ -143,6 +146,8 @@ class AlerterService:
         back later is rebuilt from the table, as is one whose state another alerter advanced meanwhile), and the
         notification pipeline starts again from its tables where the alerts partition went and came back."""
         kept = {tp.partition for tp in args[0] if tp.topic in (self.topics.sli_buckets, self.topics.scores)}
+        self._checked.clear()  # every partition's resumption point is checked again (faust seeks at a rebalance)
+        self._rewinding.clear()
         for partition in [p for p in self.durables if p not in kept]:
             del self.durables[partition]
             log.info("alerter hands over partition %d", partition)
@@ -199,18 +204,20 @@ class AlerterService:
         async for event in stream.events():
             self.health.beat()
             offset, topic, partition = event.message.offset, event.message.topic, event.message.partition
-            try:
-                batch = SliBatch.decode(event.value)
-            except WireError as exc:  # a foreign or corrupt message: skip it loudly, never crash-loop on it
-                log.error("%s offset %d skipped: %s", topic, offset, exc)
-                self.metrics.dead_letters.labels(reason="other").inc()
-                continue
             durable = self.durables.get(partition)
             if durable is None:
                 durable = self.durables[partition] = self._durable(partition)
                 await self._publish(durable.unconfirmed)  # a crash may have stored them, not sent them
                 log.info("alerter resumes %s partition %d (%s) at offset %d; its state applied offsets %s", topic,
                          partition, durable.role, offset, durable.progress.offsets)
+            if await self._ahead_of_state(topic, partition, offset, durable):
+                continue
+            try:
+                batch = SliBatch.decode(event.value)
+            except WireError as exc:  # a foreign or corrupt message: skip it loudly, never crash-loop on it
+                log.error("%s offset %d skipped: %s", topic, offset, exc)
+                self.metrics.dead_letters.labels(reason="other").inc()
+                continue
             alerts = durable.apply(offset, batch, now=time.time(), topic=topic.removeprefix(self.settings.topic_prefix))
             self.metrics.late_events.inc(batch.late)
             await self._publish(alerts)
@@ -221,6 +228,36 @@ class AlerterService:
             self.clock.now(watermark, wall)  # the flush timer goes on from here once traffic stops
             if watermark > float("-inf"):
                 self.metrics.watermark.set(watermark)
+
+    async def _ahead_of_state(self, topic: str, partition: int, offset: int, durable: DurableAlerter) -> bool:
+        """Whether to pass over this event: a partition resumes where its state's progress says, not where the
+        group's committed offset does (faust can hand a partition over at an offset past what its state applied:
+        seen once with two alerters, a killed one's partitions resumed 160 messages ahead). The first event of a
+        partition after each rebalance is checked: where committed messages lie between the state's last and
+        this one (not only transaction markers), the consumer goes back to them, and events read before that
+        are passed over until the partition reads from there."""
+        key = (topic, partition)
+        target = self._rewinding.get(key)
+        if target is not None:
+            if offset > target:
+                return True  # read before the seek back: it comes again
+            del self._rewinding[key]
+            return False
+        if key in self._checked:
+            return False
+        self._checked.add(key)
+        applied = durable.progress.offsets.get(topic.removeprefix(self.settings.topic_prefix), -1)
+        if offset <= applied + 2:  # the next message, or one already applied (skipped by the state)
+            return False
+        skipped = await asyncio.to_thread(first_message, self.settings.kafka_bootstrap, topic, partition, applied + 1,
+                                          offset)
+        if skipped is None:  # only transaction markers or aborted messages in between: this is the next message
+            return False
+        log.warning("%s partition %d resumes at offset %d, past what its state applied (%d): reading it again "
+                    "from offset %d", topic, partition, offset, applied, applied + 1)
+        self._rewinding[key] = offset
+        await self.app.consumer.seek(TP(topic, partition), applied + 1)
+        return True
 
     def _durable(self, partition: int) -> DurableAlerter:
         s = self.settings

@@ -9,9 +9,10 @@ on partition 0 (:mod:`monitor.contracts.shards`); suspicious inputs are compacte
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, ServiceUnavailable
 from monitor.settings import Settings
 
 log = logging.getLogger("advmon.topics")
@@ -76,6 +77,29 @@ def partition_counts(bootstrap: str, timeout_s: float = 10.0) -> dict[str, int]:
         return {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
     finally:
         admin.close()
+
+
+def first_message(bootstrap: str, topic: str, partition: int, start: int, end: int,
+                  timeout_s: float = 30.0) -> int | None:
+    """The offset of the first committed message of a partition in ``[start, end)``, or None where the span holds
+    only transaction markers and aborted messages (what a read_committed reader passes over). Blocking."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed",
+                             group_id=None, client_id="advmon-span-check", auto_offset_reset="earliest")
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and consumer.position(tp) < end:
+            for record in consumer.poll(timeout_ms=500).get(tp, []):
+                return record.offset if record.offset < end else None
+        if consumer.position(tp) < end:
+            raise ServiceUnavailable(f"{topic}/{partition}: offsets {start}-{end} not read within {timeout_s:.0f} s")
+        return None
+    finally:
+        consumer.close()
 
 
 def check_alerter_partitions(settings: Settings) -> None:

@@ -18,6 +18,7 @@ from tests.streams.conftest import Daemon, alerts_on, read_topic
 from tests.streams.test_kafka_e2e import (
     Producer,
     WebhookServer,
+    assert_like_oracle,
     committed_events,
     http_get,
     rules_with_webhook,
@@ -338,3 +339,62 @@ def test_one_client_flood_loses_nothing_and_masks_no_other_client(kafka, prefix,
                  f"every other client's incident found, {sum(d > 0 for d in delays.values())} of {len(delays)} later "
                  f"in event time than without the flood (up to {delays[slowest]:.0f} s, {slowest}); the flooder "
                  f"{'was' if flooder_paged else 'was not'} paged itself")
+
+
+def commit_past(bootstrap, group, topic, timeout_s=60):
+    """Commit the end of every partition of ``topic`` for ``group`` (once the group is empty), as faust did once
+    when it handed a killed alerter's partitions over: at an offset past what their state had applied."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+    from kafka.structs import OffsetAndMetadata
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        ends = consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()})
+                return ends
+            except KafkaError:  # the dead member's session has not expired yet: the group is not empty
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+    finally:
+        consumer.close()
+
+
+def test_an_alerter_resumes_where_its_state_stopped_not_where_the_group_committed(kafka, prefix, daemons, traffic,
+                                                                                   tmp_path, fault_report):
+    """The alerter's state, not the consumer group's committed offset, says where a partition resumes. Killed
+    after applying its first messages, with its group's offset then moved to the end of sli-buckets (as faust
+    once handed a killed alerter's partitions over, past what their state had applied), the restarted alerter
+    reads the skipped messages again when the next one comes, and alerts as replay does."""
+    work, expected, dead, valid = traffic
+    topics = topics_for(kafka, prefix)
+    lines = (work / "events.jsonl").read_bytes().splitlines(keepends=True)
+    halves = [tmp_path / "first.jsonl", tmp_path / "second.jsonl"]
+    halves[0].write_bytes(b"".join(lines[:len(lines) // 2]))
+    halves[1].write_bytes(b"".join(lines[len(lines) // 2:]))
+    quick = {"ADVMON_ALERTER_SESSION_TIMEOUT_SECONDS": "6"}  # the dead member leaves the group soon
+    ingest = daemons("ingest", "ingest", "--instance", "ingest-0", "--profile", str(work / "profile.npz"),
+                     "--http-port", "0").start()
+    alerter = daemons("alerter", "alerter", "--http-port", "0", environ=quick).start()
+    producer = Producer(work, ingest.env, rate=1500, path=halves[0])
+    read_topic(kafka.bootstrap, f"{prefix}advmon-alerter-state-changelog", timeout_s=60,
+               until=lambda rs: any(r.key == b'"progress"' for r in rs))
+    alerter.kill()
+    producer.wait(timeout=180)
+    time.sleep(2.0)  # ingest's last batch of the first half is out
+    started = time.monotonic()
+    ends = commit_past(kafka.bootstrap, f"{prefix}advmon-alerter", topics.sli_buckets)
+    alerter.start()
+    Producer(work, ingest.env, rate=1500, path=halves[1]).wait(timeout=180)
+    assert_like_oracle(kafka, topics.alerts, expected, lambda: (ingest.log(), alerter.log()))
+    recovered_s = time.monotonic() - started
+    assert "past what its state applied" in alerter.log(), alerter.log()
+    assert committed_events(kafka, topics.sli_buckets, valid) == valid
+    fault_report("the alerter's group committed past its state (to the end of sli-buckets) while it was down",
+                 "0 events", "0 alerts", f"every alert out {recovered_s:.0f} s after the commit",
+                 f"the {sum(ends.values())} messages it skipped were read again from its state's offset")
