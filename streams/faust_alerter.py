@@ -129,6 +129,7 @@ class AlerterService:
         self.state = app.Table("state", partitions=self.partitions, schema=json_schema)
         self.delivered = app.Table("delivered", partitions=1, schema=json_schema)
         self.open_alerts = app.Table("open-alerts", partitions=1, schema=json_schema)
+        self.handled = app.Table("handled", partitions=1, schema=json_schema)  # the last alerts offset taken in
         # Transitions routed into a group that still waits (group_wait / group_interval): sent by a later
         # flush. The flush timer removes what it sent, outside any stream event, so this table picks its
         # changelog partition with the partitioner instead of from the current event.
@@ -210,7 +211,8 @@ class AlerterService:
                 await self._publish(durable.unconfirmed)  # a crash may have stored them, not sent them
                 log.info("alerter resumes %s partition %d (%s) at offset %d; its state applied offsets %s", topic,
                          partition, durable.role, offset, durable.progress.offsets)
-            if await self._ahead_of_state(topic, partition, offset, durable):
+            applied = durable.progress.offsets.get(topic.removeprefix(self.settings.topic_prefix), -1)
+            if await self._ahead_of_state(topic, partition, offset, applied):
                 continue
             try:
                 batch = SliBatch.decode(event.value)
@@ -229,13 +231,14 @@ class AlerterService:
             if watermark > float("-inf"):
                 self.metrics.watermark.set(watermark)
 
-    async def _ahead_of_state(self, topic: str, partition: int, offset: int, durable: DurableAlerter) -> bool:
+    async def _ahead_of_state(self, topic: str, partition: int, offset: int, applied: int) -> bool:
         """Whether to pass over this event: a partition resumes where its state's progress says, not where the
         group's committed offset does (faust can hand a partition over at an offset past what its state applied:
         seen once with two alerters, a killed one's partitions resumed 160 messages ahead). The first event of a
         partition after each rebalance is checked: where committed messages lie between the state's last and
         this one (not only transaction markers), the consumer goes back to them, and events read before that
-        are passed over until the partition reads from there."""
+        are passed over until the partition reads from there. ``applied``: the last offset the state took in
+        (-1: none stored, as in a store written before this check: the group's offset stands)."""
         key = (topic, partition)
         target = self._rewinding.get(key)
         if target is not None:
@@ -246,9 +249,8 @@ class AlerterService:
         if key in self._checked:
             return False
         self._checked.add(key)
-        applied = durable.progress.offsets.get(topic.removeprefix(self.settings.topic_prefix), -1)
-        if offset <= applied + 2:  # the next message, or one already applied (skipped by the state)
-            return False
+        if applied < 0 or offset <= applied + 2:  # no stored progress (the group's offset is all there is), the
+            return False  # next message, or one already applied (skipped by the state)
         skipped = await asyncio.to_thread(first_message, self.settings.kafka_bootstrap, topic, partition, applied + 1,
                                           offset)
         if skipped is None:  # only transaction markers or aborted messages in between: this is the next message
@@ -274,12 +276,17 @@ class AlerterService:
             self.health.beat()
             self._delivering = True
             self._remember_once()
+            offset, partition = event.message.offset, event.message.partition
+            if await self._ahead_of_state(event.message.topic, partition, offset, self.handled.get("alerts", -1)):
+                continue
             try:
                 alert = Alert.model_validate_json(event.value)
             except ValueError as exc:
-                log.error("alerts offset %d skipped: not an alert: %s", event.message.offset, exc)
+                log.error("alerts offset %d skipped: not an alert: %s", offset, exc)
+                self.handled["alerts"] = offset
                 continue
             if self.delivered.get(alert.alert_id) is not None:
+                self.handled["alerts"] = offset
                 continue  # already delivered before a restart or redelivery
             now = alert.resolved_at if alert.resolved_at is not None else alert.fired_at
             self.clock.now(now, time.time())  # event time for group waits where this alerter evaluates no partition
@@ -295,6 +302,7 @@ class AlerterService:
                 if waiting.alert_id not in self.pending:
                     self.pending[waiting.alert_id] = {"alert": waiting.model_dump(), "at": now}
             self.delivered[alert.alert_id] = now  # handled: sent below, or durable in pending until it is
+            self.handled["alerts"] = offset  # transitions up to here are delivered, or durable in pending
             await self._send(self.pipeline.flush(now))
             await self._make_durable()
             self._expire_delivered(now)
