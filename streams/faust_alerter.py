@@ -92,7 +92,7 @@ class AlerterService:
         )  # ConfigError: a secret is unset
         self.sinks = {s.name: s for s in sinks}
         self.alerts_file = JsonlSink(alerts_out, append=True) if alerts_out else None
-        self.pipeline = Pipeline(rules.routes, (*rules.silences, *rules.maintenance))
+        self.pipeline = self._new_pipeline()
         self.partitions = settings.alerter_partitions
         self.durables: dict[int, DurableAlerter] = {}  # per owned partition of sli-buckets and scores
         self._checked: set[tuple[str, int]] = set()  # input partitions whose resumption point was checked
@@ -153,8 +153,11 @@ class AlerterService:
             del self.durables[partition]
             log.info("alerter hands over partition %d", partition)
         if not any(tp.topic == self.topics.alerts for tp in args[0]):
-            self.pipeline = Pipeline(self.rules.routes, (*self.rules.silences, *self.rules.maintenance))
+            self.pipeline = self._new_pipeline()
             self._remembered = self._delivering = False
+
+    def _new_pipeline(self) -> Pipeline:
+        return Pipeline(self.rules.routes, (*self.rules.silences, *self.rules.maintenance))
 
     def _owns_alerts(self) -> bool:
         """Whether this alerter delivers (it holds the alerts partition) and its tables are recovered."""
@@ -205,14 +208,14 @@ class AlerterService:
         async for event in stream.events():
             self.health.beat()
             offset, topic, partition = event.message.offset, event.message.topic, event.message.partition
+            name = topic.removeprefix(self.settings.topic_prefix)  # as the state's progress names it
             durable = self.durables.get(partition)
             if durable is None:
                 durable = self.durables[partition] = self._durable(partition)
                 await self._publish(durable.unconfirmed)  # a crash may have stored them, not sent them
                 log.info("alerter resumes %s partition %d (%s) at offset %d; its state applied offsets %s", topic,
                          partition, durable.role, offset, durable.progress.offsets)
-            applied = durable.progress.offsets.get(topic.removeprefix(self.settings.topic_prefix), -1)
-            if await self._ahead_of_state(topic, partition, offset, applied):
+            if await self._ahead_of_state(topic, partition, offset, durable.progress.offsets.get(name, -1)):
                 continue
             try:
                 batch = SliBatch.decode(event.value)
@@ -220,7 +223,7 @@ class AlerterService:
                 log.error("%s offset %d skipped: %s", topic, offset, exc)
                 self.metrics.dead_letters.labels(reason="other").inc()
                 continue
-            alerts = durable.apply(offset, batch, now=time.time(), topic=topic.removeprefix(self.settings.topic_prefix))
+            alerts = durable.apply(offset, batch, now=time.time(), topic=name)
             self.metrics.late_events.inc(batch.late)
             await self._publish(alerts)
             count_alerts(self.metrics, alerts)

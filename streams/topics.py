@@ -69,14 +69,22 @@ class Topics:
 
 def partition_counts(bootstrap: str, timeout_s: float = 10.0) -> dict[str, int]:
     """Every topic's partition count."""
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="advmon-topics",
-                             request_timeout_ms=int(timeout_s * 1000))
+    admin = _admin(bootstrap, timeout_s)
     try:
-        return {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
+        return _counts(admin)
     finally:
         admin.close()
+
+
+def _admin(bootstrap: str, timeout_s: float):
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="advmon-topics",
+                            request_timeout_ms=int(timeout_s * 1000))
+
+
+def _counts(admin) -> dict[str, int]:
+    return {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
 
 
 def first_message(bootstrap: str, topic: str, partition: int, start: int, end: int,
@@ -120,13 +128,11 @@ def check_alerter_partitions(settings: Settings) -> None:
 
 def create_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float = 30.0) -> list[tuple[TopicSpec, str]]:
     """Create missing topics; report existing ones (and a partition count that differs) without failing."""
-    from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="advmon-topics",
-                             request_timeout_ms=int(timeout_s * 1000))
+    admin = _admin(bootstrap, timeout_s)
     try:
-        existing = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
+        existing = _counts(admin)
         outcome = []
         missing = [s for s in specs if s.name not in existing]
         if missing:

@@ -235,23 +235,23 @@ class DurableAlerter:
         return alerter
 
     def _stored_rows(self, cutoff: float, messages: list[SliRows]) -> SliRows:
-        """Per-model totals of the buckets before ``cutoff`` (summed from per-client rows where none was
-        stored, as by a version before totals), then the per-client rows of the stored messages (and of a
-        store written before messages), one per (model, client, bucket); in bucket order."""
+        """Per-model totals, then the per-client rows of the stored messages (and of a store written before
+        messages) from ``cutoff`` on, one per (model, client, bucket); in bucket order. Unsharded, the totals of
+        the buckets before ``cutoff`` (summed from per-client rows where none was stored, as by a version before
+        totals); sharded, the population's totals of every bucket kept (a client shard keeps them as long as its
+        clients' rows)."""
         written_before = _table(list(self.state.buckets()))
         clients = SliRows.concat([written_before, *messages]).combined()
         totals = _table([(model, "", bucket, entry) for model, bucket, entry in self.state.totals()])
-        if self.role != "all":  # sharded: the totals are the population's, replayed for every bucket they are kept
-            if self.role == "clients":  # a client shard's population weighs as long as its clients' rows do
-                totals = totals.take(totals.bucket >= cutoff)
-            rows = SliRows.concat([totals, clients.take(clients.bucket >= cutoff)])
-            return rows.take(np.argsort(rows.bucket, kind="stable"))
-        older = clients.take(clients.bucket < cutoff).model_totals()
-        stored = set(zip(totals.model.tolist(), totals.bucket.tolist(), strict=True))
-        keys = zip(older.model.tolist(), older.bucket.tolist(), strict=True)
-        unstored = np.array([key not in stored for key in keys], bool)
-        rows = SliRows.concat([totals.take(totals.bucket < cutoff), older.take(unstored),
-                               clients.take(clients.bucket >= cutoff)])
+        if self.role == "all":
+            older = clients.take(clients.bucket < cutoff).model_totals()
+            stored = set(zip(totals.model.tolist(), totals.bucket.tolist(), strict=True))
+            keys = zip(older.model.tolist(), older.bucket.tolist(), strict=True)
+            unstored = np.array([key not in stored for key in keys], bool)
+            sums = [totals.take(totals.bucket < cutoff), older.take(unstored)]
+        else:
+            sums = [totals.take(totals.bucket >= cutoff) if self.role == "clients" else totals]
+        rows = SliRows.concat([*sums, clients.take(clients.bucket >= cutoff)])
         return rows.take(np.argsort(rows.bucket, kind="stable"))
 
     def _stored_edges(self) -> MatchEdges:
