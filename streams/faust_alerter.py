@@ -25,6 +25,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
@@ -49,11 +50,12 @@ from monitor.spec.rules import Rules
 from monitor.telemetry.export import count_alerts, export_alert_state
 from monitor.telemetry.metrics import Metrics
 from streams.http import Health, serve
-from streams.topics import Topics, check_alerter_partitions, first_message
+from streams.topics import SpanReader, Topics, check_alerter_partitions
 
 log = logging.getLogger("advmon.alerter")
 APP_ID = "advmon-alerter"
 DELIVERED_RETENTION_S = 8 * 24 * 3600.0
+TAIL_QUIET_S = 10.0  # the deliver agent has had no event for this long: the tail of alerts is checked
 FLUSH_MARKER = "flushed"  # a key of the state changelog that only marks a flush (AlerterState ignores it)
 
 
@@ -95,8 +97,9 @@ class AlerterService:
         self.pipeline = self._new_pipeline()
         self.partitions = settings.alerter_partitions
         self.durables: dict[int, DurableAlerter] = {}  # per owned partition of sli-buckets and scores
-        self._checked: set[tuple[str, int]] = set()  # input partitions whose resumption point was checked
-        self._rewinding: dict[tuple[str, int], int] = {}  # input partition -> the offset it was sought back from
+        self.spans = SpanReader(settings.kafka_bootstrap)  # what faust did not hand over, read beside it
+        self._delivery = asyncio.Lock()  # the deliver agent and the tail check take transitions in one at a time
+        self._last_delivery = time.monotonic()  # when the deliver agent last had an event
         self._delivering = False  # the deliver agent has run: its tables are recovered
         self.baselines = baselines  # the profile's measured benign rates: objectives may be relative to them
         self._remembered = False
@@ -127,18 +130,21 @@ class AlerterService:
                                       key_serializer="raw", partitions=1)  # as the delivery tables
         json_schema: faust.Schema = faust.Schema(key_serializer="json", value_serializer="json")
         self.state = app.Table("state", partitions=self.partitions, schema=json_schema)
-        self.delivered = app.Table("delivered", partitions=1, schema=json_schema)
-        self.open_alerts = app.Table("open-alerts", partitions=1, schema=json_schema)
-        self.handled = app.Table("handled", partitions=1, schema=json_schema)  # the last alerts offset taken in
-        # Transitions routed into a group that still waits (group_wait / group_interval): sent by a later
-        # flush. The flush timer removes what it sent, outside any stream event, so this table picks its
-        # changelog partition with the partitioner instead of from the current event.
+        # The delivery tables are also written outside any stream event (the flush timer removes what it sent, the
+        # tail check takes in transitions faust did not hand over), so they pick their changelog partition with the
+        # partitioner instead of from the current event.
+        self.delivered = app.Table("delivered", partitions=1, schema=json_schema, use_partitioner=True)
+        self.open_alerts = app.Table("open-alerts", partitions=1, schema=json_schema, use_partitioner=True)
+        self.handled = app.Table("handled", partitions=1, schema=json_schema,  # the last alerts offset taken in
+                                 use_partitioner=True)
+        # Transitions routed into a group that still waits (group_wait / group_interval): sent by a later flush.
         self.pending = app.Table("pending-notifications", partitions=1, schema=json_schema, use_partitioner=True)
         app.agent(sli_topic, name="evaluate", concurrency=1)(self._evaluate)
         app.agent(scores_topic, name="evaluate-scores", concurrency=1)(self._evaluate)
         app.agent(self.alerts_topic, name="deliver", concurrency=1)(self._deliver)
         app.timer(interval=5.0, on_leader=False)(self._heartbeat)  # liveness without traffic
         app.timer(interval=5.0, on_leader=False)(self._flush)
+        app.timer(interval=5.0, on_leader=False)(self._deliver_tail)
         app.on_partitions_assigned.connect(self._assigned)  # type: ignore[arg-type]  # (faust's stubs: a function)
         return app
 
@@ -147,8 +153,6 @@ class AlerterService:
         back later is rebuilt from the table, as is one whose state another alerter advanced meanwhile), and the
         notification pipeline starts again from its tables where the alerts partition went and came back."""
         kept = {tp.partition for tp in args[0] if tp.topic in (self.topics.sli_buckets, self.topics.scores)}
-        self._checked.clear()  # every partition's resumption point is checked again (faust seeks at a rebalance)
-        self._rewinding.clear()
         for partition in [p for p in self.durables if p not in kept]:
             del self.durables[partition]
             log.info("alerter hands over partition %d", partition)
@@ -215,54 +219,50 @@ class AlerterService:
                 await self._publish(durable.unconfirmed)  # a crash may have stored them, not sent them
                 log.info("alerter resumes %s partition %d (%s) at offset %d; its state applied offsets %s", topic,
                          partition, durable.role, offset, durable.progress.offsets)
-            if await self._ahead_of_state(topic, partition, offset, durable.progress.offsets.get(name, -1)):
-                continue
-            try:
-                batch = SliBatch.decode(event.value)
-            except WireError as exc:  # a foreign or corrupt message: skip it loudly, never crash-loop on it
-                log.error("%s offset %d skipped: %s", topic, offset, exc)
-                self.metrics.dead_letters.labels(reason="other").inc()
-                continue
-            alerts = durable.apply(offset, batch, now=time.time(), topic=name)
-            self.metrics.late_events.inc(batch.late)
-            await self._publish(alerts)
-            count_alerts(self.metrics, alerts)
-            export_alert_state(self.metrics, durable.alerter, [a for d in self.durables.values() for a in d.firing])
-            wall = time.time()
-            watermark = durable.watermark(wall)
-            self.clock.now(watermark, wall)  # the flush timer goes on from here once traffic stops
-            if watermark > float("-inf"):
-                self.metrics.watermark.set(watermark)
+            async for missed, value in self._missed(topic, partition, offset, durable.progress.offsets.get(name, -1)):
+                await self._apply(durable, topic, missed, value)
+            await self._apply(durable, topic, offset, event.value)
 
-    async def _ahead_of_state(self, topic: str, partition: int, offset: int, applied: int) -> bool:
-        """Whether to pass over this event: a partition resumes where its state's progress says, not where the
-        group's committed offset does (faust can hand a partition over at an offset past what its state applied:
-        seen once with two alerters, a killed one's partitions resumed 160 messages ahead). The first event of a
-        partition after each rebalance is checked: where committed messages lie between the state's last and
-        this one (not only transaction markers), the consumer goes back to them, and events read before that
-        are passed over until the partition reads from there. ``applied``: the last offset the state took in
-        (-1: none stored, as in a store written before this check: the group's offset stands)."""
-        key = (topic, partition)
-        target = self._rewinding.get(key)
-        if target is not None:
-            if offset > target:
-                return True  # read before the seek back: it comes again
-            del self._rewinding[key]
-            return False
-        if key in self._checked:
-            return False
-        self._checked.add(key)
-        if applied < 0 or offset <= applied + 2:  # no stored progress (the group's offset is all there is), the
-            return False  # next message, or one already applied (skipped by the state)
-        skipped = await asyncio.to_thread(first_message, self.settings.kafka_bootstrap, topic, partition, applied + 1,
-                                          offset)
-        if skipped is None:  # only transaction markers or aborted messages in between: this is the next message
-            return False
-        log.warning("%s partition %d resumes at offset %d, past what its state applied (%d): reading it again "
-                    "from offset %d", topic, partition, offset, applied, applied + 1)
-        self._rewinding[key] = offset
-        await self.app.consumer.seek(TP(topic, partition), applied + 1)
-        return True
+    async def _apply(self, durable: DurableAlerter, topic: str, offset: int, value: bytes) -> None:
+        """One message of ``sli-buckets`` or ``scores`` into its partition's state; the transitions to ``alerts``."""
+        try:
+            batch = SliBatch.decode(value)
+        except WireError as exc:  # a foreign or corrupt message: skip it loudly, never crash-loop on it
+            log.error("%s offset %d skipped: %s", topic, offset, exc)
+            self.metrics.dead_letters.labels(reason="other").inc()
+            return
+        alerts = durable.apply(offset, batch, now=time.time(), topic=topic.removeprefix(self.settings.topic_prefix))
+        self.metrics.late_events.inc(batch.late)
+        await self._publish(alerts)
+        count_alerts(self.metrics, alerts)
+        export_alert_state(self.metrics, durable.alerter, [a for d in self.durables.values() for a in d.firing])
+        wall = time.time()
+        watermark = durable.watermark(wall)
+        self.clock.now(watermark, wall)  # the flush timer goes on from here once traffic stops
+        if watermark > float("-inf"):
+            self.metrics.watermark.set(watermark)
+
+    async def _missed(self, topic: str, partition: int, offset: int, applied: int, dense: bool = False
+                      ) -> AsyncIterator[tuple[int, bytes]]:
+        """The committed messages between what the state took in last (``applied``) and this event, read from the
+        broker beside faust's consumer, which goes on from this event. A partition resumes where its state's
+        progress says, not where faust hands it over: faust can resume a partition past what its state applied (seen
+        with two alerters: a killed one's partitions resumed 160 messages ahead) and drop messages it reads again
+        below its read offset after a rebalance (seen: one transition of ``alerts`` never reached the deliver
+        agent), so every event is compared with the progress. ``dense``: every offset is a message (``alerts``);
+        otherwise a transaction's commit marker follows each message, so a gap of two is the next message and a
+        larger one is read (markers and aborted messages only, mostly). ``applied`` -1: no stored progress (a
+        store written before this check), so the group's offset stands."""
+        start = applied + 1
+        if applied < 0 or offset - applied <= (1 if dense else 2):
+            return
+        while start < offset:
+            found, start = await asyncio.to_thread(self.spans.read, topic, partition, start, offset)
+            if found:
+                log.warning("%s partition %d resumed at offset %d, past what its state applied (%d): offsets %d-%d "
+                            "read from the broker first", topic, partition, offset, applied, found[0][0], found[-1][0])
+            for message in found:
+                yield message
 
     def _durable(self, partition: int) -> DurableAlerter:
         s = self.settings
@@ -279,36 +279,66 @@ class AlerterService:
             self.health.beat()
             self._delivering = True
             self._remember_once()
-            offset, partition = event.message.offset, event.message.partition
-            if await self._ahead_of_state(event.message.topic, partition, offset, self.handled.get("alerts", -1)):
-                continue
-            try:
-                alert = Alert.model_validate_json(event.value)
-            except ValueError as exc:
-                log.error("alerts offset %d skipped: not an alert: %s", offset, exc)
-                self.handled["alerts"] = offset
-                continue
-            if self.delivered.get(alert.alert_id) is not None:
-                self.handled["alerts"] = offset
-                continue  # already delivered before a restart or redelivery
-            now = alert.resolved_at if alert.resolved_at is not None else alert.fired_at
-            self.clock.now(now, time.time())  # event time for group waits where this alerter evaluates no partition
-            firing = self._open()
-            if alert.status == "firing":
-                self.open_alerts[alert.dedup_key] = alert.model_dump()
-            else:
-                self.open_alerts.pop(alert.dedup_key, None)
-            if self.alerts_file is not None:
-                self.alerts_file.write([alert])
-            self.pipeline.accept([alert], now=now, firing=firing)
-            for waiting in self.pipeline.pending():
-                if waiting.alert_id not in self.pending:
-                    self.pending[waiting.alert_id] = {"alert": waiting.model_dump(), "at": now}
-            self.delivered[alert.alert_id] = now  # handled: sent below, or durable in pending until it is
-            self.handled["alerts"] = offset  # transitions up to here are delivered, or durable in pending
-            await self._send(self.pipeline.flush(now))
-            await self._make_durable()
-            self._expire_delivered(now)
+            self._last_delivery = time.monotonic()
+            offset, topic, partition = event.message.offset, event.message.topic, event.message.partition
+            async with self._delivery:
+                async for missed, value in self._missed(topic, partition, offset, self.handled.get("alerts", -1),
+                                                        dense=True):
+                    await self._take(missed, value)
+                await self._take(offset, event.value)
+
+    async def _deliver_tail(self) -> None:
+        """Transitions at the end of ``alerts`` that faust has not handed to the deliver agent after a quiet
+        while: a message faust dropped (see ``_missed``) is otherwise found only when a later transition comes,
+        which may be hours later."""
+        if not (self._delivering and self._owns_alerts()) or time.monotonic() - self._last_delivery < TAIL_QUIET_S:
+            return
+        topic = self.alerts_topic.get_topic_name()
+        try:
+            end = self.app.consumer.highwater(TP(topic, 0))  # None before the first fetch
+        except AssertionError:  # aiokafka's "Partition is not assigned": a rebalance came in between
+            return
+        handled = self.handled.get("alerts", -1)
+        if end is None or handled < 0 or end <= handled + 1:
+            return
+        async with self._delivery:
+            async for missed, value in self._missed(topic, 0, end, self.handled.get("alerts", -1), dense=True):
+                await self._take(missed, value)
+
+    async def _take(self, offset: int, value: bytes) -> None:
+        """One transition of ``alerts`` into the notification pipeline, once (table ``delivered``)."""
+        try:
+            alert = Alert.model_validate_json(value)
+        except ValueError as exc:
+            log.error("alerts offset %d skipped: not an alert: %s", offset, exc)
+            self._handled(offset)
+            return
+        if self.delivered.get(alert.alert_id) is not None:
+            self._handled(offset)
+            return  # already delivered before a restart or redelivery
+        now = alert.resolved_at if alert.resolved_at is not None else alert.fired_at
+        self.clock.now(now, time.time())  # event time for group waits where this alerter evaluates no partition
+        firing = self._open()
+        if alert.status == "firing":
+            self.open_alerts[alert.dedup_key] = alert.model_dump()
+        else:
+            self.open_alerts.pop(alert.dedup_key, None)
+        if self.alerts_file is not None:
+            self.alerts_file.write([alert])
+        self.pipeline.accept([alert], now=now, firing=firing)
+        for waiting in self.pipeline.pending():
+            if waiting.alert_id not in self.pending:
+                self.pending[waiting.alert_id] = {"alert": waiting.model_dump(), "at": now}
+        self.delivered[alert.alert_id] = now  # handled: sent below, or durable in pending until it is
+        self._handled(offset)  # transitions up to here are delivered, or durable in pending
+        await self._send(self.pipeline.flush(now))
+        await self._make_durable()
+        self._expire_delivered(now)
+
+    def _handled(self, offset: int) -> None:
+        """Transitions of ``alerts`` up to ``offset`` are taken in (one read again after a rebalance moves nothing
+        back)."""
+        self.handled["alerts"] = max(offset, self.handled.get("alerts", -1))
 
     async def _make_durable(self) -> None:
         """Wait until table changes and sent alerts are acknowledged by the broker: a crash after this
@@ -345,5 +375,8 @@ def run_alerter(settings: Settings, rules: Rules, alerts_out: str | None = None,
         worker.execute_from_commandline()
     except SystemExit as exc:  # faust's worker ends by sys.exit with its own status
         return int(exc.code or 0)
+    finally:
+        log.info("alerter stops; spans read beside faust's consumer: %d", service.spans.reads)
+        service.spans.close()
     return 0
 

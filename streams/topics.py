@@ -9,6 +9,7 @@ on partition 0 (:mod:`monitor.contracts.shards`); suspicious inputs are compacte
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -87,27 +88,55 @@ def _counts(admin) -> dict[str, int]:
     return {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
 
 
-def first_message(bootstrap: str, topic: str, partition: int, start: int, end: int,
-                  timeout_s: float = 30.0) -> int | None:
-    """The offset of the first committed message of a partition in ``[start, end)``, or None where the span holds
-    only transaction markers and aborted messages (what a read_committed reader passes over). Blocking."""
-    from kafka import KafkaConsumer, TopicPartition
+class SpanReader:
+    """Reads the committed messages of a span of a partition, beside a consumer group (no group of its own, no
+    commits): transaction markers and aborted messages are passed over, as a read_committed reader does. One
+    connection, opened at the first read and kept; reads are serialized (callers may be threads). Blocking.
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed",
-                             group_id=None, client_id="advmon-span-check", auto_offset_reset="earliest")
-    try:
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and consumer.position(tp) < end:
-            for record in consumer.poll(timeout_ms=500).get(tp, []):
-                return record.offset if record.offset < end else None
-        if consumer.position(tp) < end:
-            raise ServiceUnavailable(f"{topic}/{partition}: offsets {start}-{end} not read within {timeout_s:.0f} s")
-        return None
-    finally:
-        consumer.close()
+    ``read(topic, partition, start, end)`` gives at most ``limit`` messages as (offset, value), all below ``end``,
+    and the offset to read on from (``end`` once the span is read)."""
+
+    def __init__(self, bootstrap: str, limit: int = 1000, timeout_s: float = 30.0) -> None:
+        self.bootstrap, self.limit, self.timeout_s = bootstrap, limit, timeout_s
+        self._consumer = None
+        self._lock = threading.Lock()
+        self.reads = 0  # spans read (for the logs: how often the check went to the broker)
+
+    def read(self, topic: str, partition: int, start: int, end: int) -> tuple[list[tuple[int, bytes]], int]:
+        from kafka import TopicPartition
+
+        with self._lock:
+            consumer = self._open()
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            self.reads += 1
+            found: list[tuple[int, bytes]] = []
+            deadline = time.monotonic() + self.timeout_s
+            while len(found) < self.limit and consumer.position(tp) < end:
+                if time.monotonic() > deadline:
+                    raise ServiceUnavailable(f"{topic}/{partition}: offsets {start}-{end} not read within "
+                                             f"{self.timeout_s:.0f} s")
+                for record in consumer.poll(timeout_ms=500, max_records=self.limit - len(found)).get(tp, []):
+                    if record.offset >= end:
+                        return found, end
+                    found.append((record.offset, record.value))
+            return found, min(consumer.position(tp), end)
+
+    def _open(self):
+        if self._consumer is None:
+            from kafka import KafkaConsumer
+
+            self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                           isolation_level="read_committed", group_id=None,
+                                           client_id="advmon-span-reader", auto_offset_reset="earliest")
+        return self._consumer
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
 
 
 def check_alerter_partitions(settings: Settings) -> None:

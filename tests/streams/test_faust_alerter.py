@@ -1,0 +1,72 @@
+"""The faust alerter's resumption check, without a broker: which spans it reads beside faust's consumer."""
+
+import asyncio
+
+from monitor.settings import Settings
+from monitor.spec.rules import load_rules_text
+from monitor.telemetry.metrics import Metrics
+from streams.faust_alerter import AlerterService
+from streams.http import Health
+
+
+class FakeSpans:
+    """Stands in for the broker: the committed messages of a partition, by offset."""
+
+    def __init__(self, messages):
+        self.messages, self.asked = messages, []
+
+    def read(self, topic, partition, start, end):
+        self.asked.append((topic, partition, start, end))
+        return [(o, v) for o, v in sorted(self.messages.items()) if start <= o < end], end
+
+
+def missed(service, offset, applied, dense):
+    async def collect():
+        return [m async for m in service._missed("t.alerts", 0, offset, applied, dense=dense)]
+    return asyncio.run(collect())
+
+
+def test_only_a_gap_wider_than_the_next_message_is_read_from_the_broker(tmp_path):
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="t.", outbox_path=str(tmp_path / "o.sqlite3"),
+                        alerter_data_dir=str(tmp_path / "data"))
+    service = AlerterService(settings, load_rules_text("slos: []"), Metrics(), Health())
+    service.spans = spans = FakeSpans({5: b"e", 6: b"f", 9: b"i"})
+    assert missed(service, 5, 4, dense=True) == []  # the next offset
+    assert missed(service, 6, 4, dense=False) == []  # the next message after its transaction's commit marker
+    assert missed(service, 8, 5, dense=True) == [(6, b"f")]  # offsets 6 and 7 were not handed over
+    assert missed(service, 10, 5, dense=False) == [(6, b"f"), (9, b"i")]
+    assert missed(service, 10, -1, dense=True) == []  # no stored progress: the group's offset stands
+    assert spans.asked == [("t.alerts", 0, 6, 8), ("t.alerts", 0, 6, 10)]
+
+
+class FakeConsumer:
+    def __init__(self, end):
+        self.end = end
+
+    def highwater(self, tp):
+        return self.end
+
+
+def test_the_tail_of_alerts_is_taken_in_after_a_quiet_while_where_faust_did_not_hand_it_over(tmp_path, monkeypatch):
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="t.", outbox_path=str(tmp_path / "o.sqlite3"),
+                        alerter_data_dir=str(tmp_path / "data"))
+    service = AlerterService(settings, load_rules_text("slos: []"), Metrics(), Health())
+    service.spans = FakeSpans({5: b"e", 6: b"f", 7: b"g"})
+    taken = []
+
+    async def take(offset, value):
+        taken.append(offset)
+        service.handled["alerts"] = offset
+
+    monkeypatch.setattr(service, "_take", take)
+    monkeypatch.setattr(service, "_owns_alerts", lambda: True)
+    monkeypatch.setattr(service, "handled", {"alerts": 5})
+    monkeypatch.setattr(type(service.app), "consumer", FakeConsumer(end=8))
+    service._delivering = True
+    asyncio.run(service._deliver_tail())
+    assert taken == []  # the deliver agent had an event just now: faust may still hand them over
+    service._last_delivery -= 60
+    asyncio.run(service._deliver_tail())
+    assert taken == [6, 7]
+    asyncio.run(service._deliver_tail())
+    assert taken == [6, 7]  # nothing past the end
