@@ -178,6 +178,8 @@ class AlerterService:
             waiting = [(Alert.model_validate(p["alert"]), p["at"]) for p in self.pending.values()]
             for alert, at in sorted(waiting, key=lambda item: item[1]):
                 self.pipeline.accept([alert], now=at)
+            if waiting:  # their wait ends in time also where no traffic comes (a restart in a quiet hour)
+                self.clock.now(max(at for _, at in waiting), time.time())
             waiting_keys = {a.dedup_key for a, _ in waiting}
             self.pipeline.remember([a for a in self._open() if a.dedup_key not in waiting_keys])
             self._remembered = True
@@ -187,7 +189,7 @@ class AlerterService:
 
     async def _flush(self) -> None:
         """Groups whose wait is over, and reminders of what still fires (``repeat_interval``), in event time."""
-        if not (self._delivering or (self.durables and self._owns_alerts())):
+        if not (self._delivering or self._owns_alerts()):
             return  # another alerter delivers, or the tables are not recovered yet
         self._remember_once()
         wall = time.time()

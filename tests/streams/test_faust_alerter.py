@@ -70,3 +70,27 @@ def test_the_tail_of_alerts_is_taken_in_after_a_quiet_while_where_faust_did_not_
     assert taken == [6, 7]
     asyncio.run(service._deliver_tail())
     assert taken == [6, 7]  # nothing past the end
+
+
+def test_a_restarted_alerter_sends_the_groups_that_were_waiting_without_new_traffic(tmp_path, monkeypatch):
+    """Before its first event (no partition evaluated, no transition taken in), an alerter that owns alerts sends
+    what its table says was waiting in a group, once the wait is over in event time."""
+    from monitor.contracts.alerts import Alert
+
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="t.", outbox_path=str(tmp_path / "o.sqlite3"),
+                        alerter_data_dir=str(tmp_path / "data"))
+    rules = load_rules_text("routes: [{receivers: [stdout], group_wait: 0s}]")
+    service = AlerterService(settings, rules, Metrics(), Health())
+    waiting = Alert.firing(rule="anomaly/page", slo="anomaly", severity="page", model="m", client_id="c", sli="x",
+                           fired_at=1795600800.0, summary="too many anomalies")
+    sent = []
+
+    async def send(notifications):
+        sent.extend(a.alert_id for n in notifications for a in n.alerts)
+
+    monkeypatch.setattr(service, "_send", send)
+    monkeypatch.setattr(service, "_owns_alerts", lambda: True)
+    monkeypatch.setattr(service, "pending", {waiting.alert_id: {"alert": waiting.model_dump(), "at": 1795600800.0}})
+    monkeypatch.setattr(service, "open_alerts", {})
+    asyncio.run(service._flush())
+    assert sent == [waiting.alert_id]
