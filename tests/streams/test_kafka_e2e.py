@@ -20,7 +20,7 @@ from monitor.errors import ConfigError
 from monitor.settings import Settings
 from monitor.spec.rules import default_rules_dir
 from streams.broker import free_port
-from streams.topics import Topics, check_alerter_partitions, create_topics
+from streams.topics import SpanReader, Topics, check_alerter_partitions, create_topics
 from tests.streams.conftest import alerts_on, read_topic
 
 pytestmark = pytest.mark.integration
@@ -67,6 +67,33 @@ def wait_for_alerts(kafka, topic, expected_ids, timeout_s=180):
     records = read_topic(kafka.bootstrap, topic, timeout_s=timeout_s,
                          until=lambda rs: expected_ids <= {a["alert_id"] for a in alerts_on(rs)})
     return alerts_on(records)
+
+
+def assert_committed_past_what_it_read(kafka, group, topic, partitions, timeout_s=30):
+    """The consumer group has committed past every message of ``topic`` (only transaction markers and aborted
+    messages lie beyond its offsets), once its next commit is out: a restart reads nothing again."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    admin, ends_of, spans = KafkaAdminClient(bootstrap_servers=kafka.bootstrap), KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap), SpanReader(kafka.bootstrap)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ends = ends_of.end_offsets(tps)
+            offsets = admin.list_group_offsets({group: None}).get(group, {})
+            committed = {tp: o.offset for tp, o in offsets.items() if tp in ends}
+            beyond = {tp: len(spans.read(topic, tp.partition, committed.get(tp, 0), ends[tp])[0]) for tp in tps}
+            if sum(beyond.values()) == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        left = {tp.partition: f"{n} messages past the committed offset {committed.get(tp)} (end {ends[tp]})"
+                for tp, n in beyond.items() if n}
+        assert not left, left
+    finally:
+        admin.close()
+        ends_of.close()
+        spans.close()
 
 
 TICKET_SLACK_S = 300  # a ticket may move this much in event time after a restart (see assert_like_oracle)
@@ -359,6 +386,7 @@ def test_two_ingest_workers_and_the_matcher_alert_like_replay(kafka, prefix, dae
                                                                                                       "ingest-1"})
     assert {MatchRequestBatch.decode(r.value).instance for r in requests} == {"ingest-0", "ingest-1"}
     assert committed_events(kafka, topics.sli_buckets, valid) == valid
+    assert_committed_past_what_it_read(kafka, f"{prefix}advmon-alerter", topics.sli_buckets, 1)
     assert all(d.terminate() == 0 for d in everyone)
     assert "Traceback" not in "".join(d.log() for d in everyone)
 
@@ -400,6 +428,7 @@ def test_realistic_records_through_three_workers_and_two_sharded_alerters_one_ki
     alerts = assert_like_oracle(kafka, topics.alerts, expected, lambda: [d.log()[-3000:] for d in everyone])
     assert committed_events(kafka, topics.sli_buckets, valid) == valid
     assert owned(survivor) == {0, 1, 2}, survivor.log()[-3000:]  # it took the killed alerter's partitions over
+    assert_committed_past_what_it_read(kafka, f"{prefix}advmon-alerter", topics.sli_buckets, 3)
     published = {a["alert_id"] for a in alerts}
     delivered: list[str] = []
     deadline = time.monotonic() + 60
