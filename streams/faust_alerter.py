@@ -275,8 +275,9 @@ class AlerterService:
         while start < offset:
             found, start = await asyncio.to_thread(self.spans.read, topic, partition, start, offset)
             if found:
-                log.warning("%s partition %d resumed at offset %d, past what its state applied (%d): offsets %d-%d "
-                            "read from the broker first", topic, partition, offset, applied, found[0][0], found[-1][0])
+                log.warning("%s partition %d: faust handed over offset %d, past what its state applied (%d): offsets "
+                            "%d-%d read from the broker first", topic, partition, offset, applied, found[0][0],
+                            found[-1][0])
             for message in found:
                 yield message
 
