@@ -278,6 +278,7 @@ class AlerterService:
                 log.warning("%s partition %d: faust handed over offset %d, past what its state applied (%d): offsets "
                             "%d-%d read from the broker first", topic, partition, offset, applied, found[0][0],
                             found[-1][0])
+                self.metrics.caught_up.labels(topic=topic.removeprefix(self.settings.topic_prefix)).inc(len(found))
             for message in found:
                 yield message
 

@@ -227,6 +227,9 @@ def debug():
         panel("Client query rate (queries/s) per closed minute", [(
             "sum by (le) (increase(advmon_client_query_rate_bucket[15m]))", "{{le}}")],
             12, 32, 12, 8, "heatmap"),
+        panel("Alerter: messages read beside faust's consumer/s (faust skipped or dropped them)",
+              [("sum by (topic) (rate(advmon_alerter_caught_up_messages_total[5m]))", "{{topic}}")], 12, 40,
+              unit="ops"),
     ])
 
 

@@ -64,6 +64,9 @@ class Metrics:
         self.late_events = Counter(
             "advmon_late_events_total", "Events older than the watermark minus grace", registry=r
         )
+        self.caught_up = Counter(
+            "advmon_alerter_caught_up_messages_total", "Messages the alerter read from the broker beside faust's "
+            "consumer (offsets faust handed over past, or dropped after a rebalance)", ["topic"], registry=r)
         self.suspicious = Counter("advmon_suspicious_events_total", "Events flagged by a detector",
                                   ["model", "reason"], registry=r)
         self.duplicates = Counter("advmon_duplicate_queries_total", "Exact repeats of earlier raw inputs",

@@ -37,6 +37,8 @@ def test_only_a_gap_wider_than_the_next_message_is_read_from_the_broker(tmp_path
     assert missed(service, 10, 5, dense=False) == [(6, b"f"), (9, b"i")]
     assert missed(service, 10, -1, dense=True) == []  # no stored progress: the group's offset stands
     assert spans.asked == [("t.alerts", 0, 6, 8), ("t.alerts", 0, 6, 10)]
+    assert service.metrics.registry.get_sample_value("advmon_alerter_caught_up_messages_total",
+                                                     {"topic": "alerts"}) == 3
 
 
 class FakeConsumer:
