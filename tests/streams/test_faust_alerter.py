@@ -96,3 +96,30 @@ def test_a_restarted_alerter_sends_the_groups_that_were_waiting_without_new_traf
     monkeypatch.setattr(service, "open_alerts", {})
     asyncio.run(service._flush())
     assert sent == [waiting.alert_id]
+
+
+class FakeCommitBookkeeping:
+    """faust's consumer bookkeeping of acknowledged offsets, as the commit reads it."""
+
+    def __init__(self):
+        from collections import defaultdict
+
+        self._acked, self._acked_index, self._gap = defaultdict(list), defaultdict(set), defaultdict(set)
+
+
+def test_the_group_commits_after_what_the_state_took_in_not_after_faust_acknowledgements(tmp_path, monkeypatch):
+    from faust.types import TP
+
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="t.", outbox_path=str(tmp_path / "o.sqlite3"),
+                        alerter_data_dir=str(tmp_path / "data"))
+    service = AlerterService(settings, load_rules_text("slos: []"), Metrics(), Health())
+    consumer = FakeCommitBookkeeping()
+    monkeypatch.setattr(type(service.app), "consumer", consumer)
+    tp = TP("t.sli-buckets", 0)
+    consumer._acked[tp] += [12, 12, 13, 15]  # what stalled faust's own commits: a repeat and a break
+    consumer._acked_index[tp] |= {12, 13, 15}
+    assert service._commit_point(tp) is None  # nothing taken in yet: nothing to commit
+    service._took(tp, 15)
+    service._took(tp, 13)  # read again after a rebalance: the commit does not go back
+    assert service._commit_point(tp) == 16
+    assert consumer._acked[tp] == [] and consumer._acked_index[tp] == set()
