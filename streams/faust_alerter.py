@@ -114,7 +114,9 @@ class AlerterService:
             datadir=s.alerter_data_dir, autodiscover=False, web_enabled=False, topic_partitions=self.partitions,
             topic_replication_factor=1,
             processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest",
-            broker_commit_every=100, broker_commit_interval=1.0,
+            # Commits now advance (see _commit_point), and each waits for the producer's flush: every 2 s, never
+            # inline in the reader every 100 messages, which stalled it under load (commit timer runs of 7-9 s).
+            broker_commit_every=1_000_000, broker_commit_interval=2.0,
             table_standby_replicas=1 if self.partitions > 1 else 0,  # another alerter keeps each partition warm
             broker_session_timeout=s.alerter_session_timeout_seconds,
             broker_request_timeout=max(90.0, s.alerter_session_timeout_seconds + 30.0),
