@@ -228,19 +228,20 @@ class AlerterService:
                 log.info("alerter resumes %s partition %d (%s) at offset %d; its state applied offsets %s", topic,
                          partition, durable.role, offset, durable.progress.offsets)
             async for missed, value in self._missed(topic, partition, offset, durable.progress.offsets.get(name, -1)):
-                await self._apply(durable, topic, missed, value)
-            await self._apply(durable, topic, offset, event.value)
+                await self._apply(durable, topic, name, missed, value)
+            await self._apply(durable, topic, name, offset, event.value)
             self._took(event.message.tp, offset)
 
-    async def _apply(self, durable: DurableAlerter, topic: str, offset: int, value: bytes) -> None:
-        """One message of ``sli-buckets`` or ``scores`` into its partition's state; the transitions to ``alerts``."""
+    async def _apply(self, durable: DurableAlerter, topic: str, name: str, offset: int, value: bytes) -> None:
+        """One message of ``sli-buckets`` or ``scores`` (``name``: the topic without its prefix) into its partition's
+        state; the transitions to ``alerts``."""
         try:
             batch = SliBatch.decode(value)
         except WireError as exc:  # a foreign or corrupt message: skip it loudly, never crash-loop on it
             log.error("%s offset %d skipped: %s", topic, offset, exc)
             self.metrics.dead_letters.labels(reason="other").inc()
             return
-        alerts = durable.apply(offset, batch, now=time.time(), topic=topic.removeprefix(self.settings.topic_prefix))
+        alerts = durable.apply(offset, batch, now=time.time(), topic=name)
         self.metrics.late_events.inc(batch.late)
         await self._publish(alerts)
         count_alerts(self.metrics, alerts)
@@ -310,10 +311,9 @@ class AlerterService:
             end = self.app.consumer.highwater(TP(topic, 0))  # None before the first fetch
         except AssertionError:  # aiokafka's "Partition is not assigned": a rebalance came in between
             return
-        handled = self.handled.get("alerts", -1)
-        if end is None or handled < 0 or end <= handled + 1:
+        if end is None:
             return
-        async with self._delivery:
+        async with self._delivery:  # _missed reads nothing where the end is the next offset (or nothing was handled)
             async for missed, value in self._missed(topic, 0, end, self.handled.get("alerts", -1), dense=True):
                 await self._take(missed, value)
                 self._took(TP(topic, 0), missed)
