@@ -5,7 +5,11 @@ same run).
     python3 bench/scorer.py
 
 Backends: numpy, torch on the CPU, and torch on CUDA when a GPU is present. Each torch figure
-includes the host -> device copy of the batch and the copy of the scores back.
+includes the host -> device copy of the batch and the copy of the scores back. The kNN score makes
+scoring arithmetic-bound (each embedding is compared with the whole reference bank): the GFLOP/s
+column counts ``2 * dim * (dim + classes + bank)`` operations per embedding. The last table scores
+whole score requests (``EmbeddingScorer``: grouping, SLI deltas and LSH names of flagged events
+included) from a synthetic scenario's engine, as the scorer worker does.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from monitor.contracts.score_requests import ScoreRequestBatch  # noqa: E402
+from monitor.detect.engine import Engine, EngineSettings  # noqa: E402
+from monitor.detect.parsing import parse_batch  # noqa: E402
 from monitor.detect.profiles import ModelProfile  # noqa: E402
+from monitor.detect.scorer import EmbeddingScorer  # noqa: E402
+from monitor.sim.synth import Scenario  # noqa: E402
+
+CLASSES = 10
 
 
 def copy_bandwidth(megabytes: int = 256) -> float:
@@ -48,6 +59,19 @@ def device_bandwidth(torch, device: str, megabytes: int = 512) -> float:
     return 2 * source.numel() * 4 / best
 
 
+def upload_bandwidth(torch, device: str, megabytes: int = 256) -> float:
+    """Bytes/s of a host (pageable numpy) -> device copy, as ``TorchProfile.score`` makes of each batch."""
+    source = np.ones(megabytes * (1 << 20) // 4, np.float32)
+    best = float("inf")
+    for _ in range(5):
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        torch.as_tensor(source, device=device)
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return source.nbytes / best
+
+
 def rate(scorer, batch: np.ndarray, logits: np.ndarray, seconds: float = 0.5) -> float:
     scorer.score(batch, logits)  # warm-up (CUDA kernels, caches)
     runs, started = 0, time.perf_counter()
@@ -57,19 +81,52 @@ def rate(scorer, batch: np.ndarray, logits: np.ndarray, seconds: float = 0.5) ->
     return runs * len(batch) / (time.perf_counter() - started)
 
 
-def backends(profile: ModelProfile) -> list[tuple[str, object]]:
-    found = [("numpy", profile)]
+def devices() -> list[str | None]:
+    """None (numpy), then the torch devices present."""
     try:
         import torch
     except ImportError:
-        return found
-    from monitor.detect.torch_profiles import TorchProfile
-
+        return [None]
     torch.set_num_threads(os.cpu_count() or 1)
-    found.append(("torch/cpu", TorchProfile(profile, "cpu")))
-    if torch.cuda.is_available():
-        found.append(("torch/cuda", TorchProfile(profile, "cuda")))
+    return [None, "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def backends(profile: ModelProfile) -> list[tuple[str, object]]:
+    found: list[tuple[str, object]] = []
+    for device in devices():
+        if device is None:
+            found.append(("numpy", profile))
+        else:
+            from monitor.detect.torch_profiles import TorchProfile
+
+            found.append((f"torch/{device}", TorchProfile(profile, device)))
     return found
+
+
+def whole_requests(seconds: float = 1.0) -> None:
+    """EmbeddingScorer on the score requests a synthetic scenario's engine sends, per backend."""
+    scenario = Scenario.build(seed=5, duration_s=3600.0)
+    profile = scenario.reference_profile(per_model=2000)
+    engine = Engine(EngineSettings(fingerprint_secret=b"s", remote_embedding_scoring=True), profile)
+    requests = []
+    for chunk in scenario.chunks(chunk_s=600.0):
+        result = engine.process(parse_batch(chunk.records).batch)
+        requests.append(ScoreRequestBatch("i", result.watermark, result.score_groups))
+    embeddings = sum(len(group) for request in requests for group in request.groups)
+    print(f"whole score requests: {len(requests)} requests, {embeddings:,} embeddings (scenario seed 5, one hour)")
+    baseline = None
+    for device in devices():
+        scorer = EmbeddingScorer(profile, device=device)
+        for request in requests:
+            scorer.score(request)  # warm-up
+        runs, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            for request in requests:
+                scorer.score(request)
+            runs += 1
+        measured = runs * embeddings / (time.perf_counter() - started)
+        baseline = baseline or measured
+        print(f"{scorer.backend:>10} {measured:13,.0f} embeddings/s {measured / baseline:8.2f}x")
 
 
 def main() -> int:
@@ -83,28 +140,31 @@ def main() -> int:
 
         line += f"; torch {torch.__version__}"
         if torch.cuda.is_available():
-            bandwidth["torch/cuda"] = device_bandwidth(torch, "cuda")
-            line += f", {torch.cuda.get_device_name()} copy bandwidth {bandwidth['torch/cuda'] / 1e9:.0f} GB/s"
+            bandwidth["torch/cuda"] = upload_bandwidth(torch, "cuda")  # the bound: each batch crosses to the device
+            line += (f", {torch.cuda.get_device_name()} copy bandwidth {device_bandwidth(torch, 'cuda') / 1e9:.0f} "
+                     f"GB/s, host -> device {bandwidth['torch/cuda'] / 1e9:.1f} GB/s (the bound for torch/cuda)")
     except ImportError:
         line += "; torch not installed"
     print(line)
     print(f"{'backend':>10} {'dim':>5} {'batch':>6} {'embeddings/s':>13} {'vs numpy':>9} {'bandwidth bound/s':>18} "
-          f"{'fraction of bound':>18}")
+          f"{'fraction of bound':>18} {'GFLOP/s':>8}")
     for dim in (64, 128, 512):
         reference = rng.normal(size=(5000, dim)).astype(np.float32)
-        labels = rng.integers(0, 10, len(reference)).astype(str)
-        reference_logits = rng.normal(size=(len(reference), 10)).astype(np.float32)
+        labels = rng.integers(0, CLASSES, len(reference)).astype(str)
+        reference_logits = rng.normal(size=(len(reference), CLASSES)).astype(np.float32)
         profile = ModelProfile.fit(reference, labels, reference_logits, fpr=0.01, seed=0)
-        for size in (64, 256, 1024, 4096):
+        flops = 2 * dim * (dim + CLASSES + len(profile.bank))  # per embedding
+        for size in (64, 256, 1024, 4096, 16384):
             batch = rng.normal(size=(size, dim)).astype(np.float32)
-            logits = rng.normal(size=(size, 10)).astype(np.float32)
+            logits = rng.normal(size=(size, CLASSES)).astype(np.float32)
             baseline = None
             for name, scorer in backends(profile):
                 measured = rate(scorer, batch, logits)
                 baseline = baseline or measured
-                bound = bandwidth[name] / (4 * (dim + 10))  # each embedding and its logits read once
+                bound = bandwidth[name] / (4 * (dim + CLASSES))  # each embedding and its logits read once
                 print(f"{name:>10} {dim:5} {size:6} {measured:13,.0f} {measured / baseline:8.2f}x {bound:18,.0f} "
-                      f"{measured / bound:18.2%}")
+                      f"{measured / bound:18.2%} {measured * flops / 1e9:8.1f}")
+    whole_requests()
     return 0
 
 

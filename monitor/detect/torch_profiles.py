@@ -83,7 +83,8 @@ class TorchProfile:
             knn = 1.0 - kth
             energy = None
             if logits is not None:
-                energy = -torch.logsumexp(torch.as_tensor(np.asarray(logits, np.float64), device=self.device), dim=1)
+                on_device = torch.as_tensor(np.ascontiguousarray(logits), device=self.device)  # upcast there
+                energy = -torch.logsumexp(on_device.double(), dim=1)
             mahalanobis = mahalanobis.double().cpu().numpy()
             knn = knn.double().cpu().numpy()
             energy = np.full(len(f), np.nan) if energy is None else energy.cpu().numpy()
