@@ -3,6 +3,7 @@ with each daemon's RSS and each consumer group's lag every minute (both should s
 
     python3 bench/soak.py --minutes 60 --rate 200        # starts a throwaway broker on 127.0.0.1
     python3 bench/soak.py --ingest-workers 1 --no-matcher  # one ingest worker matching its own queries
+    python3 bench/soak.py --scorer                         # and `advmon scorer` takes the embeddings (numpy here)
 
 Traffic: realistic 1.3 KB records (bench/realistic.py: 64 features, a base64 embedding, logits; 2,000 clients)
 re-stamped with the current time and fresh event ids as they are sent, so event time advances with the clock.
@@ -89,6 +90,7 @@ def main() -> int:
     parser.add_argument("--pool-hours", type=float, default=4.0, help="hours of traffic at 10 events/s to cycle")
     parser.add_argument("--ingest-workers", type=int, default=2)
     parser.add_argument("--no-matcher", action="store_true", help="each ingest worker matches its own queries")
+    parser.add_argument("--scorer", action="store_true", help="ingest leaves the embeddings to `advmon scorer`")
     args = parser.parse_args()
 
     from kafka import KafkaProducer
@@ -104,15 +106,16 @@ def main() -> int:
     env = {**os.environ, "ADVMON_KAFKA_BOOTSTRAP": bootstrap, "ADVMON_TOPIC_PREFIX": prefix,
            "ADVMON_FINGERPRINT_SECRET": "soak-secret", "ADVMON_OUTBOX_PATH": str(work / "outbox.sqlite3"),
            "ADVMON_ALERTER_DATA_DIR": str(work / "alerter-data"), "ADVMON_PROFILE_PATH": str(work / "profile.npz")}
-    matching = [] if args.no_matcher else ["--remote-matching"]
-    commands = {f"ingest-{i}": ["ingest", "--instance", f"ingest-{i}", *matching] for i in range(args.ingest_workers)}
+    remote = ([] if args.no_matcher else ["--remote-matching"]) + (["--remote-scoring"] if args.scorer else [])
+    commands = {f"ingest-{i}": ["ingest", "--instance", f"ingest-{i}", *remote] for i in range(args.ingest_workers)}
+    commands |= {"scorer": ["scorer", "--instance", "scorer-0"]} if args.scorer else {}
     commands |= {} if args.no_matcher else {"matcher": ["matcher"]}
     commands["alerter"] = ["alerter"]
     ports = {name: free_port() for name in commands}
     daemons = {name: subprocess.Popen([sys.executable, "-m", "monitor", *command, "--http-port", str(ports[name])],
                                       env=env, stdout=open(work / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
                for name, command in commands.items()}
-    groups = {role: f"{prefix}advmon-{role}" for role in ("ingest", "matcher", "alerter")
+    groups = {role: f"{prefix}advmon-{role}" for role in ("ingest", "scorer", "matcher", "alerter")
               if role == "ingest" or role in commands}
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, enable_idempotence=True)
     rows, sent, started = [], 0, time.monotonic()

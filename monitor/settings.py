@@ -104,9 +104,6 @@ class Settings(BaseSettings):
             raise ConfigError("; ".join(problems)) from None
 
     def engine_settings(self) -> EngineSettings:
-        if self.remote_scoring and self.remote_matching:
-            raise ConfigError("ADVMON_REMOTE_SCORING and ADVMON_REMOTE_MATCHING cannot both be on yet: an event that "
-                              "both the scorer and the matcher flag would leave the clean and canary counts twice")
         secret = self.fingerprint_secret.get_secret_value()
         if secret == DEV_FINGERPRINT_SECRET:
             log.warning("ADVMON_FINGERPRINT_SECRET is not set: using the development secret; "

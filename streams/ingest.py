@@ -90,12 +90,14 @@ class IngestWorker(TransactionalWorker):
             remote_matching=s.remote_matching, partitions=self.partition_marks,
             inputs=(self.input_topic, self.input_partitions))
         outputs = self.alerter_outputs(message, instance.encode())
-        if s.remote_scoring:
-            request = ScoreRequestBatch(instance, self.watermark, result.score_groups)
-            outputs += [Output(t.score_requests, chunk.encode(), instance.encode()) for chunk in request.chunks()]
+        matches = None
         if s.remote_matching:
             matches = MatchRequestBatch(instance, self.watermark, result.match_groups, self.partition_marks,
                                         (self.input_topic, self.input_partitions))
+        if s.remote_scoring:  # with remote matching too, the queries go through the scorer (score_requests)
+            request = ScoreRequestBatch(instance, self.watermark, result.score_groups, matches)
+            outputs += [Output(t.score_requests, chunk.encode(), instance.encode()) for chunk in request.chunks()]
+        elif matches is not None:
             outputs += [Output(t.match_requests, chunk.encode(), instance.encode()) for chunk in matches.chunks()]
         outputs += [dead_letter_output(t.dead_letters, letter) for letter in parsed.dead]
         docs = result.flagged.records()

@@ -4,7 +4,9 @@ It publishes, on ``scores``, the counter changes its flags make (see :mod:`monit
 as sli-buckets messages under its own instance name; the alerter reads them beside ``sli-buckets``
 and waits for the scorer before closing a window. Suspicious inputs it finds go to ``suspicious-inputs``.
 One transaction per batch, like ingest. Backend: torch on CUDA when present (``ADVMON_SCORER_BACKEND=auto``),
-else numpy.
+else numpy. With remote matching on too, each request carries its batch's queries: the scorer passes them on to
+``match-requests`` in the same transaction, the events it flagged marked anomalous, so the matcher and the scorer
+never both take an event off the clean count.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class ScorerWorker(TransactionalWorker):
         found: list[FlaggedEvents] = []
         for tp, _, request in self.decoded(batches, ScoreRequestBatch.decode, self.topics.dead_letters, outputs):
             result = self.scorer.score(request)
+            if result.matches is not None:  # in read order: each ingest worker's queries reach the matcher in order
+                outputs += [Output(self.topics.match_requests, chunk.encode(), request.instance.encode())
+                            for chunk in result.matches.chunks()]
             tables.append(result.rows)
             found.append(result.flagged)
             self.metrics.scored.labels(outcome="scored").inc(result.scored)

@@ -50,9 +50,8 @@ def test_a_topic_prefix_always_ends_with_a_separator():
     assert Settings.load(environ={}).topic_prefix == ""
 
 
-def test_remote_matching_and_remote_scoring_together_are_refused_with_the_reason():
-    both = Settings.load(environ={"ADVMON_REMOTE_SCORING": "true", "ADVMON_REMOTE_MATCHING": "true"})
-    with pytest.raises(ConfigError, match="cannot both be on yet"):
-        both.engine_settings()
+def test_remote_matching_and_remote_scoring_go_together():
+    both = Settings.load(environ={"ADVMON_REMOTE_SCORING": "true", "ADVMON_REMOTE_MATCHING": "true"}).engine_settings()
+    assert both.remote_embedding_scoring and both.remote_matching
     matching = Settings.load(environ={"ADVMON_REMOTE_MATCHING": "1", "ADVMON_IDLE_SOURCE_SECONDS": "30"})
     assert matching.engine_settings().remote_matching and matching.matcher_settings().idle_source_s == 30

@@ -50,6 +50,14 @@ class FrameReader:
         self.offset += values.nbytes
         return values
 
+    def raw(self, count: int) -> bytes:
+        """The next ``count`` bytes as they are (a message carried inside this one)."""
+        if self.offset + count > len(self.data):
+            raise WireError(f"{self.name} message ends {self.offset + count - len(self.data)} bytes short")
+        part = bytes(self.data[self.offset:self.offset + count])
+        self.offset += count
+        return part
+
     def end(self) -> None:
         """Every byte read: a message with more is refused."""
         if self.offset != len(self.data):

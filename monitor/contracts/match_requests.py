@@ -27,7 +27,7 @@ import numpy as np
 
 from monitor.contracts.event_time import marks_from_wire, marks_to_wire
 from monitor.contracts.framing import FrameReader, framed, refusing
-from monitor.contracts.score_requests import ADVERSARIAL_CANARY, BENIGN_CANARY, PRODUCTION
+from monitor.contracts.traffic import ADVERSARIAL_CANARY, BENIGN_CANARY, PRODUCTION
 from monitor.errors import WireError
 
 __all__ = ["ADVERSARIAL_CANARY", "BENIGN_CANARY", "PRODUCTION", "MatchGroup", "MatchRequestBatch"]

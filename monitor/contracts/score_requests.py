@@ -10,6 +10,12 @@ false positive for a flagged benign canary. Counters are sums, so the alerter ad
 Every ingest batch sends a request, even without embeddings: its watermark tells the scorer (and
 through it the alerter) how far event time has got.
 
+With remote matching on as well, the request carries the batch's match request (``matches``): the
+scorer marks the events it flagged as anomalous there and passes it on to ``match-requests``, so
+the matcher leaves their clean, missed and false-positive counts to the scorer (as ingest's own
+matcher does with its own scores) and no event is taken off the clean count twice. Each message
+then holds both parts of the same events (``chunks``).
+
 >>> import numpy as np
 >>> req = ScoreRequestBatch("ingest-0", 120.0, [ScoreGroup(
 ...     model="m", event_id=np.array(["e1", "e2"], dtype=object), client_id=np.array(["c", "c"], dtype=object),
@@ -33,9 +39,11 @@ import numpy as np
 
 from monitor.contracts.flagged import FlaggedEvents
 from monitor.contracts.framing import FrameReader, framed, refusing
+from monitor.contracts.match_requests import MatchGroup, MatchRequestBatch
 from monitor.contracts.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows, value_index
+from monitor.contracts.traffic import ADVERSARIAL_CANARY, BENIGN_CANARY, PRODUCTION
 
-PRODUCTION, ADVERSARIAL_CANARY, BENIGN_CANARY = 0, 1, 2
+__all__ = ["ADVERSARIAL_CANARY", "BENIGN_CANARY", "PRODUCTION", "ScoreGroup", "ScoreRequestBatch", "score_deltas"]
 VERSION = 1
 
 
@@ -74,6 +82,7 @@ class ScoreRequestBatch:
     instance: str
     watermark: float
     groups: list[ScoreGroup]
+    matches: MatchRequestBatch | None = None  # the batch's queries, for the scorer to pass on (remote matching)
 
     def chunks(self, max_bytes: int = 512 * 1024) -> list[ScoreRequestBatch]:
         """The request in messages of about ``max_bytes`` at most (Kafka refuses records over its message
@@ -87,6 +96,8 @@ class ScoreRequestBatch:
         >>> [(sum(len(g) for g in c.groups), c.watermark) for c in ScoreRequestBatch("i", 1.0, [group]).chunks(9000)]
         [(2, -inf), (1, 1.0)]
         """
+        if self.matches is not None:
+            return self._paired_chunks(max_bytes)
         parts: list[list[ScoreGroup]] = []
         current: list[ScoreGroup] = []
         room = max_bytes
@@ -106,10 +117,52 @@ class ScoreRequestBatch:
         return [ScoreRequestBatch(self.instance, self.watermark if i == len(parts) - 1 else float("-inf"), groups)
                 for i, groups in enumerate(parts)]
 
+    def _paired_chunks(self, max_bytes: int) -> list[ScoreRequestBatch]:
+        """Messages of about ``max_bytes`` that each carry every part of their events, embeddings and queries:
+        events cut in runs of their sorted ids by the bytes they take. Only the last carries the watermark and
+        the input partitions' marks.
+
+        >>> ids = np.array(["a", "b", "c"], object)
+        >>> group = ScoreGroup("m", ids, ids, np.zeros(3), np.ones(3), np.zeros(3, np.int8), np.zeros(3, bool),
+        ...     np.zeros(3, bool), np.ones((3, 1000), np.float32), None)
+        >>> queries = MatchGroup("8", 2, ids, ids[::-1], ids, np.zeros(3), np.zeros(3, np.int8), np.zeros(3, bool),
+        ...     np.ones(3), np.ones((3, 8), np.uint64), np.ones(3, np.uint64))
+        >>> request = ScoreRequestBatch("i", 1.0, [group], MatchRequestBatch("i", 1.0, [queries], {"p-0": 1.0}))
+        >>> [(c.groups[0].event_id.tolist(), c.matches.groups[0].event_id.tolist(), c.watermark,
+        ...   c.matches.watermark, c.matches.partitions) for c in request.chunks(9000)]
+        [(['a', 'b'], ['b', 'a'], -inf, -inf, {}), (['c'], ['c'], 1.0, 1.0, {'p-0': 1.0})]
+        """
+        assert self.matches is not None
+        matches = self.matches
+        if not (self.groups or matches.groups):
+            return [self]
+        parts: list[ScoreGroup | MatchGroup] = [*self.groups, *matches.groups]
+        ids = np.concatenate([np.asarray(g.event_id, object) for g in parts] or [np.empty(0, object)]).astype(str)
+        unique, event = np.unique(ids, return_inverse=True)
+        size = np.zeros(len(unique))
+        np.add.at(size, event, np.concatenate([np.full(len(g), g.row_bytes, float) for g in parts] or [np.empty(0)]))
+        # a run of ids per message, by where each event's bytes end (numbered densely)
+        _, chunk_of = np.unique((np.cumsum(size) // max_bytes).astype(np.int64), return_inverse=True)
+        count = int(chunk_of.max()) + 1 if len(chunk_of) else 1
+        where = np.split(chunk_of.reshape(-1)[event.reshape(-1)], np.cumsum([len(g) for g in parts])[:-1])
+        scored, queried = where[:len(self.groups)], where[len(self.groups):]
+        out = []
+        for i in range(count):
+            last = i == count - 1
+            watermark = self.watermark if last else float("-inf")
+            score_groups = [g.take(c == i) for g, c in zip(self.groups, scored, strict=True) if (c == i).any()]
+            match_groups = [g.take(c == i) for g, c in zip(matches.groups, queried, strict=True) if (c == i).any()]
+            out.append(ScoreRequestBatch(self.instance, watermark, score_groups, MatchRequestBatch(
+                matches.instance, matches.watermark if last else float("-inf"), match_groups,
+                matches.partitions if last else {}, matches.inputs)))
+        return out
+
     def encode(self) -> bytes:
         groups: list[dict[str, Any]] = []
+        matches = None if self.matches is None else self.matches.encode()
         header = {"v": VERSION, "instance": self.instance,
-                  "watermark": self.watermark if np.isfinite(self.watermark) else None, "groups": groups}
+                  "watermark": self.watermark if np.isfinite(self.watermark) else None, "groups": groups,
+                  "matches": None if matches is None else len(matches)}
         blobs = []
         for g in self.groups:
             groups.append({
@@ -121,7 +174,7 @@ class ScoreRequestBatch:
             blobs.append(np.ascontiguousarray(g.embedding, np.float32).tobytes())
             if g.logits is not None:
                 blobs.append(np.ascontiguousarray(g.logits, np.float32).tobytes())
-        return framed(header, blobs)
+        return framed(header, blobs if matches is None else [*blobs, matches])
 
     @classmethod
     def decode(cls, data: bytes) -> ScoreRequestBatch:
@@ -137,9 +190,11 @@ class ScoreRequestBatch:
                     np.asarray(g["ts"], np.float64), np.asarray(g["confidence"], np.float64),
                     np.asarray(g["kind"], np.int8), np.asarray(g["anomalous"], bool), np.asarray(g["detected"], bool),
                     embedding, logits))
+            size = header.get("matches")
+            matches = None if size is None else MatchRequestBatch.decode(frame.raw(int(size)))
             frame.end()
         watermark = header["watermark"]
-        return cls(header["instance"], float("-inf") if watermark is None else watermark, groups)
+        return cls(header["instance"], float("-inf") if watermark is None else watermark, groups, matches)
 
 
 def score_deltas(group: ScoreGroup, flagged: np.ndarray, bucket_s: int) -> tuple[SliRows, FlaggedEvents]:

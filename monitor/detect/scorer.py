@@ -1,6 +1,8 @@
-"""The embedding scorer: score requests in, SLI deltas and evidence out.
+"""The embedding scorer: score requests in, SLI deltas and evidence out (and the request's queries passed on).
 
-Scores with numpy, or with torch on a GPU (``device="cuda"``, see ``monitor.detect.torch_profiles``).
+Scores with numpy, or with torch on a GPU (``device="cuda"``, see ``monitor.detect.torch_profiles``). A request
+that carries its batch's queries for the matcher (remote matching too) gets them back with the events the scorer
+flagged marked anomalous, as ingest marks those its own scores flag.
 
 >>> import numpy as np
 >>> from monitor.detect.profiles import ModelProfile, Profile
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from monitor.contracts.flagged import FlaggedEvents
+from monitor.contracts.match_requests import MatchRequestBatch
 from monitor.contracts.score_requests import PRODUCTION, ScoreGroup, ScoreRequestBatch, score_deltas
 from monitor.contracts.sli import SliRows
 from monitor.detect.lsh import embedding_fingerprints
@@ -40,6 +43,7 @@ class ScorerResult:
     flagged: FlaggedEvents  # newly flagged production events
     scored: int
     unprofiled: int  # embeddings of models (or dimensions) the profile does not describe
+    matches: MatchRequestBatch | None = None  # the request's queries for the matcher, flagged events anomalous
 
 
 class EmbeddingScorer:
@@ -73,6 +77,7 @@ class EmbeddingScorer:
     def score(self, request: ScoreRequestBatch) -> ScorerResult:
         tables: list[SliRows] = []
         found: list[FlaggedEvents] = []
+        flagged_ids: list[np.ndarray] = []
         scored = unprofiled = 0
         for group in request.groups:
             model = self.profile.get(group.model, "embedding")
@@ -83,8 +88,20 @@ class EmbeddingScorer:
             if logits is not None and logits.shape[1] != model.means.shape[0]:
                 logits = None
             flagged = self._scores(model, group.embedding, logits).flagged
+            flagged_ids.append(group.event_id[flagged])
             rows, newly = score_deltas(group, flagged, self.bucket_s)
             tables.append(rows)
             found.append(self._named(group, flagged, newly))
             scored += len(group)
-        return ScorerResult(SliRows.concat(tables).combined(), FlaggedEvents.concat(found), scored, unprofiled)
+        return ScorerResult(SliRows.concat(tables).combined(), FlaggedEvents.concat(found), scored, unprofiled,
+                            _marked(request.matches, flagged_ids))
+
+
+def _marked(matches: MatchRequestBatch | None, flagged_ids: list[np.ndarray]) -> MatchRequestBatch | None:
+    """The queries with the events the scorer flagged marked anomalous (the matcher leaves their clean,
+    missed and false-positive counts to the scorer)."""
+    if matches is None:
+        return None
+    ids = np.concatenate([np.empty(0, object), *flagged_ids]).astype(str)
+    groups = [replace(g, anomalous=g.anomalous | np.isin(g.event_id.astype(str), ids)) for g in matches.groups]
+    return replace(matches, groups=groups)

@@ -1,13 +1,15 @@
-"""Remote embedding scoring (ingest -> score-requests -> scorer -> deltas) counts exactly what
-scoring embeddings inside ingest counts."""
+"""Remote embedding scoring (ingest -> score-requests -> scorer -> deltas), alone and with remote matching
+(scorer -> match-requests -> matcher), counts exactly what scoring embeddings inside ingest counts."""
 
 import numpy as np
 import pytest
 
 from monitor.alerting.alerter import Alerter
+from monitor.contracts.match_requests import MatchRequestBatch
 from monitor.contracts.score_requests import ScoreRequestBatch
-from monitor.contracts.sli import BAD_COUNTERS, SliRows
+from monitor.contracts.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows
 from monitor.detect.engine import Engine, EngineSettings
+from monitor.detect.matcher import MatcherSettings, OrderedMatcher
 from monitor.detect.parsing import parse_batch
 from monitor.detect.scorer import EmbeddingScorer
 from monitor.sim.synth import Scenario
@@ -58,3 +60,50 @@ def test_remote_scoring_gives_the_same_counters_as_local(scenario):
     assert anomalous > 100  # the embedding scores matter in this traffic
     assert any(a.slo == "client-standout" and a.client_id == "key_wb_7731" for a in local_alerts)  # the white-box key
     assert [a.alert_id for a in remote_alerts] == [a.alert_id for a in local_alerts]
+
+
+def test_remote_scoring_and_remote_matching_together_count_what_ingest_alone_counts():
+    """Ingest that leaves both embeddings and queries to other workers: the scorer passes each batch's queries
+    on to the matcher with the events it flagged marked anomalous, so an event both flag leaves the clean,
+    missed and false-positive counts once, as in one process. Passed on unmarked, they would count twice. A
+    loose profile (5% of clean traffic flagged) has the scorer flag some of the matcher's near-duplicates."""
+    scenario = Scenario.build(seed=3, duration_s=1800.0)
+    profile = scenario.reference_profile(per_model=2000, fpr=0.05)
+    local = Engine(EngineSettings(fingerprint_secret=b"s"), profile)
+    remote = Engine(EngineSettings(fingerprint_secret=b"s", remote_embedding_scoring=True, remote_matching=True),
+                    profile)
+    scorer = EmbeddingScorer(profile)
+    marked, unmarked = OrderedMatcher(MatcherSettings()), OrderedMatcher(MatcherSettings())
+    local_rows, remote_rows, unmarked_rows, chunked = [], [], [], 0
+    for chunk in scenario.chunks(chunk_s=300.0):
+        batch = parse_batch(chunk.records).batch
+        local_rows.append(local.process(batch).rows)
+        result = remote.process(batch)
+        request = ScoreRequestBatch("ingest-0", result.watermark, result.score_groups,
+                                    MatchRequestBatch("ingest-0", result.watermark, result.match_groups))
+        parts = request.chunks(max_bytes=64 * 1024)
+        chunked += len(parts) > 1
+        remote_rows.append(result.rows)
+        unmarked_rows.append(result.rows)
+        for part in parts:
+            scored = scorer.score(ScoreRequestBatch.decode(part.encode()))
+            assert scored.matches is not None
+            remote_rows.append(scored.rows)
+            unmarked_rows.append(scored.rows)
+            for matcher, matches, rows in ((marked, scored.matches, remote_rows),
+                                           (unmarked, part.matches, unmarked_rows)):
+                matcher.add(MatchRequestBatch.decode(matches.encode()), now=0.0)
+                rows.append(matcher.advance(now=0.0).rows)
+    local_rows.append(local.finish().rows)
+    remote_rows.append(marked.flush().rows)
+    unmarked_rows.append(unmarked.flush().rows)
+    a, b, c = (totals(SliRows.concat(rows)) for rows in (local_rows, remote_rows, unmarked_rows))
+    assert chunked > 3  # requests were cut into messages, each with both parts of its events
+    assert a["keys"] == b["keys"]
+    np.testing.assert_allclose(a["values"], b["values"], atol=1e-6)
+    misses = BAD_COUNTERS.index("adv_missed")  # a first miss cannot be taken back (see score_deltas)
+    np.testing.assert_array_equal(np.delete(a["first"], misses, axis=1), np.delete(b["first"], misses, axis=1))
+    clean = VALUE_COLUMNS.index("clean_events")
+    assert c["values"][:, clean].sum() < a["values"][:, clean].sum() - 10  # unmarked: taken off twice
+    both = SliRows.concat(local_rows)
+    assert both.column("anomalous").sum() > 100 and both.column("query_flagged").sum() > 100

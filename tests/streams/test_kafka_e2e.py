@@ -275,20 +275,40 @@ def test_killed_daemons_lose_nothing_and_fire_nothing_twice(kafka, prefix, daemo
     assert "alerter state rebuilt" in alerter.log()  # the restarted alerter resumed from its changelog
 
 
-def test_remote_scorer_finds_what_in_process_scoring_finds(kafka, prefix, daemons, traffic, tmp_path):
+def test_remote_scorer_and_matcher_find_what_in_process_detection_finds(kafka, prefix, daemons, traffic, tmp_path):
+    """Ingest leaves embeddings to ``advmon scorer`` and queries to ``advmon matcher`` (compose's GPU profile):
+    the queries travel with the embeddings and the scorer passes them on, its flags marked, so the daemons page
+    as replay does and report every suspicious input replay reports, once."""
+    from monitor.contracts.match_requests import MatchRequestBatch
+    from monitor.contracts.score_requests import ScoreRequestBatch
+
     work, expected, dead, valid = traffic
     topics = topics_for(kafka, prefix)
     profile = str(work / "profile.npz")
-    ingest = daemons("ingest", "ingest", "--instance", "ingest-0", "--remote-scoring", "--profile", profile,
-                     "--http-port", "0").start()
+    ingest = daemons("ingest", "ingest", "--instance", "ingest-0", "--remote-scoring", "--remote-matching",
+                     "--profile", profile, "--http-port", "0").start()
     scorer = daemons("scorer", "scorer", "--instance", "scorer-0", "--profile", profile, "--http-port", "0").start()
+    matcher = daemons("matcher", "matcher", "--instance", "m-0", "--http-port", "0").start()
     alerter = daemons("alerter", "alerter", "--http-port", "0").start()
     Producer(work, ingest.env).wait(timeout=120)
 
-    assert_like_oracle(kafka, topics.alerts, expected, lambda: (scorer.log(), alerter.log()))
-    requests = read_topic(kafka.bootstrap, topics.score_requests, until=lambda rs: len(rs) > 0, timeout_s=30)
-    assert requests  # the embeddings really travelled to the scorer
-    assert all(d.terminate() == 0 for d in (ingest, scorer, alerter))
+    everyone = (ingest, scorer, matcher, alerter)
+    assert_like_oracle(kafka, topics.alerts, expected, lambda: [d.log()[-3000:] for d in everyone])
+    requests = [ScoreRequestBatch.decode(r.value) for r in read_topic(
+        kafka.bootstrap, topics.score_requests, until=lambda rs: len(rs) > 0, timeout_s=30)]
+    assert any(r.groups for r in requests) and all(r.matches is not None for r in requests)  # both travelled
+    passed_on = [MatchRequestBatch.decode(r.value) for r in read_topic(
+        kafka.bootstrap, topics.match_requests, until=lambda rs: len(rs) > 0, timeout_s=30)]
+    assert {m.instance for m in passed_on} == {"ingest-0"} and any(m.groups for m in passed_on)
+    replay = [orjson.loads(line) for line in (work / "suspicious.jsonl").read_bytes().splitlines()]
+    reported = alerts_on(read_topic(kafka.bootstrap, topics.suspicious_inputs, timeout_s=60,
+                                    until=lambda rs: len(rs) >= len(replay)))
+    assert sorted(d["event_id"] for d in reported) == sorted(d["event_id"] for d in replay)  # each once
+    near = sorted(d["event_id"] for d in reported if d["reason"] == "near-duplicate")
+    assert near and near == sorted(d["event_id"] for d in replay if d["reason"] == "near-duplicate")
+    assert any(d["reason"] == "anomalous-embedding" for d in reported)  # replay says "anomalous" for those
+    assert all(d.terminate() == 0 for d in everyone)
+    assert "Traceback" not in "".join(d.log() for d in everyone)
 
 
 def test_three_ingest_workers_one_killed_count_every_event_once(kafka, prefix, daemons, traffic, tmp_path):
