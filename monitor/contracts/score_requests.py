@@ -137,14 +137,13 @@ class ScoreRequestBatch:
         if not (self.groups or matches.groups):
             return [self]
         parts: list[ScoreGroup | MatchGroup] = [*self.groups, *matches.groups]
-        ids = np.concatenate([np.asarray(g.event_id, object) for g in parts] or [np.empty(0, object)]).astype(str)
-        unique, event = np.unique(ids, return_inverse=True)
+        unique, event = np.unique(np.concatenate([g.event_id for g in parts]).astype(str), return_inverse=True)
         size = np.zeros(len(unique))
-        np.add.at(size, event, np.concatenate([np.full(len(g), g.row_bytes, float) for g in parts] or [np.empty(0)]))
+        np.add.at(size, event, np.concatenate([np.full(len(g), g.row_bytes, float) for g in parts]))
         # a run of ids per message, by where each event's bytes end (numbered densely)
         _, chunk_of = np.unique((np.cumsum(size) // max_bytes).astype(np.int64), return_inverse=True)
-        count = int(chunk_of.max()) + 1 if len(chunk_of) else 1
-        where = np.split(chunk_of.reshape(-1)[event.reshape(-1)], np.cumsum([len(g) for g in parts])[:-1])
+        count = int(chunk_of.max()) + 1
+        where = np.split(chunk_of[event], np.cumsum([len(g) for g in parts])[:-1])
         scored, queried = where[:len(self.groups)], where[len(self.groups):]
         out = []
         for i in range(count):
