@@ -97,7 +97,7 @@ class ScoreRequestBatch:
         [(2, -inf), (1, 1.0)]
         """
         if self.matches is not None:
-            return self._paired_chunks(max_bytes)
+            return self._paired_chunks(self.matches, max_bytes)
         parts: list[list[ScoreGroup]] = []
         current: list[ScoreGroup] = []
         room = max_bytes
@@ -117,7 +117,7 @@ class ScoreRequestBatch:
         return [ScoreRequestBatch(self.instance, self.watermark if i == len(parts) - 1 else float("-inf"), groups)
                 for i, groups in enumerate(parts)]
 
-    def _paired_chunks(self, max_bytes: int) -> list[ScoreRequestBatch]:
+    def _paired_chunks(self, matches: MatchRequestBatch, max_bytes: int) -> list[ScoreRequestBatch]:
         """Messages of about ``max_bytes`` that each carry every part of their events, embeddings and queries:
         events cut in runs of their sorted ids by the bytes they take. Only the last carries the watermark and
         the input partitions' marks.
@@ -132,8 +132,6 @@ class ScoreRequestBatch:
         ...   c.matches.watermark, c.matches.partitions) for c in request.chunks(9000)]
         [(['a', 'b'], ['b', 'a'], -inf, -inf, {}), (['c'], ['c'], 1.0, 1.0, {'p-0': 1.0})]
         """
-        assert self.matches is not None
-        matches = self.matches
         if not (self.groups or matches.groups):
             return [self]
         parts: list[ScoreGroup | MatchGroup] = [*self.groups, *matches.groups]
