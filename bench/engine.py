@@ -2,15 +2,16 @@
 floor), ``advmon replay`` on a file beside the floor on that file, the per-event cost of our SLI + drift
 updates beside calling river's detector per event, the memory per tracked client and per stored
 fingerprint, and ``advmon matcher``'s queries a second (decoding its match-requests included) live and when it
-rebuilds its index from its log after a restart. Realistic
-1.3 KB records by default (``bench/realistic.py``), or the demo's 500-byte ones.
+rebuilds its index from its log after a restart, and the engine at steady state (its query index full, after
+hours of traffic). Realistic 1.3 KB records by default (``bench/realistic.py``), or the demo's 500-byte ones.
 
-    python3 bench/engine.py [--records realistic|demo] [--hours 1] [--duration 3h]
+    python3 bench/engine.py [--records realistic|demo] [--hours 1] [--duration 3h] [--steady-hours 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import subprocess
 import sys
 import tempfile
@@ -170,6 +171,28 @@ def run(records: list[bytes], profile: Profile, batch_size: int = 4096) -> dict:
             "fingerprint_bytes": engine.fingerprint_memory_bytes, "fingerprints": max(stored, 1)}
 
 
+def steady_state(hours: float, batch_size: int = 4096) -> dict:
+    """The engine once its query index is full (two generations), as in a service that has run for hours: warmed
+    on all but the last hour of ``hours`` of realistic records, then timed on that hour (best of three copies of
+    the warmed engine), with and without a profile. A fresh index (``run``) is cheaper to search."""
+    made = realistic(hours=hours)
+    last = round(len(made.records) / hours)  # the last hour's records
+    batches = [parse_batch(made.records[i:i + batch_size]).batch for i in range(0, len(made.records), batch_size)]
+    cut = next(i for i in range(len(batches)) if sum(map(len, batches[i:])) <= last)
+    out: dict = {"steady_hours": hours, "steady_events": sum(map(len, batches[cut:]))}
+    for name, profile in (("steady_bare_s", None), ("steady_s", made.profile)):
+        warmed = Engine(Settings(fingerprint_secret="bench").engine_settings(), profile)
+        for batch in batches[:cut]:
+            warmed.process(batch)
+        out["steady_stored"] = warmed.matcher.stored_queries if warmed.matcher is not None else 0
+
+        def timed_hour(engine: Engine) -> float:
+            return timed(lambda: [engine.process(b) for b in batches[cut:]])
+
+        out[name] = min(timed_hour(copy.deepcopy(warmed)) for _ in range(3))
+    return out
+
+
 def matcher_rate(records: list[bytes], batch_size: int = 4096) -> dict:
     """``advmon matcher``'s work without Kafka: the records' match-requests (from ingest with remote matching)
     decoded, held and matched minute by minute; queries a second, best of two."""
@@ -221,6 +244,12 @@ def report(r: dict, what: str) -> str:
         f"{'memory per million fingerprinted queries':44} {r['fingerprint_bytes'] / r['fingerprints']:12,.0f} MB "
         f"({r['fingerprints']:,} queries stored)",
     ]
+    if "steady_s" in r:
+        for key, name in (("steady_bare_s", "engine without a profile, steady state"),
+                          ("steady_s", "engine with a profile, steady state")):
+            lines.append(f"{name:44} {r['steady_events'] / r[key]:12,.0f} events/s    (hour {r['steady_hours']:g} "
+                         f"of realistic records, {r['steady_stored']:,} queries indexed before it; engine / parse = "
+                         f"{r[key] / r['steady_events'] / (r['parse_s'] / n):.2f})")
     lines.append(f"{'advmon matcher (match-requests in, decoded)':44} {r['matcher_rate']:12,.0f} queries/s   "
                  f"({r['matcher_bytes']:.0f} bytes a query on the wire)")
     lines.append(f"{'advmon matcher restarted (rebuild from its log)':44} {r['rebuild_rate']:12,.0f} queries/s   "
@@ -242,12 +271,16 @@ def main() -> int:
     parser.add_argument("--hours", type=float, default=1.0, help="realistic records: hours at 10 events/s")
     parser.add_argument("--duration", default="3h", help="demo records: event time to generate")
     parser.add_argument("--no-replay", action="store_true", help="skip the advmon replay subprocess")
+    parser.add_argument("--steady-hours", type=float, default=4.0,
+                        help="time the engine on the last hour of this many hours of realistic records (0: skip)")
     args = parser.parse_args()
     records, profile, what = (realistic_records(args.hours) if args.records == "realistic"
                               else demo_records(args.duration))
     result = run(records, profile)
     result.update(alerter_at_scale(result.pop("rows")))
     result.update(matcher_rate(records))
+    if args.steady_hours:
+        result.update(steady_state(args.steady_hours))
     if not args.no_replay:
         result["file_floor"], result["replay_rate"], result["start_s"] = replay_rates(records, profile)
     print(report(result, what))

@@ -98,11 +98,14 @@ def test_a_generation_closes_at_the_first_query_past_its_age_however_batched():
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 40)), max_size=30), min_size=1, max_size=4),
-       st.integers(0, 1000))
-def test_pair_keys_count_every_pair_once_in_row_then_earlier_order(parts_as_lists, base):
-    keys = _PairKeys.of_block(np.arange(base + 41, base + 47), base)  # rows 0..5 over stored ids base..base+40
-    parts = [keys.owners(np.array([base + 41 + r for r, _ in p], np.int64))
-             + np.array([base + e for _, e in p], np.int64) for p in parts_as_lists]
+       st.integers(0, 2**40), st.sampled_from([41, 2**31]))
+def test_pair_keys_count_every_pair_once_in_row_then_earlier_order(parts_as_lists, base, stored):
+    """Rows 0..5 over ``stored`` ids from ``base`` (the earlier ids used: base..base+40): 32-bit keys (added modulo
+    2**32 from ids far beyond it), or 64-bit ones where the stored ids need 32 bits."""
+    keys = _PairKeys.of_block(np.arange(base + stored, base + stored + 6), base)
+    assert keys.dtype == (np.uint32 if stored < 2**28 else np.int64)
+    parts = [keys.owners(np.array([base + stored + r for r, _ in p], np.int64))
+             + keys.ids(np.array([base + e for _, e in p], np.int64)) for p in parts_as_lists]
     distinct, counts = _distinct_counts(parts)
     rows, earlier = keys.split(distinct)
     expected: dict[tuple[int, int], int] = {}
@@ -130,7 +133,7 @@ def test_content_hashes_tell_exact_bytes_apart():
     assert not set(hashed.tolist()) & set(content_hashes(y, b"s").tolist())
 
 
-def test_a_stored_posting_costs_a_64_bit_hash_and_a_32_bit_id():
+def test_a_stored_posting_costs_a_64_bit_hash_a_32_bit_id_and_one_or_two_bytes_of_filter():
     rng = np.random.default_rng(4)
     hashes = np.sort(rng.integers(1, 2**63, (500, 30), dtype=np.uint64), axis=1)[:, ::-1].copy()
     index = QueryIndex(threshold=15, generation_queries=200)  # three generations opened, two kept: ids from 200
@@ -139,7 +142,8 @@ def test_a_stored_posting_costs_a_64_bit_hash_and_a_32_bit_id():
         part = slice(start, start + 64)
         index.update(hashes[part], hashes[part, 0], now=0.0, clients=clients[part])
     stored = index.stored_queries
-    assert stored == 300 and index.memory_bytes == stored * (30 * (8 + 4) + 8 + 8)  # + client and content hash
+    per_query = 30 * (8 + 4) + 8 + 8  # postings, the query's client and content hash
+    assert stored == 300 and stored * (per_query + 30) <= index.memory_bytes <= stored * (per_query + 2 * 30)
     again = index.update(hashes[[250, 450]], np.array([1, 2], np.uint64), now=0.0, clients=np.zeros(2, np.uint64))
     assert again.cross_flagged.all() and again.matched_client.tolist() == [251, 451]  # each id found its query
 
@@ -162,3 +166,18 @@ def test_quantize_is_blacklights_salted_mod_255(seed, quantum):
     x[3] = np.nextafter(x[2], np.float32(0))
     reference = np.floor(np.mod(np.clip(x, 0, 1).astype(np.float32) * 255.0 + fp._salt, 255.0) / quantum)
     assert np.array_equal(fp.quantize(x, quantum), reference.astype(np.uint64))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 2**64 - 1), max_size=300), st.lists(st.integers(1, 2**64 - 1), max_size=50),
+       st.integers(0, 3))
+def test_a_run_finds_every_posting_of_a_needle_its_filter_passes_or_not(stored, others, repeats):
+    """The filter only spares searches: each needle's span is its postings (searched without it), empty if none."""
+    hashes = np.sort(np.array(stored * (1 + repeats) or [0], np.uint64)[: len(stored) * (1 + repeats)])
+    run = _Run(hashes, np.arange(len(hashes)))
+    needles = np.unique(np.array(stored[:20] + others, np.uint64))
+    lo, hi = run.spans(needles)
+    left, right = np.searchsorted(hashes, needles, "left"), np.searchsorted(hashes, needles, "right")
+    held = right > left
+    assert (lo[held] == left[held]).all() and (hi[held] == right[held]).all() and (hi[~held] == lo[~held]).all()
+    assert run.may_hold(needles[held]).all()
