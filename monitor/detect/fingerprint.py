@@ -211,30 +211,40 @@ class _Run:
 
     A hash's slot in the filter is its bits below the top two, in order, so that sorted hashes (the run's, and the
     needles) touch it in a few ascending sweeps: 3x faster to build than by the low bits, and as selective (the
-    ``top_s`` selection keeps the larger window hashes, so the top two bits hardly vary)."""
+    ``top_s`` selection keeps the larger window hashes, so the top two bits hardly vary). The filter is built at a
+    run's first search, so the runs merged away as soon as they are made never build one, and only for runs of
+    ``filtered_from`` postings or more (a 512 KB array of hashes): a smaller one is searched in cache."""
 
     __slots__ = ("hashes", "ids", "_filter", "_shift", "_mask")
+    filtered_from = 1 << 16
 
     def __init__(self, hashes: np.ndarray, ids: np.ndarray) -> None:
         self.hashes = hashes  # sorted by the caller
         self.ids = ids
-        bits = max(8 * len(hashes) - 1, 63).bit_length()  # 2**bits slots: at least 8 a posting
-        self._shift, self._mask = np.uint64(62 - bits), np.uint64((1 << bits) - 1)
-        marks = np.zeros(1 << bits, bool)
-        marks[self._slots(hashes)] = True
-        self._filter = np.packbits(marks, bitorder="little")
-
-    def _slots(self, hashes: np.ndarray) -> np.ndarray:
-        return ((hashes >> self._shift) & self._mask).astype(np.intp)
+        self._filter: np.ndarray | None = None
 
     def may_hold(self, needles: np.ndarray) -> np.ndarray:
         """False where a needle is certainly not in the run (true for all that are, and a few that are not)."""
+        if self._filter is None:
+            self._filter = self._built_filter()
         slot = self._slots(needles)
         return ((self._filter[slot >> 3] >> (slot & 7).astype(np.uint8)) & 1).astype(bool)
 
+    def _built_filter(self) -> np.ndarray:
+        bits = max(8 * len(self.hashes) - 1, 63).bit_length()  # 2**bits slots: at least 8 a posting
+        self._shift, self._mask = np.uint64(62 - bits), np.uint64((1 << bits) - 1)
+        marks = np.zeros(1 << bits, bool)
+        marks[self._slots(self.hashes)] = True
+        return np.packbits(marks, bitorder="little")
+
+    def _slots(self, hashes: np.ndarray) -> np.ndarray:
+        slots = np.right_shift(hashes, self._shift)
+        slots &= self._mask
+        return slots.view(np.int64)  # below 2**35: the same numbers
+
     @property
     def nbytes(self) -> int:
-        return self.hashes.nbytes + self.ids.nbytes + self._filter.nbytes
+        return self.hashes.nbytes + self.ids.nbytes + (0 if self._filter is None else self._filter.nbytes)
 
     def spans(self, needles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where each of ``needles`` (sorted: searched in order, cache-friendly) has its postings, ``lo, hi``; an
@@ -245,7 +255,9 @@ class _Run:
         [[0, 0, 2, 0, 3, 0], [0, 2, 3, 0, 4, 0]]
         """
         lo, hi = np.zeros(len(needles), np.int64), np.zeros(len(needles), np.int64)
-        maybe = np.flatnonzero(self.may_hold(needles))
+        if not len(self):
+            return lo, hi
+        maybe = np.flatnonzero(self.may_hold(needles)) if len(self) >= self.filtered_from else np.arange(len(needles))
         at = np.searchsorted(self.hashes, needles[maybe], side="left")
         found = self.hashes[np.minimum(at, len(self.hashes) - 1)] == needles[maybe]
         lo[maybe[found]] = at[found]

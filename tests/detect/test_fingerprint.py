@@ -133,7 +133,7 @@ def test_content_hashes_tell_exact_bytes_apart():
     assert not set(hashed.tolist()) & set(content_hashes(y, b"s").tolist())
 
 
-def test_a_stored_posting_costs_a_64_bit_hash_a_32_bit_id_and_one_or_two_bytes_of_filter():
+def test_a_stored_posting_costs_a_64_bit_hash_and_a_32_bit_id():
     rng = np.random.default_rng(4)
     hashes = np.sort(rng.integers(1, 2**63, (500, 30), dtype=np.uint64), axis=1)[:, ::-1].copy()
     index = QueryIndex(threshold=15, generation_queries=200)  # three generations opened, two kept: ids from 200
@@ -142,8 +142,7 @@ def test_a_stored_posting_costs_a_64_bit_hash_a_32_bit_id_and_one_or_two_bytes_o
         part = slice(start, start + 64)
         index.update(hashes[part], hashes[part, 0], now=0.0, clients=clients[part])
     stored = index.stored_queries
-    per_query = 30 * (8 + 4) + 8 + 8  # postings, the query's client and content hash
-    assert stored == 300 and stored * (per_query + 30) <= index.memory_bytes <= stored * (per_query + 2 * 30)
+    assert stored == 300 and index.memory_bytes == stored * (30 * (8 + 4) + 8 + 8)  # + client and content hash
     again = index.update(hashes[[250, 450]], np.array([1, 2], np.uint64), now=0.0, clients=np.zeros(2, np.uint64))
     assert again.cross_flagged.all() and again.matched_client.tolist() == [251, 451]  # each id found its query
 
@@ -174,10 +173,22 @@ def test_quantize_is_blacklights_salted_mod_255(seed, quantum):
 def test_a_run_finds_every_posting_of_a_needle_its_filter_passes_or_not(stored, others, repeats):
     """The filter only spares searches: each needle's span is its postings (searched without it), empty if none."""
     hashes = np.sort(np.array(stored * (1 + repeats) or [0], np.uint64)[: len(stored) * (1 + repeats)])
-    run = _Run(hashes, np.arange(len(hashes)))
+    run = _FilteredRun(hashes, np.arange(len(hashes)))
     needles = np.unique(np.array(stored[:20] + others, np.uint64))
     lo, hi = run.spans(needles)
     left, right = np.searchsorted(hashes, needles, "left"), np.searchsorted(hashes, needles, "right")
     held = right > left
     assert (lo[held] == left[held]).all() and (hi[held] == right[held]).all() and (hi[~held] == lo[~held]).all()
     assert run.may_hold(needles[held]).all()
+
+
+class _FilteredRun(_Run):
+    filtered_from = 0  # a filter however small the run
+
+
+def test_a_large_run_costs_one_or_two_bytes_of_filter_a_posting_once_searched():
+    hashes = np.sort(np.random.default_rng(5).integers(1, 2**63, 100_000, dtype=np.uint64) * np.uint64(2))
+    run = _Run(hashes, np.arange(len(hashes), dtype=np.int32))
+    assert run.nbytes == 12 * len(hashes)  # no filter until it is searched
+    lo, hi = run.spans(hashes[::1000])
+    assert (hi - lo == 1).all() and 13 * len(hashes) <= run.nbytes <= 14 * len(hashes)
