@@ -205,7 +205,7 @@ BLOCK_ROWS = 4096
 
 class _Run:
     """One sorted posting run: hashes ascending, query ids ascending within equal hashes, and a one-hash Bloom
-    filter of its hashes (8 to 16 bits a posting: a tenth of the postings' bytes) that spares the binary search of
+    filter of its hashes (8 to 16 bits a posting, beside the posting's 96) that spares the binary search of
     the needles it does not hold. On realistic traffic 80% of the needles are in no given run, and each search in a
     run of a million postings costs about 120 ns in cache misses; the filter check one memory read.
 
@@ -298,15 +298,17 @@ class _Generation:
         """Log-structured insert: merge equal-sized runs so lookups touch O(log n) runs."""
         self.runs.append(run)
         while len(self.runs) > 1 and len(self.runs[-2]) <= len(self.runs[-1]):
-            newer = self.runs.pop()
-            self.runs[-1] = _Run.merge(self.runs[-1], newer)
+            self._merge_newest()
 
     def seal(self) -> None:
         """Closed: its runs merged into one, which every later lookup searches once instead of each of them (a run
         per power of two of blocks); the same postings in the same order."""
         while len(self.runs) > 1:
-            newer = self.runs.pop()
-            self.runs[-1] = _Run.merge(self.runs[-1], newer)
+            self._merge_newest()
+
+    def _merge_newest(self) -> None:
+        newer = self.runs.pop()
+        self.runs[-1] = _Run.merge(self.runs[-1], newer)
 
     @property
     def postings_bytes(self) -> int:
