@@ -95,6 +95,7 @@ class DurableAlerter:
         self.retention_s = retention_s or horizon + 2 * bucket_s + grace_s  # per-model totals
         self.client_retention_s = 0.0  # per-client rows and edges: what the rules' evaluators need (set below)
         self._sources: dict[str, SourceEntry] = dict(self.state.sources())  # read on every message: kept at hand
+        self._resumed_at: float | None = None  # wall time of the first message applied since the state was read
         self._expected = self.state.progress  # the progress this object last read or wrote
         self.alerter = self._rebuild()
         self.skipped_messages = 0
@@ -121,10 +122,13 @@ class DurableAlerter:
         """Apply one message at ``offset`` of an input ``topic`` (``sli-buckets`` from ingest, ``scores``
         from the scorer); returns the alerts its watermark released."""
         progress, resent = self.state.progress, []
+        if self._resumed_at is None:
+            self._resumed_at = now
         if progress != self._expected:  # written by another process: its changelog records arrived late
             log.warning("alerter state advanced underneath (offsets %s, not %s): rebuilt from it", progress.offsets,
                         self._expected.offsets)
             self._sources = dict(self.state.sources())
+            self._resumed_at = now
             self._expected = progress
             self.alerter = self._rebuild()
             resent = self.unconfirmed
@@ -153,8 +157,14 @@ class DurableAlerter:
     def watermark(self, now: float) -> float:
         """The slowest source's watermark, among ingest, scorer and matcher instances heard from in the last
         ``idle_source_s``; while an ingest worker leaves embeddings to a scorer (or queries to a matcher), no
-        window closes before a scorer (a matcher) has reported."""
-        active = [s for s in self._sources.values() if now - s.seen <= self.idle_source_s]
+        window closes before a scorer (a matcher) has reported.
+
+        A source read back from the state counts as heard from when this object resumed (its first message): the
+        wall time it was last heard from was another process's, before a restart or a hand-over that may have taken
+        longer than ``idle_source_s``, and its messages since are still ahead in the backlog. Counted idle, the first
+        message read would move the watermark past theirs, and windows would close without them."""
+        resumed = now if self._resumed_at is None else self._resumed_at
+        active = [s for s in self._sources.values() if now - max(s.seen, resumed) <= self.idle_source_s]
         for waits, role in (("remote", "scorer"), ("remote_matching", "matcher")):
             if any(getattr(s, waits) for s in active) and not any(s.role == role for s in active):
                 return float("-inf")

@@ -219,6 +219,26 @@ def test_watermark_is_the_slowest_live_instance():
     assert alerter.watermark(now=100.0) == float("-inf")  # both silent for longer than idle_source_s
 
 
+def test_sources_read_back_after_a_long_hand_over_hold_the_watermark_until_they_go_quiet_again():
+    """Partitions that reach an alerter 100 s after their last message was applied (a restart, a slow hand-over):
+    the instance whose message comes first must not take the watermark past the others' messages still behind it
+    in the backlog; an instance that stays silent for ``idle_source_s`` from then on stops holding it."""
+    from dataclasses import replace
+
+    batches = stream(minutes=4)
+    store: dict = {}
+    first = DurableAlerter(RULES, store, bucket_s=60, grace_s=60, idle_source_s=30)
+    first.apply(0, batches[0], now=0.0)  # ingest-0
+    first.apply(1, replace(batches[1], instance="ingest-1"), now=0.0)
+    slow = min(batches[0].watermark, batches[1].watermark)
+    survivor = DurableAlerter(RULES, store, bucket_s=60, grace_s=60, idle_source_s=30)
+    survivor.apply(2, batches[4], now=100.0)  # ingest-0's next message, read first after the hand-over
+    assert survivor.watermark(now=100.0) == slow  # ingest-1's next messages are behind it: it still holds
+    assert survivor.watermark(now=129.0) == slow
+    survivor.apply(3, batches[6], now=125.0)  # ingest-0 goes on; ingest-1 stays silent
+    assert survivor.watermark(now=131.0) == batches[6].watermark  # ingest-1: silent for 31 s since the resume
+
+
 @pytest.mark.parametrize(("flag", "role", "topic"), [("remote_scoring", "scorer", "scores"),
                                                      ("remote_matching", "matcher", "sli-buckets")])
 def test_windows_wait_for_the_scorer_or_matcher_ingest_leaves_work_to(flag, role, topic):
