@@ -452,11 +452,11 @@ class QueryIndex:
         within, room = self._pairs_within(probe, postings, keys)
         pairs = [within]
         needles, slots = _distinct_sorted(postings.hashes, probe.order)
+        owners = {g.first_id: keys.owners(probe.ids, g.first_id) for g in self._generations}  # once per generation
         for generation, run in [(g, run) for g in reversed(self._generations) for run in reversed(g.runs)]:
             if not room.any():  # (the newest first)
                 break
-            pairs.append(self._pairs_in_run(run, needles, slots, room, keys.owners(probe.ids, generation.first_id),
-                                            keys))
+            pairs.append(self._pairs_in_run(run, needles, slots, room, owners[generation.first_id], keys))
         distinct, counts = _distinct_counts(pairs)
         row, earlier = keys.split(distinct)
         np.maximum.at(best[0], row, counts)
