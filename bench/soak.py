@@ -4,14 +4,18 @@ with each daemon's RSS and each consumer group's lag every minute (both should s
     python3 bench/soak.py --minutes 60 --rate 200        # starts a throwaway broker on 127.0.0.1
     python3 bench/soak.py --ingest-workers 1 --no-matcher  # one ingest worker matching its own queries
     python3 bench/soak.py --scorer                         # and `advmon scorer` takes the embeddings (numpy here)
+    python3 bench/soak.py --minutes 80 --event-speed 4     # 5 h 20 min of event time: past the 3 h look-back
 
 Traffic: realistic 1.3 KB records (bench/realistic.py: 64 features, a base64 embedding, logits; 2,000 clients)
-re-stamped with the current time and fresh event ids as they are sent, so event time advances with the clock.
+re-stamped with the current time and fresh event ids as they are sent, so event time advances with the clock;
+with ``--event-speed S`` it advances S times as fast, from (S - 1) x the run's length in the past to now, so that
+the alerter's per-client look-back (3 hours with the shipped rules) fills within the run and the RSS after it shows
+whether memory stays flat (the events per event-time minute are then ``rate x 60 / S``; never in the future).
 The pool holds ``--pool-hours`` of it at 10 events/s (144,000 records for 4 h): more than the fingerprint
 index's two generations of 50,000 queries, so a record that comes round again is no near-duplicate of its
 earlier copy (a short pool repeating every minute looks like replayed queries and pages).
 Prints a Markdown table (minute, events sent, RSS per daemon, lag per consumer group) and each daemon's RSS
-slope over the second half of the run.
+slope over the second half of the run, or, with ``--event-speed``, over the minutes after the look-back filled.
 """
 
 from __future__ import annotations
@@ -74,11 +78,31 @@ def gauge(port: int, name: str) -> float:
     return float("nan")
 
 
-def restamped(records: list[bytes]):
-    """The records over and over, each with the current time and a new event id."""
+class EventClock:
+    """Event time that runs ``speed`` times as fast as the wall clock and reaches it after ``seconds``.
+
+    >>> clock = EventClock(speed=4.0, seconds=600.0, start=1000.0)
+    >>> clock.at(1000.0), clock.at(1600.0), clock.elapsed(1150.0)
+    (-800.0, 1600.0, 600.0)
+    """
+
+    def __init__(self, speed: float, seconds: float, start: float) -> None:
+        self.speed, self.start = speed, start
+        self.origin = start - (speed - 1.0) * seconds
+
+    def at(self, wall: float) -> float:
+        return self.origin + self.speed * (wall - self.start)
+
+    def elapsed(self, wall: float) -> float:
+        """Event-time seconds since the run started."""
+        return self.speed * (wall - self.start)
+
+
+def restamped(records: list[bytes], clock: EventClock):
+    """The records over and over, each with the event clock's time and a new event id."""
     for n, raw in enumerate(itertools.cycle(records)):
         doc = orjson.loads(raw)
-        doc["ts"], doc["event_id"] = time.time(), f"soak-{n}"
+        doc["ts"], doc["event_id"] = clock.at(time.time()), f"soak-{n}"
         yield doc["client_id"].encode(), orjson.dumps(doc)
 
 
@@ -91,7 +115,13 @@ def main() -> int:
     parser.add_argument("--ingest-workers", type=int, default=2)
     parser.add_argument("--no-matcher", action="store_true", help="each ingest worker matches its own queries")
     parser.add_argument("--scorer", action="store_true", help="ingest leaves the embeddings to `advmon scorer`")
+    parser.add_argument("--event-speed", type=float, default=1.0,
+                        help="event time runs this many times as fast as the clock (ending at the clock)")
+    parser.add_argument("--look-back-hours", type=float, default=3.0,
+                        help="with --event-speed: the slope is taken after this much event time")
     args = parser.parse_args()
+    if args.event_speed < 1.0:
+        parser.error("--event-speed must be at least 1")
 
     from kafka import KafkaProducer
 
@@ -119,12 +149,14 @@ def main() -> int:
               if role == "ingest" or role in commands}
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, enable_idempotence=True)
     rows, sent, started = [], 0, time.monotonic()
-    source = restamped(made.records)
+    clock = EventClock(args.event_speed, args.minutes * 60.0, time.time())
+    source = restamped(made.records, clock)
     print(f"soak: {args.minutes} min at {args.rate:g} events/s, {made.mean_bytes:,.0f}-byte records, "
-          f"{made.clients:,} clients; logs in {work}", flush=True)
+          f"{made.clients:,} clients, event time at {args.event_speed:g}x the clock; logs in {work}", flush=True)
     columns = [f"{name} RSS MB" for name in daemons] + [f"{role} lag (records)" for role in groups]
-    print(f"| minute | events sent | {' | '.join(columns)} | alerter watermark behind the clock (s) |")
-    print("|---:|---:|" + "---:|" * (len(columns) + 1), flush=True)
+    print(f"| minute | event time (h) | events sent | {' | '.join(columns)} "
+          "| alerter watermark behind event time (s) |")
+    print("|---:|---:|---:|" + "---:|" * (len(columns) + 1), flush=True)
     try:
         for minute in range(1, args.minutes + 1):
             while time.monotonic() - started < minute * 60:
@@ -139,10 +171,12 @@ def main() -> int:
                 raise SystemExit(f"soak: {', '.join(dead)} exited; see {work}")
             lags = group_lags(bootstrap, groups)
             rss = {name: rss_mb(process.pid) for name, process in daemons.items()}
-            behind = time.time() - gauge(ports["alerter"], "advmon_watermark_seconds")
-            rows.append((minute, rss, lags, behind))
+            now = time.time()
+            behind = clock.at(now) - gauge(ports["alerter"], "advmon_watermark_seconds")
+            hours = clock.elapsed(now) / 3600
+            rows.append((minute, rss, lags, behind, hours))
             cells = [f"{v:.0f}" for v in rss.values()] + [f"{v:,}" for v in lags.values()]
-            print(f"| {minute} | {sent:,} | {' | '.join(cells)} | {behind:.0f} |", flush=True)
+            print(f"| {minute} | {hours:.2f} | {sent:,} | {' | '.join(cells)} | {behind:.0f} |", flush=True)
     finally:
         producer.close()
         for process in daemons.values():
@@ -151,17 +185,20 @@ def main() -> int:
             process.wait(timeout=60)
         if broker is not None:
             broker.stop()
-    half = [r for r in rows if r[0] > len(rows) / 2]
+    filled = [r for r in rows if r[4] >= args.look_back_hours] if args.event_speed > 1 else []
+    half = filled if len(filled) >= 2 else [r for r in rows if r[0] > len(rows) / 2]
+    what = f"after {args.look_back_hours:g} h of event time" if half is filled else "over the second half"
     if len(half) >= 2:
         minutes = np.array([r[0] for r in half], float)
         for name in daemons:
             rss = np.array([r[1][name] for r in half])
             slope = np.polyfit(minutes, rss, 1)[0] * 60
-            print(f"{name}: RSS {rss[0]:.0f} -> {rss[-1]:.0f} MB over the second half, slope {slope:+.1f} MB/hour")
+            print(f"{name}: RSS {rss[0]:.0f} -> {rss[-1]:.0f} MB {what} (minutes {half[0][0]}-{half[-1][0]}), "
+                  f"slope {slope:+.1f} MB/hour of wall time")
         for role in groups:
             print(f"{role}: committed lag at most {max(r[2][role] for r in rows):,} records, "
                   f"last {rows[-1][2][role]:,}")
-        print(f"alerter watermark behind the clock: at most {max(r[3] for r in rows):.0f} s, last {rows[-1][3]:.0f} s "
+        print(f"alerter watermark behind event time: at most {max(r[3] for r in rows):.0f} s, last {rows[-1][3]:.0f} s "
               "(its grace and the 60 s bucket make about two minutes normal)")
     return 0
 
