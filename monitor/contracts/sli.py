@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from monitor.contracts.columns import factorize
+
 #: Event counters (``traffic_events``, ``anomalous``, ``queries`` and ``query_flagged`` leave canary
 #: traffic out; the ``adv_*`` and ``benign_*`` counters are canary-only); the "bad" ones also keep the event time
 #: of their first occurrence.
@@ -153,8 +155,8 @@ class SliRows:
         """Merge rows with equal keys: counters add, first-offending times take the minimum."""
         if not len(self):
             return self
-        _, model_code = np.unique(self.model.astype(str), return_inverse=True)
-        _, client_code = np.unique(self.client.astype(str), return_inverse=True)
+        _, model_code = factorize(self.model)
+        _, client_code = factorize(self.client)
         _, bucket_code = np.unique(self.bucket, return_inverse=True)
         key = (bucket_code * (model_code.max() + 1) + model_code) * (client_code.max() + 1) + client_code
         _, first_row, inverse = np.unique(key, return_index=True, return_inverse=True)
@@ -180,7 +182,7 @@ class SliRows:
         """Values summed per (model, bucket number), vectorized; one Python step per group, not per row."""
         if not len(self):
             return []
-        models, model_code = np.unique(self.model.astype(str), return_inverse=True)
+        models, model_code = factorize(self.model)
         buckets, bucket_code = np.unique(self.bucket // bucket_s, return_inverse=True)
         groups, inverse = np.unique(model_code * len(buckets) + bucket_code, return_inverse=True)
         order, starts = _grouping(inverse)

@@ -16,6 +16,7 @@ from functools import cached_property
 
 import numpy as np
 
+from monitor.contracts.columns import factorize
 from monitor.contracts.events import EncodedEmbedding, InferenceEvent, ModelInput, epoch_seconds
 from monitor.contracts.flagged import object_array
 from monitor.detect.vectors import Groups, concat_groups, encoded_groups, list_groups, merge_groups, take_groups
@@ -121,6 +122,27 @@ class EventBatch:
             text_rows=position[self.text_rows[kept_texts]],
             text_values=tuple(t for t, k in zip(self.text_values, kept_texts.tolist(), strict=True) if k),
         )
+
+    @cached_property
+    def model_codes(self) -> tuple[list[str], np.ndarray]:
+        """The batch's models, sorted, and each row's index among them: found once, used by every step that works
+        model by model."""
+        return factorize(self.model)
+
+    def model_rows(self, rows: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """The models of the given rows, each with the positions within ``rows`` of its own (a boolean mask).
+
+        >>> from monitor.contracts.events import validate_event
+        >>> b = EventBatch.from_records([validate_event(('{"event_id":"%d","ts":1,"client_id":"c","model":"%s",'
+        ...     '"prediction":{"label":1,"confidence":0.5}}' % (i, m)).encode()) for i, m in enumerate("bab")])[0]
+        >>> [(model, mask.tolist()) for model, mask in b.model_rows(np.array([0, 1, 2]))]
+        [('a', [False, True, False]), ('b', [True, False, True])]
+        """
+        names, codes = self.model_codes
+        mine = codes[rows]
+        if len(names) == 1:
+            return [(names[0], np.ones(len(rows), bool))] if len(rows) else []
+        return [(names[code], mine == code) for code in np.unique(mine).tolist()]
 
     @cached_property
     def has_truth(self) -> np.ndarray:

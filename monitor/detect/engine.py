@@ -256,8 +256,9 @@ class Engine:
         """Rank each margin against the population's so far, then let production traffic teach the population."""
         ranks = np.full(len(batch), np.nan)
         margin = batch.margin
-        for model in np.unique(batch.model[np.isfinite(margin)]).tolist():
-            mine = np.flatnonzero(batch.model == model)
+        names, codes = batch.model_codes
+        for code in np.unique(codes[np.isfinite(margin)]).tolist():
+            model, mine = names[code], np.flatnonzero(codes == code)
             ranks[mine] = self.margins.rank(model, batch.label[mine], score_ratio[mine], margin[mine])
             learn = mine[production[mine]]
             self.margins.update(model, batch.label[learn], score_ratio[learn], margin[learn], batch.ts[learn])
@@ -304,11 +305,10 @@ class Engine:
         for space, groups in spaces:
             columns = slice(0, 3) if space == "features" else slice(3, 6)
             for dim, (rows, matrix) in groups.items():
-                for model in np.unique(batch.model[rows]):
+                for model, of_model in batch.model_rows(rows):
                     profile = self.profile.get(model, space)
                     if profile is None or profile.dim != dim:
                         continue
-                    of_model = batch.model[rows] == model
                     mine = rows[of_model]
                     logits = None
                     if space == "embedding" and profile.thresholds[2] < np.inf:
@@ -329,8 +329,7 @@ class Engine:
         classes = batch.common_logit_classes
         groups = []
         for _, (rows, matrix) in batch.embedding_groups().items():
-            for model in np.unique(batch.model[rows]):
-                mine = batch.model[rows] == model
+            for model, mine in batch.model_rows(rows):
                 r = rows[mine]
                 groups.append(ScoreGroup(
                     model=model, event_id=batch.event_id[r], client_id=batch.client_id[r], ts=batch.ts[r],

@@ -7,10 +7,11 @@ import pytest
 from monitor.alerting.alerter import Alerter
 from monitor.contracts.match_requests import MatchRequestBatch
 from monitor.contracts.score_requests import ScoreRequestBatch
-from monitor.contracts.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows
+from monitor.contracts.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows, histogram_columns
 from monitor.detect.engine import Engine, EngineSettings
 from monitor.detect.matcher import MatcherSettings, OrderedMatcher
 from monitor.detect.parsing import parse_batch
+from monitor.detect.profiles import Profile
 from monitor.detect.scorer import EmbeddingScorer
 from monitor.sim.synth import Scenario
 from monitor.spec.rules import default_rules_dir, load_rules
@@ -60,6 +61,24 @@ def test_remote_scoring_gives_the_same_counters_as_local(scenario):
     assert anomalous > 100  # the embedding scores matter in this traffic
     assert any(a.slo == "client-standout" and a.client_id == "key_wb_7731" for a in local_alerts)  # the white-box key
     assert [a.alert_id for a in remote_alerts] == [a.alert_id for a in local_alerts]
+
+
+def test_remote_scoring_of_a_model_profiled_only_in_its_embeddings_ranks_margins_by_class_without_a_score_histogram(
+        scenario):
+    """README: with remote scoring, ingest has no score for a model whose raw inputs have no profile, so its rows
+    carry no score histogram, and its margins are still ranked (per predicted class, no input-score band)."""
+    full = scenario.reference_profile(per_model=2000)
+    embeddings_only = Profile({name: p for name, p in full.models.items() if name.endswith("/embedding")},
+                              full.baselines)
+    first, second = (parse_batch(chunk.records).batch for chunk in list(scenario.chunks(chunk_s=900.0))[:2])
+    counted = {}
+    for remote in (False, True):
+        engine = Engine(EngineSettings(fingerprint_secret=b"s", remote_embedding_scoring=remote), embeddings_only)
+        engine.process(first)  # margins are ranked against the population seen before their batch
+        rows = engine.process(second).rows
+        counted[remote] = {kind: rows.values[:, histogram_columns(kind)].sum() for kind in ("margin_rank", "score")}
+    assert counted[False]["score"] > 1000 and counted[True]["score"] == 0
+    assert counted[True]["margin_rank"] == counted[False]["margin_rank"] > 1000
 
 
 def test_remote_scoring_and_remote_matching_together_count_what_ingest_alone_counts():
