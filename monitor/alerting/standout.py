@@ -56,6 +56,7 @@ import numpy as np
 from monitor.alerting.hysteresis import cooled
 from monitor.alerting.samples import EvidenceSamples
 from monitor.contracts.alerts import Alert
+from monitor.contracts.columns import factorize
 from monitor.contracts.sli import SCORE_EDGES, SliRows, histogram_columns, value_index
 from monitor.spec.rules import ClientRule
 
@@ -93,6 +94,32 @@ STATISTICS: dict[str, _Statistic] = {
     "own_near_duplicate": _Statistic("own_near_duplicate", _flagged_share("own_near_dup", "queries"),
                                      np.array([0.0, 1.0]), "share of queries near-duplicating its own"),
 }
+
+
+def _summed(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bucket's rows (SLI counter values), however many messages and batches they came in, as one row per (model,
+    client) in name order, before any statistic reads them: what a client adds to its window, and the order in
+    which new clients get their rows, then do not depend on how its minute was split. Read part by part, a
+    statistic that is not a sum of its parts moved (the share of queries that near-duplicate: a minute's queries
+    come in the batch that read them, the matcher's corrections to them in the later one that matched them, and
+    a part that read as nothing alone was dropped or clipped), and a client near the threshold paged or resolved
+    minutes apart with the batch size.
+
+    >>> m, c, b = _summed([(np.array(["m", "m"], dtype=object), np.array(["b", "a"], dtype=object), np.eye(2)),
+    ...                    (np.array(["m"], dtype=object), np.array(["b"], dtype=object), np.ones((1, 2)))])
+    >>> c.tolist(), b.tolist()
+    (['a', 'b'], [[0.0, 1.0], [2.0, 1.0]])
+    """
+    models = np.concatenate([part[0] for part in parts])
+    clients = np.concatenate([part[1] for part in parts])
+    blocks = np.concatenate([part[2] for part in parts])
+    _, model_code = factorize(models)
+    _, client_code = factorize(clients)
+    _, first, inverse = np.unique(model_code * (client_code.max() + 1) + client_code, return_index=True,
+                                  return_inverse=True)
+    sums = np.zeros((len(first), blocks.shape[1]))
+    np.add.at(sums, inverse.reshape(-1), blocks)
+    return models[first], clients[first], sums
 
 
 def rank_test(client: np.ndarray, population: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -201,30 +228,29 @@ class ClientStandoutEvaluator:
     def ingest(self, rows: SliRows) -> None:
         if not len(rows):
             return
-        blocks = np.column_stack([s.extract(rows.values) for s in self.statistics])
-        keep = blocks.any(axis=1)
-        buckets = rows.bucket[keep] // self.bucket_s
+        buckets = rows.bucket // self.bucket_s  # every row: one that reads as nothing alone may correct another
         for bucket in np.unique(buckets).tolist():
-            mine = np.flatnonzero(keep)[buckets == bucket]
-            self._pending.setdefault(bucket, []).append((rows.model[mine], rows.client[mine], blocks[mine]))
+            mine = buckets == bucket
+            self._pending.setdefault(bucket, []).append((rows.model[mine], rows.client[mine], rows.values[mine]))
 
     def ingest_population(self, rows: SliRows) -> None:
         """Rows summed over every client of a model (client ``""``): the population, where clients are sharded."""
         if not self.population_from_totals or not len(rows):
             return
-        blocks = np.column_stack([s.extract(rows.values) for s in self.statistics])
         for bucket in np.unique(rows.bucket // self.bucket_s).tolist():
             mine = rows.bucket // self.bucket_s == bucket
-            self._pending_population.setdefault(bucket, []).append((rows.model[mine], blocks[mine]))
+            self._pending_population.setdefault(bucket, []).append((rows.model[mine], rows.values[mine]))
 
     def evaluate(self, end_bucket: int, samples: EvidenceSamples | None = None) -> list[Alert]:
         """Fold the buckets before ``end_bucket`` into the windows, then test every model's clients."""
         for bucket in sorted(b for b in self._pending if b < end_bucket):
-            for models, clients, blocks in self._pending.pop(bucket):
-                self._add(bucket, models, clients, blocks)
+            models, clients, values = _summed(self._pending.pop(bucket))
+            self._add(bucket, models, clients, self._blocks(values))
         for bucket in sorted(b for b in self._pending_population if b < end_bucket):
-            for models, blocks in self._pending_population.pop(bucket):
-                self._add(bucket, models, np.full(len(models), "", object), blocks, self._population)
+            parts = [(models, np.full(len(models), "", object), values)
+                     for models, values in self._pending_population.pop(bucket)]
+            models, clients, values = _summed(parts)
+            self._add(bucket, models, clients, self._blocks(values), self._population)
         now = float(end_bucket * self.bucket_s)
         alerts: list[Alert] = []
         hot: set[tuple[str, str]] = set()
@@ -238,6 +264,10 @@ class ClientStandoutEvaluator:
         if self._evaluations % 60 == 0:
             self._release_idle()
         return alerts
+
+    def _blocks(self, values: np.ndarray) -> np.ndarray:
+        """Every statistic's histogram of SLI row values, side by side."""
+        return np.column_stack([s.extract(values) for s in self.statistics])
 
     def _add(self, bucket: int, models: np.ndarray, clients: np.ndarray, blocks: np.ndarray,
              into: dict[str, _Clients] | None = None) -> None:

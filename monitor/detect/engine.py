@@ -32,7 +32,7 @@ from monitor.contracts.sli import ENTROPY_BINS, RANK_BINS, SCORE_EDGES, SliRows
 from monitor.detect.batch import EventBatch, Groups
 from monitor.detect.fingerprint import Fingerprinter, content_hashes
 from monitor.detect.lsh import embedding_fingerprints, planes_for
-from monitor.detect.margin_ranks import MarginRanks
+from monitor.detect.margin_ranks import DEFAULT_LAG_S, MarginRanks
 from monitor.detect.matcher import MatcherSettings, MatchResult, OrderedMatcher, QueryVerdicts
 from monitor.detect.profiles import Profile
 from monitor.detect.text_fingerprint import TextFingerprinter, text_content_hashes
@@ -182,7 +182,9 @@ class Engine:
         self._text = TextFingerprinter(settings.fingerprint_secret)
         self.matcher = None if settings.remote_matching else OrderedMatcher(settings.matcher_settings())
         self._unscored: list[ScoreGroup] = []  # embeddings for the scorer, waiting for their queries' verdicts
-        self.margins = MarginRanks()
+        # ranked against the minutes over 10 minutes before (at least the grace period and a minute): see MarginRanks
+        self.margins = MarginRanks(bucket_s=settings.bucket_s,
+                                   lag_s=max(DEFAULT_LAG_S, settings.grace_s + settings.bucket_s))
         self.watermark = -np.inf
 
     @property
@@ -205,8 +207,8 @@ class Engine:
             self._unscored += self._score_groups(batch, anomalous)
         flags = _outcomes(batch, anomalous, marks)
         production = flags.traffic_events
-        margin_rank = self._margin_ranks(batch, statistic, production)
         buckets = (batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s
+        margin_rank = self._margin_ranks(batch, statistic, production, buckets)
         rows = SliRows.from_columns(
             bucket=buckets,
             model=batch.model, client=batch.client_id, ts=batch.ts, flags=flags.counters(),
@@ -252,16 +254,18 @@ class Engine:
         self._unscored = waiting
         return ready
 
-    def _margin_ranks(self, batch: EventBatch, score_ratio: np.ndarray, production: np.ndarray) -> np.ndarray:
-        """Rank each margin against the population's so far, then let production traffic teach the population."""
+    def _margin_ranks(self, batch: EventBatch, score_ratio: np.ndarray, production: np.ndarray,
+                      buckets: np.ndarray) -> np.ndarray:
+        """Let production traffic teach the population, then rank each margin against the population its bucket sees
+        (``MarginRanks``: the buckets that ended ``lag_s`` before it began)."""
         ranks = np.full(len(batch), np.nan)
         margin = batch.margin
         names, codes = batch.model_codes
         for code in np.unique(codes[np.isfinite(margin)]).tolist():
             model, mine = names[code], np.flatnonzero(codes == code)
-            ranks[mine] = self.margins.rank(model, batch.label[mine], score_ratio[mine], margin[mine])
-            learn = mine[production[mine]]
-            self.margins.update(model, batch.label[learn], score_ratio[learn], margin[learn], batch.ts[learn])
+            learn = mine[production[mine]]  # learnt first: no event sees its own bucket, nor the lag before it
+            self.margins.update(model, batch.label[learn], score_ratio[learn], margin[learn], buckets[learn])
+            ranks[mine] = self.margins.rank(model, batch.label[mine], score_ratio[mine], margin[mine], buckets[mine])
         return ranks
 
     def _fingerprint(self, batch: EventBatch, features: Groups

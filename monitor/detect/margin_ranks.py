@@ -11,18 +11,28 @@ higher than training inputs), against the live population it works; hence an onl
 Each event gets ``rank``: the share of the population's margins below its own, within its (model, class,
 score band) cell, falling back to coarser cells while a cell holds fewer than ``min_count`` (decayed)
 events; NaN while even the model's whole population is too small, or where no margin was logged. Uniform
-on [0, 1] for benign traffic by construction; small for attacks. Events are ranked against the state
-*before* their batch is added. The state decays with a half-life in event time (a population-wide change
-is absorbed within hours), is a handful of numpy arrays (picklable), and two states merge by addition.
+on [0, 1] for benign traffic by construction; small for attacks.
+
+The population an event is ranked against is the events of the buckets that ended ``lag_s`` or more before its
+own bucket began, decayed with a half-life in event time to that moment (a population-wide change is absorbed
+within hours). So an event's rank depends on its bucket and on what came ``lag_s`` before it, not on the
+batch it was read in or on the order of reading: replay gives the same ranks with any batch size, and an
+ingest worker the ranks replay gives on the same events, while its partitions are read within ``lag_s`` of each
+other in event time (an event of a bucket already folded into the settled population, later than about twice
+``lag_s``, is added to it late). An attacker's own queries join the population only ``lag_s`` after they are
+ranked. The state is a handful of numpy arrays (picklable), and two states merge by addition.
 
 >>> rng = np.random.default_rng(0)
->>> ranks = MarginRanks(min_count=50)
+>>> ranks = MarginRanks(min_count=50, lag_s=600)
 >>> labels = rng.integers(0, 3, 3000).astype(str).astype(object)
 >>> margins = np.clip(rng.normal(0.8, 0.1, 3000), 0, 1)
->>> ranks.update("m", labels, np.zeros(3000), margins, ts=np.arange(3000.0))
->>> u = ranks.rank("m", np.array(["1", "1"], dtype=object), np.zeros(2), np.array([0.8, 0.3]))
+>>> ranks.update("m", labels, np.zeros(3000), margins, buckets=np.zeros(3000, np.int64))
+>>> later = np.full(2, 660)   # the bucket that starts when bucket 0 has been over for lag_s
+>>> u = ranks.rank("m", np.array(["1", "1"], dtype=object), np.zeros(2), np.array([0.8, 0.3]), later)
 >>> bool(0.35 < u[0] < 0.65), bool(u[1] < 0.01)
 (True, True)
+>>> bool(np.isnan(ranks.rank("m", np.array(["1"], dtype=object), np.zeros(1), np.array([0.8]), np.full(1, 600))[0]))
+True
 """
 
 from __future__ import annotations
@@ -34,13 +44,20 @@ import numpy as np
 #: Bands of the profile score on its threshold scale (0: the reference median, 1: the threshold).
 SCORE_BANDS = np.array([-0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
 MARGIN_BINS = 40
+#: An event is ranked against the buckets that ended this long before its own began.
+DEFAULT_LAG_S = 600.0
+
+
+def _empty_counts(labels: int = 0) -> np.ndarray:
+    return np.zeros((labels, len(SCORE_BANDS) + 1, MARGIN_BINS))
 
 
 @dataclass
 class _ModelState:
     labels: dict[str, int] = field(default_factory=dict)
-    counts: np.ndarray = field(default_factory=lambda: np.zeros((0, len(SCORE_BANDS) + 1, MARGIN_BINS)))
-    ts: float = float("-inf")  # event time the counts are decayed to
+    settled: np.ndarray = field(default_factory=_empty_counts)  # buckets before ``settled_until``, decayed to it
+    settled_until: float = float("-inf")  # the end of the last bucket folded into ``settled``
+    recent: dict[int, np.ndarray] = field(default_factory=dict)  # bucket start -> its events' counts (not decayed)
 
     def codes(self, labels: np.ndarray, grow: bool) -> np.ndarray:
         """Label indices; unknown labels get new rows when ``grow``, else -1."""
@@ -50,34 +67,113 @@ class _ModelState:
             if label not in self.labels and grow:
                 self.labels[label] = len(self.labels)
             out.append(self.labels.get(label, -1))
-        if len(self.labels) > len(self.counts):
-            grown = np.zeros((len(self.labels), *self.counts.shape[1:]))
-            grown[:len(self.counts)] = self.counts
-            self.counts = grown
+        if len(self.labels) > len(self.settled):
+            self.settled = _grown(self.settled, len(self.labels))
+            self.recent = {bucket: _grown(counts, len(self.labels)) for bucket, counts in self.recent.items()}
         return np.asarray(out, np.int64)[inverse]
 
 
-class MarginRanks:
-    """The population's margin distribution per (model, predicted class, score band), decayed in event time."""
+def _grown(counts: np.ndarray, labels: int) -> np.ndarray:
+    out = _empty_counts(labels)
+    out[:len(counts)] = counts
+    return out
 
-    def __init__(self, half_life_s: float = 6 * 3600.0, min_count: float = 200.0) -> None:
+
+class MarginRanks:
+    """The population's margin distribution per (model, predicted class, score band), decayed in event time, kept
+    per bucket for ``lag_s`` and beyond (``bucket_s``: the length of a bucket, whose starts ``buckets`` give)."""
+
+    def __init__(self, half_life_s: float = 6 * 3600.0, min_count: float = 200.0, bucket_s: int = 60,
+                 lag_s: float = DEFAULT_LAG_S) -> None:
         self.half_life_s = half_life_s
         self.min_count = min_count
+        self.bucket_s = bucket_s
+        self.lag_s = lag_s
         self._models: dict[str, _ModelState] = {}
 
-    def rank(self, model: str, labels: np.ndarray, scores: np.ndarray, margins: np.ndarray) -> np.ndarray:
-        """Each event's rank in [0, 1] among the population's margins of its cell (NaN: not enough data)."""
+    def rank(self, model: str, labels: np.ndarray, scores: np.ndarray, margins: np.ndarray,
+             buckets: np.ndarray) -> np.ndarray:
+        """Each event's rank in [0, 1] among the margins of its cell in the population its bucket sees (NaN: not
+        enough data)."""
         state = self._models.get(model)
         out = np.full(len(margins), np.nan)
         usable = np.isfinite(margins)
-        if state is None or not usable.any() or not len(state.counts):
+        if state is None or not usable.any() or not len(state.labels):
             return out
         label = state.codes(labels, grow=False)
-        band = _bands(scores)
-        position = np.where(usable, np.clip(margins, 0.0, 1.0), 0.0) * MARGIN_BINS  # NaN: no bin (not used)
+        for bucket in np.unique(buckets[usable]).tolist():
+            mine = np.flatnonzero(usable & (buckets == bucket))
+            out[mine] = self._ranks(self._population(state, bucket - self.lag_s), label[mine], _bands(scores[mine]),
+                                    margins[mine])
+        return out
+
+    def update(self, model: str, labels: np.ndarray, scores: np.ndarray, margins: np.ndarray,
+               buckets: np.ndarray) -> None:
+        """Add events to the population of their buckets. The buckets that ended twice ``lag_s`` before the oldest
+        one added are folded into the settled population: the events ranked next (these, and those that come with
+        less than ``lag_s`` of disorder after them) see only buckets that ended later than that."""
+        usable = np.isfinite(margins)
+        if not usable.any():
+            return
+        state = self._models.setdefault(model, _ModelState())
+        label = state.codes(labels[usable], grow=True)
+        band = _bands(scores[usable])
+        bin_ = np.minimum((np.clip(margins[usable], 0, 1) * MARGIN_BINS).astype(np.int64), MARGIN_BINS - 1)
+        of_bucket = buckets[usable]
+        for bucket in np.unique(of_bucket).tolist():
+            mine = of_bucket == bucket
+            if bucket + self.bucket_s <= state.settled_until:  # later than the settled population: added late
+                counts = _empty_counts(len(state.labels))
+                np.add.at(counts, (label[mine], band[mine], bin_[mine]), 1.0)
+                state.settled += counts * self._decay(state.settled_until - bucket - self.bucket_s)
+                continue
+            counts = state.recent.setdefault(int(bucket), _empty_counts(len(state.labels)))
+            np.add.at(counts, (label[mine], band[mine], bin_[mine]), 1.0)
+        self._settle(state, float(of_bucket.min()) - 2 * self.lag_s)
+
+    def merge(self, other: MarginRanks) -> None:
+        """Add another estimator's counts (e.g. another ingest worker's): its buckets to these, its settled
+        population to this one, both decayed to the later of the two."""
+        for model, theirs in other._models.items():
+            mine = self._models.setdefault(model, _ModelState())
+            codes = mine.codes(np.array(list(theirs.labels), dtype=object), grow=True)
+            for bucket, counts in theirs.recent.items():
+                mine.recent.setdefault(bucket, _empty_counts(len(mine.labels)))[codes] += counts
+            until = max(mine.settled_until, theirs.settled_until)
+            settled = _empty_counts(len(mine.labels))
+            settled[codes] = theirs.settled * self._decay(until - theirs.settled_until)
+            mine.settled = mine.settled * self._decay(until - mine.settled_until) + settled
+            mine.settled_until = until
+            self._settle(mine, until)
+
+    def _population(self, state: _ModelState, at: float) -> np.ndarray:
+        """The counts of the buckets that ended by ``at``, decayed to it (the settled population as it is where
+        ``at`` is before its end)."""
+        population = state.settled * self._decay(at - state.settled_until)
+        for bucket, counts in state.recent.items():
+            end = bucket + self.bucket_s
+            if end <= at:
+                population = population + counts * self._decay(at - end)
+        return population
+
+    def _settle(self, state: _ModelState, until: float) -> None:
+        """Fold the buckets that ended by ``until`` into the settled population, oldest first."""
+        for bucket in sorted(b for b in state.recent if b + self.bucket_s <= until):
+            end = bucket + self.bucket_s
+            state.settled = state.settled * self._decay(end - state.settled_until) + state.recent.pop(bucket)
+            state.settled_until = end
+
+    def _decay(self, elapsed: float) -> float:
+        """The weight of counts ``elapsed`` seconds old (none yet, or in the future: 1)."""
+        return 0.5 ** (elapsed / self.half_life_s) if np.isfinite(elapsed) and elapsed > 0 else 1.0
+
+    def _ranks(self, c: np.ndarray, label: np.ndarray, band: np.ndarray, margins: np.ndarray) -> np.ndarray:
+        """Ranks against the counts ``c``, each in the finest cell (class and band, class, band, model) that holds
+        ``min_count``."""
+        out = np.full(len(margins), np.nan)
+        position = np.clip(margins, 0.0, 1.0) * MARGIN_BINS
         bin_ = np.minimum(position.astype(np.int64), MARGIN_BINS - 1)
         within = position - bin_
-        c = state.counts
         tables = (c, c.sum(axis=1, keepdims=True), c.sum(axis=0, keepdims=True),
                   c.sum(axis=(0, 1), keepdims=True))  # cell, class, band, model: finest first
         chosen = np.full(len(margins), -1)
@@ -90,43 +186,16 @@ class MarginRanks:
                 enough &= label >= 0
             chosen = np.where(enough, level, chosen)
         for level, table in enumerate(tables):
-            mine = np.flatnonzero((chosen == level) & usable)
+            mine = np.flatnonzero(chosen == level)
             if not len(mine):
                 continue
             row = label[mine] if table.shape[0] > 1 else np.zeros(len(mine), np.int64)
             col = band[mine] if table.shape[1] > 1 else np.zeros(len(mine), np.int64)
             hist = table[row, col]
-            below = np.cumsum(hist, axis=1)[np.arange(len(mine)), bin_[mine]] - hist[np.arange(len(mine)), bin_[mine]]
-            inside = hist[np.arange(len(mine)), bin_[mine]] * within[mine]
-            out[mine] = (below + inside) / hist.sum(axis=1)
+            at = np.arange(len(mine))
+            below = np.cumsum(hist, axis=1)[at, bin_[mine]] - hist[at, bin_[mine]]
+            out[mine] = (below + hist[at, bin_[mine]] * within[mine]) / hist.sum(axis=1)
         return out
-
-    def update(self, model: str, labels: np.ndarray, scores: np.ndarray, margins: np.ndarray, ts: np.ndarray) -> None:
-        """Add a batch (after ranking it), decaying the state to the batch's latest event time."""
-        usable = np.isfinite(margins)
-        if not usable.any():
-            return
-        state = self._models.setdefault(model, _ModelState())
-        latest = float(ts[usable].max())
-        if np.isfinite(state.ts) and latest > state.ts:
-            state.counts *= 0.5 ** ((latest - state.ts) / self.half_life_s)
-        state.ts = max(state.ts, latest)
-        label = state.codes(labels[usable], grow=True)
-        bin_ = np.minimum((np.clip(margins[usable], 0, 1) * MARGIN_BINS).astype(np.int64), MARGIN_BINS - 1)
-        np.add.at(state.counts, (label, _bands(scores[usable]), bin_), 1.0)
-
-    def merge(self, other: MarginRanks) -> None:
-        """Add another estimator's counts (e.g. another ingest worker's), decayed to the later time."""
-        for model, theirs in other._models.items():
-            mine = self._models.setdefault(model, _ModelState())
-            codes = mine.codes(np.array(list(theirs.labels), dtype=object), grow=True)
-            latest = max(mine.ts, theirs.ts)
-            for state in (mine, theirs):
-                if np.isfinite(state.ts) and state.ts < latest:
-                    state.counts = state.counts * 0.5 ** ((latest - state.ts) / self.half_life_s)
-                    state.ts = latest
-            mine.counts[codes] += theirs.counts[np.arange(len(codes))]
-            mine.ts = latest
 
 
 def _bands(scores: np.ndarray) -> np.ndarray:

@@ -163,8 +163,10 @@ class Replayed:
     seconds: float
 
 
-def replay(day: Day, profile: Profile, rules: Rules, sinks: Sequence[Sink] = ()) -> Replayed:
-    """The day through the in-process runtime (as ``advmon replay``), collecting alerts and per-event signals."""
+def replay(day: Day, profile: Profile, rules: Rules, sinks: Sequence[Sink] = (),
+           batch_size: int | None = None) -> Replayed:
+    """The day through the in-process runtime (as ``advmon replay``), collecting alerts and per-event signals;
+    ``batch_size`` records at a time (default: the setting's)."""
     settings = Settings.load(environ={})
     parts: list[EventSignals] = []
     verdicts: list[QueryVerdicts] = []
@@ -177,7 +179,7 @@ def replay(day: Day, profile: Profile, rules: Rules, sinks: Sequence[Sink] = ())
     if not sinks:
         runtime.pipeline.routes = []  # forensic, as `advmon replay`: alerts are collected, never routed
     started = time.perf_counter()
-    for records in chunks(day.records, settings.batch_size):
+    for records in chunks(day.records, batch_size or settings.batch_size):
         runtime.feed(records)
     runtime.finish()
     seconds = time.perf_counter() - started

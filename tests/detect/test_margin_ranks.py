@@ -1,0 +1,84 @@
+"""Margin ranks against the population a bucket sees: the same ranks however the events are batched or merged."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from monitor.detect.margin_ranks import MarginRanks
+
+
+def traffic(n=6000, hours=2.0, disorder_s=90.0, seed=0):
+    """Events over ``hours`` with three classes and some score bands, read with up to ``disorder_s`` of disorder."""
+    rng = np.random.default_rng(seed)
+    ts = np.sort(rng.uniform(0, hours * 3600, n))
+    read = np.argsort(ts + rng.uniform(0, disorder_s, n), kind="stable")
+    labels = rng.integers(0, 3, n).astype(str).astype(object)
+    scores = rng.normal(0.3, 0.4, n)
+    margins = np.clip(rng.normal(0.7, 0.2, n), 0, 1)
+    margins[rng.random(n) < 0.05] = np.nan  # no logits logged
+    return ts[read], labels[read], scores[read], margins[read]
+
+
+def ranked_in_batches(sizes, data, estimator=None):
+    """Each batch learnt, then ranked (as the engine does); the ranks in reading order."""
+    ts, labels, scores, margins = data
+    estimator = estimator or MarginRanks(min_count=50)
+    buckets = (ts // 60).astype(np.int64) * 60
+    out, start = np.full(len(ts), np.nan), 0
+    for size in sizes:
+        part = slice(start, min(start + size, len(ts)))
+        estimator.update("m", labels[part], scores[part], margins[part], buckets[part])
+        out[part] = estimator.rank("m", labels[part], scores[part], margins[part], buckets[part])
+        start = part.stop
+    assert start >= len(ts)
+    return out
+
+
+@pytest.mark.parametrize("sizes", [[37] * 200, [500] * 12, [6000], [1, 2, 3000, 17, 2980]])
+def test_ranks_do_not_depend_on_how_the_events_are_batched(sizes):
+    data = traffic()
+    one_at_a_time = ranked_in_batches([1] * len(data[0]), data)
+    assert np.isfinite(one_at_a_time).sum() > 4000
+    np.testing.assert_allclose(ranked_in_batches(sizes, data), one_at_a_time, rtol=0, atol=1e-12)
+
+
+def test_an_event_sees_the_buckets_that_ended_lag_s_before_its_own_began_and_no_later_one():
+    ranks = MarginRanks(min_count=50, lag_s=600)
+    typical = np.full(500, 0.8)
+    one = np.full(500, "1", dtype=object)
+    ranks.update("m", one, np.zeros(500), typical, np.zeros(500, np.int64))  # bucket 0, over at 60
+    ranks.update("m", one, np.zeros(500), np.full(500, 0.1), np.full(500, 60))  # bucket 60, over at 120
+    probe = ("m", one[:1], np.zeros(1), np.array([0.5]))
+    assert np.isnan(ranks.rank(*probe, np.full(1, 600))[0])  # bucket 0 is over only 540 s before 600
+    assert ranks.rank(*probe, np.full(1, 660))[0] == 0.0  # sees bucket 0 (every margin above 0.5) alone
+    assert ranks.rank(*probe, np.full(1, 720))[0] == pytest.approx(0.5, abs=1e-3)  # and now bucket 60 as well
+
+
+def test_two_workers_merged_rank_as_one_that_read_everything():
+    data = traffic(seed=1)
+    ts, labels, scores, margins = data
+    buckets = (ts // 60).astype(np.int64) * 60
+    half = np.random.default_rng(2).random(len(ts)) < 0.5  # each worker reads some clients
+    workers = [MarginRanks(min_count=50), MarginRanks(min_count=50)]
+    for worker, mine in zip(workers, (half, ~half), strict=True):
+        worker.update("m", labels[mine], scores[mine], margins[mine], buckets[mine])
+    workers[0].merge(workers[1])
+    merged = pickle.loads(pickle.dumps(workers[0]))  # state travels as plain arrays
+    alone = MarginRanks(min_count=50)
+    alone.update("m", labels, scores, margins, buckets)
+    later = np.full(len(ts), int(buckets.max()) + 660)
+    np.testing.assert_allclose(merged.rank("m", labels, scores, margins, later),
+                               alone.rank("m", labels, scores, margins, later), rtol=0, atol=1e-12)
+
+
+def test_benign_ranks_are_uniform_and_an_attackers_low_margins_rank_near_zero():
+    data = traffic(n=20000, hours=4.0, seed=3)
+    ranks = ranked_in_batches([2000] * 10, data)
+    settled = ranks[data[0] > 3600]  # after an hour of population
+    assert np.nanmean(settled) == pytest.approx(0.5, abs=0.02)
+    estimator = MarginRanks(min_count=50)
+    ts, labels, scores, margins = data
+    estimator.update("m", labels, scores, margins, (ts // 60).astype(np.int64) * 60)
+    attack = estimator.rank("m", labels[:50], scores[:50], np.full(50, 0.02), np.full(50, 4 * 3600 + 600))
+    assert np.nanmax(attack) < 0.05
