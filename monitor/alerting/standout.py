@@ -66,19 +66,19 @@ class _Statistic:
     """How to read one statistic's histogram from SLI row values, most suspicious bin last."""
 
     name: str
-    extract: Callable[[np.ndarray], np.ndarray]  # (rows, columns) values -> (rows, bins)
+    reads: tuple[tuple[int, ...], Callable[[np.ndarray], np.ndarray]]  # SLI value columns; them -> (rows, bins)
     representative: np.ndarray  # a value per bin, for the evidence ("client 0.21 vs population 0.50")
     unit: str
 
 
-def _histogram(kind: str, reverse: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+def _histogram(kind: str, reverse: bool = False) -> tuple[tuple[int, ...], Callable[[np.ndarray], np.ndarray]]:
     columns = histogram_columns(kind)
-    return lambda values: values[:, columns][:, ::-1] if reverse else values[:, columns]
+    return tuple(range(columns.start, columns.stop)), (lambda read: read[:, ::-1]) if reverse else (lambda read: read)
 
 
-def _flagged_share(flagged: str, total: str) -> Callable[[np.ndarray], np.ndarray]:
-    f, t = value_index(flagged), value_index(total)
-    return lambda values: np.column_stack([np.maximum(values[:, t] - values[:, f], 0.0), values[:, f]])
+def _flagged_share(flagged: str, total: str) -> tuple[tuple[int, ...], Callable[[np.ndarray], np.ndarray]]:
+    return (value_index(total), value_index(flagged)), \
+        lambda read: np.column_stack([np.maximum(read[:, 0] - read[:, 1], 0.0), read[:, 1]])
 
 
 _EDGES = np.asarray(SCORE_EDGES)
@@ -97,9 +97,10 @@ STATISTICS: dict[str, _Statistic] = {
 
 
 def _summed(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A bucket's rows (SLI counter values), however many messages and batches they came in, as one row per (model,
-    client) in name order, before any statistic reads them: what a client adds to its window, and the order in
-    which new clients get their rows, then do not depend on how its minute was split. Read part by part, a
+    """A bucket's rows (the SLI counters the statistics read), however many messages and batches they came in, as
+    one row per (model, client) in name order, before any statistic reads them: what a client adds to its window,
+    and the order in which new clients get their rows, then do not depend on how its minute was split. Read part
+    by part, a
     statistic that is not a sum of its parts moved (the share of queries that near-duplicate: a minute's queries
     come in the batch that read them, the matcher's corrections to them in the later one that matched them, and
     a part that read as nothing alone was dropped or clipped), and a client near the threshold paged or resolved
@@ -198,6 +199,9 @@ class ClientStandoutEvaluator:
         self._population: dict[str, _Clients] = {}  # model -> its sums over every client, as one row
         self.bucket_s = bucket_s
         self.statistics = [STATISTICS[name] for name in rule.statistics]
+        # the SLI value columns the statistics read, side by side: what the pending rows keep of each row
+        self._columns = np.array([c for s in self.statistics for c in s.reads[0]], np.int64)
+        self._splits = np.cumsum([len(s.reads[0]) for s in self.statistics])[:-1]
         self.min_effect = np.array([rule.statistics[s.name].min_effect for s in self.statistics])
         self.z_threshold = rule.z_threshold(bucket_s)
         self.decay = 0.5 ** (bucket_s / rule.half_life)
@@ -231,7 +235,8 @@ class ClientStandoutEvaluator:
         buckets = rows.bucket // self.bucket_s  # every row: one that reads as nothing alone may correct another
         for bucket in np.unique(buckets).tolist():
             mine = buckets == bucket
-            self._pending.setdefault(bucket, []).append((rows.model[mine], rows.client[mine], rows.values[mine]))
+            self._pending.setdefault(bucket, []).append((rows.model[mine], rows.client[mine],
+                                                         rows.values[mine][:, self._columns]))
 
     def ingest_population(self, rows: SliRows) -> None:
         """Rows summed over every client of a model (client ``""``): the population, where clients are sharded."""
@@ -239,7 +244,8 @@ class ClientStandoutEvaluator:
             return
         for bucket in np.unique(rows.bucket // self.bucket_s).tolist():
             mine = rows.bucket // self.bucket_s == bucket
-            self._pending_population.setdefault(bucket, []).append((rows.model[mine], rows.values[mine]))
+            self._pending_population.setdefault(bucket, []).append((rows.model[mine],
+                                                                    rows.values[mine][:, self._columns]))
 
     def evaluate(self, end_bucket: int, samples: EvidenceSamples | None = None) -> list[Alert]:
         """Fold the buckets before ``end_bucket`` into the windows, then test every model's clients."""
@@ -266,8 +272,9 @@ class ClientStandoutEvaluator:
         return alerts
 
     def _blocks(self, values: np.ndarray) -> np.ndarray:
-        """Every statistic's histogram of SLI row values, side by side."""
-        return np.column_stack([s.extract(values) for s in self.statistics])
+        """Every statistic's histogram, side by side, of rows of the value columns they read (``_columns``)."""
+        parts = np.split(values, self._splits, axis=1)
+        return np.column_stack([s.reads[1](read) for s, read in zip(self.statistics, parts, strict=True)])
 
     def _add(self, bucket: int, models: np.ndarray, clients: np.ndarray, blocks: np.ndarray,
              into: dict[str, _Clients] | None = None) -> None:
