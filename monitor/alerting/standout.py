@@ -77,8 +77,10 @@ def _histogram(kind: str, reverse: bool = False) -> tuple[tuple[int, ...], Calla
 
 
 def _flagged_share(flagged: str, total: str) -> tuple[tuple[int, ...], Callable[[np.ndarray], np.ndarray]]:
-    return (value_index(total), value_index(flagged)), \
-        lambda read: np.column_stack([np.maximum(read[:, 0] - read[:, 1], 0.0), read[:, 1]])
+    def share(read: np.ndarray) -> np.ndarray:  # (total, flagged) -> (not flagged, flagged)
+        return np.column_stack([np.maximum(read[:, 0] - read[:, 1], 0.0), read[:, 1]])
+
+    return (value_index(total), value_index(flagged)), share
 
 
 _EDGES = np.asarray(SCORE_EDGES)
@@ -100,11 +102,10 @@ def _summed(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.
     """A bucket's rows (the SLI counters the statistics read), however many messages and batches they came in, as
     one row per (model, client) in name order, before any statistic reads them: what a client adds to its window,
     and the order in which new clients get their rows, then do not depend on how its minute was split. Read part
-    by part, a
-    statistic that is not a sum of its parts moved (the share of queries that near-duplicate: a minute's queries
-    come in the batch that read them, the matcher's corrections to them in the later one that matched them, and
-    a part that read as nothing alone was dropped or clipped), and a client near the threshold paged or resolved
-    minutes apart with the batch size.
+    by part, a statistic that is not a sum of its parts moved (the share of queries that near-duplicate: a
+    minute's queries come in the batch that read them, the matcher's corrections to them in the later one that
+    matched them, and a part that read as nothing alone was dropped or clipped), and a client near the threshold
+    paged or resolved minutes apart with the batch size.
 
     >>> m, c, b = _summed([(np.array(["m", "m"], dtype=object), np.array(["b", "a"], dtype=object), np.eye(2)),
     ...                    (np.array(["m"], dtype=object), np.array(["b"], dtype=object), np.ones((1, 2)))])

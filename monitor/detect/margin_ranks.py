@@ -157,10 +157,14 @@ class MarginRanks:
         return population
 
     def _settle(self, state: _ModelState, until: float) -> None:
-        """Fold the buckets that ended by ``until`` into the settled population, oldest first."""
+        """Fold the buckets that ended by ``until`` into the settled population, oldest first (one that ended before
+        it, from a merge, decayed to its end)."""
         for bucket in sorted(b for b in state.recent if b + self.bucket_s <= until):
-            end = bucket + self.bucket_s
-            state.settled = state.settled * self._decay(end - state.settled_until) + state.recent.pop(bucket)
+            end, counts = bucket + self.bucket_s, state.recent.pop(bucket)
+            if end < state.settled_until:
+                state.settled += counts * self._decay(state.settled_until - end)
+                continue
+            state.settled = state.settled * self._decay(end - state.settled_until) + counts
             state.settled_until = end
 
     def _decay(self, elapsed: float) -> float:

@@ -61,13 +61,15 @@ def test_two_workers_merged_rank_as_one_that_read_everything():
     buckets = (ts // 60).astype(np.int64) * 60
     half = np.random.default_rng(2).random(len(ts)) < 0.5  # each worker reads some clients
     workers = [MarginRanks(min_count=50), MarginRanks(min_count=50)]
-    for worker, mine in zip(workers, (half, ~half), strict=True):
-        worker.update("m", labels[mine], scores[mine], margins[mine], buckets[mine])
+    alone = MarginRanks(min_count=50)
+    for part in np.array_split(np.arange(len(ts)), 12):  # in time order: older minutes settle as it goes
+        for estimator, mine in ((workers[0], part[half[part]]), (workers[1], part[~half[part]]), (alone, part)):
+            estimator.update("m", labels[mine], scores[mine], margins[mine], buckets[mine])
+    workers[1].update("m", labels[:1], scores[:1], margins[:1], buckets[-1:] + 3600)  # one worker is ahead
+    alone.update("m", labels[:1], scores[:1], margins[:1], buckets[-1:] + 3600)
     workers[0].merge(workers[1])
     merged = pickle.loads(pickle.dumps(workers[0]))  # state travels as plain arrays
-    alone = MarginRanks(min_count=50)
-    alone.update("m", labels, scores, margins, buckets)
-    later = np.full(len(ts), int(buckets.max()) + 660)
+    later = np.full(len(ts), int(buckets.max()) + 3600 + 660)
     np.testing.assert_allclose(merged.rank("m", labels, scores, margins, later),
                                alone.rank("m", labels, scores, margins, later), rtol=0, atol=1e-12)
 
