@@ -74,7 +74,7 @@ def test_remote_scoring_of_a_model_profiled_only_in_its_embeddings_ranks_margins
     counted = {}
     for remote in (False, True):
         engine = Engine(EngineSettings(fingerprint_secret=b"s", remote_embedding_scoring=remote), embeddings_only)
-        engine.process(first)  # margins are ranked against the population seen before their batch
+        engine.process(first)  # margins are ranked against the minutes that ended 10 minutes before theirs
         rows = engine.process(second).rows
         counted[remote] = {kind: rows.values[:, histogram_columns(kind)].sum() for kind in ("margin_rank", "score")}
     assert counted[False]["score"] > 1000 and counted[True]["score"] == 0
