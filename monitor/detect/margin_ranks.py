@@ -19,8 +19,9 @@ within hours). So an event's rank depends on its bucket and on what came ``lag_s
 batch it was read in or on the order of reading: replay gives the same ranks with any batch size, and an
 ingest worker the ranks replay gives on the same events, while its partitions are read within ``lag_s`` of each
 other in event time (an event of a bucket already folded into the settled population, later than about twice
-``lag_s``, is added to it late). An attacker's own queries join the population only ``lag_s`` after they are
-ranked. The state is a handful of numpy arrays (picklable), and two states merge by addition.
+``lag_s``, is folded into it late, decayed to its bucket's end). An attacker's own queries join the population
+only ``lag_s`` after they are ranked. The state is a handful of numpy arrays (picklable), and two states merge by
+addition.
 
 >>> rng = np.random.default_rng(0)
 >>> ranks = MarginRanks(min_count=50, lag_s=600)
@@ -122,11 +123,6 @@ class MarginRanks:
         of_bucket = buckets[usable]
         for bucket in np.unique(of_bucket).tolist():
             mine = of_bucket == bucket
-            if bucket + self.bucket_s <= state.settled_until:  # later than the settled population: added late
-                counts = _empty_counts(len(state.labels))
-                np.add.at(counts, (label[mine], band[mine], bin_[mine]), 1.0)
-                state.settled += counts * self._decay(state.settled_until - bucket - self.bucket_s)
-                continue
             counts = state.recent.setdefault(int(bucket), _empty_counts(len(state.labels)))
             np.add.at(counts, (label[mine], band[mine], bin_[mine]), 1.0)
         self._settle(state, float(of_bucket.min()) - 2 * self.lag_s)
@@ -158,7 +154,7 @@ class MarginRanks:
 
     def _settle(self, state: _ModelState, until: float) -> None:
         """Fold the buckets that ended by ``until`` into the settled population, oldest first (one that ended before
-        it, from a merge, decayed to its end)."""
+        the settled population's end, a late one or a merged one, decayed to that end)."""
         for bucket in sorted(b for b in state.recent if b + self.bucket_s <= until):
             end, counts = bucket + self.bucket_s, state.recent.pop(bucket)
             if end < state.settled_until:

@@ -84,3 +84,19 @@ def test_benign_ranks_are_uniform_and_an_attackers_low_margins_rank_near_zero():
     estimator.update("m", labels, scores, margins, (ts // 60).astype(np.int64) * 60)
     attack = estimator.rank("m", labels[:50], scores[:50], np.full(50, 0.02), np.full(50, 4 * 3600 + 600))
     assert np.nanmax(attack) < 0.05
+
+
+def test_a_bucket_later_than_the_settled_population_counts_as_if_it_had_come_in_time():
+    ts, labels, scores, margins = traffic(seed=4, disorder_s=0.0)
+    buckets = (ts // 60).astype(np.int64) * 60
+    early = buckets < 1800  # the first half hour: for the late estimator, it arrives after everything else
+    in_time, late = MarginRanks(min_count=50), MarginRanks(min_count=50)
+    for part in np.array_split(np.arange(len(ts)), 12):
+        in_time.update("m", labels[part], scores[part], margins[part], buckets[part])
+        rest = part[~early[part]]
+        late.update("m", labels[rest], scores[rest], margins[rest], buckets[rest])
+    late.update("m", labels[early], scores[early], margins[early], buckets[early])
+    assert late._models["m"].settled_until > 1800  # it came after its buckets had settled
+    probe = np.full(len(ts), int(buckets.max()) + 660)
+    np.testing.assert_allclose(late.rank("m", labels, scores, margins, probe),
+                               in_time.rank("m", labels, scores, margins, probe), rtol=0, atol=1e-12)
