@@ -2,6 +2,7 @@
 
     python3 bench/ingest.py                    # starts a throwaway broker on 127.0.0.1, realistic 1.3 KB records
     python3 bench/ingest.py --records demo --duration 1h --bootstrap 127.0.0.1:9092
+    python3 bench/ingest.py --broker-core 1    # the throwaway broker on core 1, the clients on the others
 
 Prints events/s for: aiokafka getmany + orjson.loads (the floor an ingest worker cannot beat),
 kafka-python poll + orjson.loads, and ``advmon ingest`` (parse + validate + engine + one Kafka
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -109,6 +111,8 @@ def main() -> int:
     parser.add_argument("--hours", type=float, default=2.0, help="realistic records: hours at 10 events/s")
     parser.add_argument("--duration", default="3h", help="demo event time to generate (3h is about 96k records)")
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--broker-core", type=int, help="pin the throwaway broker to this core and the clients to the "
+                        "others, as with a broker on its own machine (default: all share every core)")
     args = parser.parse_args()
 
     if args.records == "realistic":
@@ -121,6 +125,11 @@ def main() -> int:
     broker = None
     if args.bootstrap is None:
         broker = LocalBroker(Path(tempfile.mkdtemp(prefix="advmon-bench-kafka-"))).start()
+        if args.broker_core is not None:
+            assert broker.process is not None
+            subprocess.run(["taskset", "-a", "-p", "-c", str(args.broker_core), str(broker.process.pid)], check=True,
+                           capture_output=True)
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - {args.broker_core})
     bootstrap = args.bootstrap or broker.bootstrap
     def fresh_topics(**roles: bool) -> tuple[Settings, Topics]:
         """Settings and topics of their own (a new prefix: a new consumer group), the records on them."""
@@ -144,8 +153,10 @@ def main() -> int:
     finally:
         if broker is not None:
             broker.stop()
+    pinned = "" if args.broker_core is None or broker is None else f" pinned to core {args.broker_core}"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{n:,} {args.records} records, {mean_bytes:,.0f} bytes mean, {args.partitions} partitions, local broker")
+          f"{n:,} {args.records} records, {mean_bytes:,.0f} bytes mean, {args.partitions} partitions, local broker"
+          + pinned)
     print(f"{'aiokafka getmany, no parse':40} {raw_nopars:12,.0f} records/s")
     print(f"{'aiokafka getmany + orjson.loads':40} {raw:12,.0f} records/s   (the floor)")
     print(f"{'kafka-python poll + orjson.loads':40} {kp:12,.0f} records/s   ({kp / raw:.2f}x aiokafka)")

@@ -4,11 +4,13 @@ One transaction per batch (see :mod:`streams.transactional`) holds the SLI aggre
 alerter, dead letters, suspicious inputs and, with remote scoring, the embeddings for the scorer.
 Queries are matched in event-time order behind the worker's watermark, by its own matcher, or with
 remote matching by ``advmon matcher`` (their fingerprints go to ``match-requests``). On SIGTERM the
-queries still waiting for their bucket are matched and published before the worker leaves.
+queries still waiting for their bucket are matched and published before the worker leaves. A batch is parsed and
+run through the engine in a thread while the transaction of the batch before it goes on (``overlap_publish``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -42,6 +44,7 @@ log = logging.getLogger("advmon.ingest")
 
 class IngestWorker(TransactionalWorker):
     role = "ingest"
+    overlap_publish = True
 
     def __init__(self, settings: Settings, metrics: Metrics, health: Health, profile: Profile | None = None) -> None:
         self.topics = Topics.from_settings(settings)
@@ -58,12 +61,13 @@ class IngestWorker(TransactionalWorker):
             for message in messages:
                 records.append(message.value if message.value is not None else b"")
                 sources.append(f"{partition_name(tp)}@{message.offset}")
-        parsed = parse_batch(records, sources, self.settings.max_record_bytes,
-                             not_after=time.time() + self.settings.max_future_skew_seconds)
+        parsed = await asyncio.to_thread(parse_batch, records, sources, self.settings.max_record_bytes,
+                                         not_after=time.time() + self.settings.max_future_skew_seconds)
         late = int((parsed.batch.ts < self.watermark - self.settings.grace_seconds).sum())
         self.watermark = await self.advance_watermark(consumer, _max_ts_per_partition(batches, parsed))
         parsed_at = time.perf_counter()
-        result = self.engine.process(parsed.batch, self.watermark)  # matches the buckets the watermark closed
+        # matches the buckets the watermark closed
+        result = await asyncio.to_thread(self.engine.process, parsed.batch, self.watermark)
         engine_at = time.perf_counter()
         self.dead += len(parsed.dead)
         observe_batch(self.metrics, result, self.engine.fingerprint_memory_bytes, parsed.batch, late)

@@ -15,6 +15,11 @@ counted twice (measured: 382 of 32,084 events with three workers, one SIGKILLed)
 on from the group's stable committed offset (:meth:`TransactionalWorker.take_over`: a transaction's offsets are
 visible a moment after it commits), and a worker may prepare for its partitions (the matcher rebuilds its index)
 before any of their records is handled.
+
+A worker may overlap a batch's transaction with the next batch (``overlap_publish``: ingest): the transaction goes
+on in the background while the next batch is read and handled (in a thread), and it ends before the next
+transaction begins, before partitions are handed over, and before the worker stops. A crash then loses the handled
+batch with the one in flight, and both are read again from the committed offsets.
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ T = TypeVar("T")
 #: partitions it wrote to, the alerter's single sli-buckets partition among them, for this long. A batch's
 #: transaction lasts well under a second; one that outlives this is aborted and published again.
 TRANSACTION_TIMEOUT_MS = 10_000
+#: The producer's record batch per partition (aiokafka's default is 16 KB). A send to a partition whose batch is full
+#: waits for that batch's round trip, so a batch's hundreds of suspicious inputs went out in dozens of sequential
+#: requests. Under the broker's default message.max.bytes (1 MB); a larger message still goes alone.
+MAX_BATCH_BYTES = 512 << 10
 #: How long a revocation waits for the batch in flight (which takes well under a second). Past it the partitions
 #: are handed over anyway, with a warning: the batch may then be counted again by their next owner, which beats a
 #: group stuck in its rebalance.
@@ -78,6 +87,9 @@ class TransactionalWorker:
     """Subclasses name their ``role`` and input topic and implement :meth:`handle`."""
 
     role = "worker"
+    #: Whether a batch's transaction runs in the background while the next batch is handled (only for a worker
+    #: whose :meth:`commit_metadata` does not change as batches are handled).
+    overlap_publish = False
 
     def __init__(self, settings: Settings, metrics: Metrics, health: Health, input_topic: str) -> None:
         self.settings = settings
@@ -93,10 +105,12 @@ class TransactionalWorker:
         self.alerter_partitions = 1  # of that topic, read from the broker at the start
         self.batches = 0
         self.records = 0
-        self.in_flight = asyncio.Lock()  # held from a batch's hand-over check until its transaction ends
+        self.in_flight = asyncio.Lock()  # held from a batch's hand-over check until its transaction ends or starts
+        # in the background (then the hand-over waits for that too: :meth:`quiesced`)
         self.generation = 0  # revocations so far: a batch read before one is dropped
         self.stable_offsets = StableOffsets(settings.kafka_bootstrap, self.group_id)
         self.failure: ServiceUnavailable | None = None  # raised by run: what a rebalance callback could not do
+        self.publishing: asyncio.Task[AIOKafkaProducer] | None = None  # the transaction in the background, if any
 
     async def handle(self, batches: dict[TopicPartition, list], consumer: AIOKafkaConsumer) -> Sequence[Output]:
         raise NotImplementedError
@@ -178,7 +192,8 @@ class TransactionalWorker:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id, client_id=member,
             group_instance_id=member, enable_auto_commit=False, auto_offset_reset="earliest",
-            max_partition_fetch_bytes=1 << 20, isolation_level="read_committed")
+            max_partition_fetch_bytes=1 << 20, isolation_level="read_committed",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
         producer = self.new_producer()
         await _start_with_retry(producer, consumer, s.kafka_bootstrap)
         try:
@@ -193,7 +208,8 @@ class TransactionalWorker:
                     if batches and generation == self.generation:
                         producer = await self._process(producer, consumer, batches)
                     elif not batches:
-                        producer = await self._publish_idle(producer, consumer)
+                        producer = await self._publish_idle(await self.published(producer), consumer)
+            producer = await self.published(producer)
             if self.failure is not None:
                 raise self.failure
             if last := self.final_outputs():
@@ -203,6 +219,8 @@ class TransactionalWorker:
                     log.warning("%s: what was held at the stop was not published (%s: %s)", self.role,
                                 type(exc).__name__, exc)
         finally:
+            if self.publishing is not None:  # failing: let the transaction end (or fail) before the producer stops
+                await asyncio.wait([self.publishing])
             self.health.ready = False
             log.info("%s %s stopping after %d batches (%d records)", self.role, s.instance_id, self.batches,
                      self.records)
@@ -225,8 +243,19 @@ class TransactionalWorker:
 
     async def _process(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
                        batches: dict[TopicPartition, list]) -> AIOKafkaProducer:
-        """Handle one batch and publish its outputs with its offsets; the producer to go on with."""
+        """Handle one batch and publish its outputs with its offsets (in the background where the worker
+        overlaps, once the previous transaction has ended); the producer to go on with."""
         outputs = await self.handle(batches, consumer)
+        transaction = self._transaction(await self.published(producer), consumer, batches, outputs)
+        if not self.overlap_publish:
+            return await transaction
+        self.publishing = asyncio.create_task(transaction)
+        return producer
+
+    async def _transaction(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
+                           batches: dict[TopicPartition, list], outputs: Sequence[Output]) -> AIOKafkaProducer:
+        """Publish a batch's outputs with its offsets, recovering from a failed producer; the producer to go on
+        with."""
         try:
             await self._publish(producer, batches, outputs)
         except (KafkaError, OSError) as exc:
@@ -234,6 +263,25 @@ class TransactionalWorker:
         self.batches += 1
         self.records += sum(len(m) for m in batches.values())
         return producer
+
+    async def published(self, producer: AIOKafkaProducer) -> AIOKafkaProducer:
+        """Once the transaction in the background (if any) has ended: the producer to go on with (it raises what
+        the transaction could not recover from)."""
+        if self.publishing is None:
+            return producer
+        task, self.publishing = self.publishing, None
+        return await task
+
+    async def quiesced(self, timeout_s: float) -> bool:
+        """Whether the batch in flight and the transaction in the background (if any) ended within ``timeout_s``;
+        no batch starts before the caller's next await."""
+        try:
+            async with asyncio.timeout(timeout_s), self.in_flight:
+                if self.publishing is not None:
+                    await asyncio.wait([self.publishing])
+        except TimeoutError:
+            return False
+        return True
 
     async def _publish_idle(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> AIOKafkaProducer:
         """Publish :meth:`idle_outputs`, if any. On failure, a new producer; the worker is told (its state may
@@ -280,7 +328,8 @@ class TransactionalWorker:
         s = self.settings
         return AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap,
                                 transactional_id=f"{self.group_id}-{s.instance_id}", enable_idempotence=True,
-                                linger_ms=5, max_request_size=8 << 20, transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
+                                linger_ms=5, max_batch_size=MAX_BATCH_BYTES, max_request_size=8 << 20,
+                                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
 
     async def _recover(self, failed: AIOKafkaProducer, consumer: AIOKafkaConsumer, batches: dict,
                        outputs: Sequence[Output], error: Exception, attempts: int = 30) -> AIOKafkaProducer:
@@ -369,16 +418,12 @@ class HandOver(ConsumerRebalanceListener):
         if not revoked:  # joining without partitions (the first join): nothing read can be stale
             return
         names = ", ".join(sorted(partition_name(tp) for tp in revoked))
-        try:
-            async with asyncio.timeout(HAND_OVER_WAIT_S):
-                await self.worker.in_flight.acquire()
-        except TimeoutError:
+        if await self.worker.quiesced(HAND_OVER_WAIT_S):  # no await until the bump below: no batch starts between
+            log.info("%s: partitions revoked after the batch in flight: %s", self.worker.role, names)
+        else:
             log.warning("%s: the batch in flight did not finish within %.0f s; partitions %s handed over without "
                         "it (its records may be counted again by their next owner)", self.worker.role,
                         HAND_OVER_WAIT_S, names)
-        else:
-            self.worker.in_flight.release()  # no await until the bump below: no batch starts in between
-            log.info("%s: partitions revoked after the batch in flight: %s", self.worker.role, names)
         self.worker.generation += 1
 
     async def on_partitions_assigned(self, assigned) -> None:
@@ -388,6 +433,12 @@ class HandOver(ConsumerRebalanceListener):
             async with self.worker.in_flight:
                 await self.worker.take_over(self.consumer, set(assigned))
 
+
+#: How long the broker holds a fetch for partitions with nothing new. aiokafka fetches a partition again only once
+#: its buffered records are taken, and sends no other fetch to a broker while one waits there: with a backlog on
+#: some partitions and none on others, every batch waited out this hold (500 ms by default; measured in
+#: bench/ingest.py: batches of a finite backlog took 0.45-0.5 s to gather instead of 0.01-0.02 s).
+FETCH_MAX_WAIT_MS = 50
 
 #: How long an assignment waits for the group's stable committed offsets before the worker gives up and exits.
 STABLE_OFFSETS_TIMEOUT_MS = 60_000

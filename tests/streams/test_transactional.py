@@ -1,5 +1,6 @@
 """The transactional loop on the real broker: a producer that fails mid-transaction is replaced and the batch
-is published exactly once, whether the failed transaction had committed or not."""
+is published exactly once, whether the failed transaction had committed or not, and whether or not the worker
+handles the next batch while the transaction goes on (``overlap_publish``)."""
 
 import asyncio
 import logging
@@ -23,11 +24,13 @@ class EchoWorker(TransactionalWorker):
 
     role = "echo"
 
-    def __init__(self, settings, input_topic, fail):
+    def __init__(self, settings, input_topic, fail, overlap=False):
         super().__init__(settings, Metrics(), Health(), input_topic)
-        self.fail, self.failed = fail, False
+        self.fail, self.failed, self.overlap_publish = fail, False, overlap
+        self.handled_while_publishing = 0
 
     async def handle(self, batches, consumer):
+        self.handled_while_publishing += self.publishing is not None and not self.publishing.done()
         return [Output(f"{self.input_topic}.out", m.value, m.key) for ms in batches.values() for m in ms]
 
     async def _publish(self, producer, batches, outputs):
@@ -43,14 +46,15 @@ class EchoWorker(TransactionalWorker):
             raise KafkaError("injected: connection closed before the commit")
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["in-turn", "overlapped"])
 @pytest.mark.parametrize("fail", ["before-commit", "after-commit"])
-def test_a_failed_transaction_is_published_exactly_once(kafka, prefix, fail, caplog):
+def test_a_failed_transaction_is_published_exactly_once(kafka, prefix, fail, overlap, caplog):
     caplog.set_level(logging.INFO, logger="advmon.streams")
     source = f"{prefix}echo-in"
     create_topics(kafka.bootstrap, [TopicSpec(source, 2), TopicSpec(f"{source}.out", 1)])
     produce(kafka.bootstrap, source, [f'{{"i": {i}, "client_id": "c{i % 3}"}}'.encode() for i in range(RECORDS)])
     worker = EchoWorker(Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=prefix, instance_id="echo-0",
-                                 batch_size=16), source, fail)
+                                 batch_size=16, batch_linger_seconds=0), source, fail, overlap)
 
     async def run():
         async def stop_when_done():
@@ -68,6 +72,7 @@ def test_a_failed_transaction_is_published_exactly_once(kafka, prefix, fail, cap
     assert len(values) == RECORDS and len(set(values)) == RECORDS  # none lost, none twice
     assert "replacing the producer" in caplog.text
     assert ("the failed transaction had committed" in caplog.text) == (fail == "after-commit")
+    assert (worker.handled_while_publishing > 0) == overlap and worker.publishing is None
 
 
 def test_a_revocation_waits_for_the_batch_in_flight_and_then_stales_what_was_read(monkeypatch, caplog):
@@ -91,10 +96,18 @@ def test_a_revocation_waits_for_the_batch_in_flight_and_then_stales_what_was_rea
         worker.in_flight.release()  # its transaction ended
         await waiting
         assert worker.generation == 1
+        worker.publishing = asyncio.get_running_loop().create_future()  # a transaction in the background
+        waiting = asyncio.ensure_future(hand_over.on_partitions_revoked(revoked))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and worker.generation == 1 and worker.in_flight.locked()  # no batch starts
+        worker.publishing.set_result(None)  # it ended
+        await waiting
+        assert worker.generation == 2 and worker.publishing.done()
+        worker.publishing = None
         monkeypatch.setattr(transactional, "HAND_OVER_WAIT_S", 0.05)
         await worker.in_flight.acquire()  # a batch that never finishes
         await hand_over.on_partitions_revoked(revoked)
-        assert worker.generation == 2
+        assert worker.generation == 3
 
     with caplog.at_level(logging.WARNING, logger="advmon.streams"):
         asyncio.run(scenario())
