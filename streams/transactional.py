@@ -208,8 +208,8 @@ class TransactionalWorker:
                     if batches and generation == self.generation:
                         producer = await self._process(producer, consumer, batches)
                     elif not batches:
-                        producer = await self._publish_idle(await self.published(producer), consumer)
-            producer = await self.published(producer)
+                        producer = await self._publish_idle(await self._settled(producer), consumer)
+            producer = await self._settled(producer)
             if self.failure is not None:
                 raise self.failure
             if last := self.final_outputs():
@@ -220,7 +220,7 @@ class TransactionalWorker:
                                 type(exc).__name__, exc)
         finally:
             if self.publishing is not None:  # failing: let the transaction end (or fail) before the producer stops
-                await asyncio.wait([self.publishing])
+                producer = await self._ended(self.publishing, producer)
             self.health.ready = False
             log.info("%s %s stopping after %d batches (%d records)", self.role, s.instance_id, self.batches,
                      self.records)
@@ -246,7 +246,7 @@ class TransactionalWorker:
         """Handle one batch and publish its outputs with its offsets (in the background where the worker
         overlaps, once the previous transaction has ended); the producer to go on with."""
         outputs = await self.handle(batches, consumer)
-        transaction = self._transaction(await self.published(producer), consumer, batches, outputs)
+        transaction = self._transaction(await self._settled(producer), consumer, batches, outputs)
         if not self.overlap_publish:
             return await transaction
         self.publishing = asyncio.create_task(transaction)
@@ -264,13 +264,24 @@ class TransactionalWorker:
         self.records += sum(len(m) for m in batches.values())
         return producer
 
-    async def published(self, producer: AIOKafkaProducer) -> AIOKafkaProducer:
+    async def _settled(self, producer: AIOKafkaProducer) -> AIOKafkaProducer:
         """Once the transaction in the background (if any) has ended: the producer to go on with (it raises what
         the transaction could not recover from)."""
         if self.publishing is None:
             return producer
         task, self.publishing = self.publishing, None
         return await task
+
+    async def _ended(self, task: asyncio.Task[AIOKafkaProducer], producer: AIOKafkaProducer) -> AIOKafkaProducer:
+        """On the way out after a failure: the background transaction ended, the producer to stop (its failure is
+        logged, not raised: the one being raised came first)."""
+        self.publishing = None
+        try:
+            return await task
+        except Exception as exc:
+            log.warning("%s: the transaction in the background failed too (%s: %s)", self.role, type(exc).__name__,
+                        exc)
+            return producer
 
     async def quiesced(self, timeout_s: float) -> bool:
         """Whether the batch in flight and the transaction in the background (if any) ended within ``timeout_s``;
