@@ -8,7 +8,8 @@ Prints events/s for: aiokafka getmany + orjson.loads (the floor an ingest worker
 kafka-python poll + orjson.loads, and ``advmon ingest`` (parse + validate + engine + one Kafka
 transaction per batch), and the ratios between them. One process, one core's worth of work. ``advmon ingest``
 runs twice: on its own (it matches queries itself), and as a scale-out worker that leaves matching to
-``advmon matcher`` (it publishes the queries' fingerprints to match-requests instead).
+``advmon matcher`` (it publishes the queries' fingerprints to match-requests instead); and both again with each
+batch's transaction in turn (``overlap_publish`` off: the next batch waits for it), the baseline of the overlap.
 """
 
 from __future__ import annotations
@@ -85,9 +86,10 @@ def kafka_python_rate(bootstrap: str, topic: str, n: int) -> float:
     return seen / elapsed
 
 
-async def ingest_rate(settings: Settings, profile, n: int) -> tuple[float, dict]:
+async def ingest_rate(settings: Settings, profile, n: int, overlap: bool = True) -> tuple[float, dict]:
     metrics = Metrics()
     worker = IngestWorker(settings, metrics, Health(), profile)
+    worker.overlap_publish = overlap
     task = asyncio.create_task(worker.run())
     while worker.batches == 0 and not task.done():
         await asyncio.sleep(0.01)
@@ -148,8 +150,10 @@ def main() -> int:
         raw = asyncio.run(aiokafka_rate(bootstrap, topics.inference_logs, n, parse=True))
         kp = kafka_python_rate(bootstrap, topics.inference_logs, n)
         ingest, stages = asyncio.run(ingest_rate(settings, profile, n))
+        in_turn = [asyncio.run(ingest_rate(fresh_topics()[0], profile, n, overlap=False))[0]]
         worker_settings, _ = fresh_topics(remote_matching=True)
         worker, worker_stages = asyncio.run(ingest_rate(worker_settings, profile, n))
+        in_turn.append(asyncio.run(ingest_rate(fresh_topics(remote_matching=True)[0], profile, n, overlap=False))[0])
     finally:
         if broker is not None:
             broker.stop()
@@ -163,6 +167,9 @@ def main() -> int:
     print(f"{'advmon ingest (one process)':40} {ingest:12,.0f} events/s    ({ingest / raw:.3f}x the floor)")
     print(f"{'advmon ingest, scale-out worker':40} {worker:12,.0f} events/s    ({worker / raw:.3f}x the floor; "
           "matching left to advmon matcher)")
+    for name, rate, overlapped in (("one process", in_turn[0], ingest), ("scale-out worker", in_turn[1], worker)):
+        print(f"{'  ' + name + ', transactions in turn':40} {rate:12,.0f} events/s    ({rate / raw:.3f}x the floor; "
+              f"overlapped {overlapped / rate:.2f}x this)")
     for name, split in (("ingest", stages), ("scale-out worker", worker_stages)):
         total = sum(split.values()) or 1.0
         print(f"{name} time by stage: " + ", ".join(f"{k} {v / total:.0%}" for k, v in split.items())
