@@ -6,11 +6,13 @@ and waits for the scorer before closing a window. Suspicious inputs it finds go 
 One transaction per batch, like ingest. Backend: torch on CUDA when present (``ADVMON_SCORER_BACKEND=auto``),
 else numpy. With remote matching on too, each request carries its batch's queries: the scorer passes them on to
 ``match-requests`` in the same transaction, the events it flagged marked anomalous, so the matcher and the scorer
-never both take an event off the clean count.
+never both take an event off the clean count. A batch is decoded and scored in a thread while the transaction of
+the batch before it goes on (``overlap_publish``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -38,6 +40,7 @@ log = logging.getLogger("advmon.scorer")
 
 class ScorerWorker(TransactionalWorker):
     role = "scorer"
+    overlap_publish = True
 
     def __init__(self, settings: Settings, metrics: Metrics, health: Health, profile: Profile) -> None:
         self.topics = Topics.from_settings(settings)
@@ -54,6 +57,20 @@ class ScorerWorker(TransactionalWorker):
         watermarks: dict[str, float] = {}
         tables: list[SliRows] = []
         found: list[FlaggedEvents] = []
+        await asyncio.to_thread(self._score, batches, outputs, watermarks, tables, found)
+        watermark = await self.advance_watermark(consumer, watermarks)
+        flagged = FlaggedEvents.concat(found)
+        message = SliBatch(instance=self.name, watermark=watermark, late=0, offsets=offset_spans(batches),
+                           rows=SliRows.concat(tables).combined(), flagged=flagged, role="scorer")
+        outputs += self.alerter_outputs(message, self.name.encode())
+        outputs += [suspicious_output(self.topics.suspicious_inputs, doc) for doc in flagged.records()]
+        self.metrics.batch_seconds.labels(stage="score").observe(time.perf_counter() - started)
+        return outputs
+
+    def _score(self, batches, outputs: list[Output], watermarks: dict[str, float], tables: list[SliRows],
+               found: list[FlaggedEvents]) -> None:
+        """Decode and score each request of a batch (in a thread): the queries passed on to the matcher and the dead
+        letters go to ``outputs``, each partition's latest watermark to ``watermarks``, rows and flags to the rest."""
         for tp, _, request in self.decoded(batches, ScoreRequestBatch.decode, self.topics.dead_letters, outputs):
             result = self.scorer.score(request)
             if result.matches is not None:  # in read order: each ingest worker's queries reach the matcher in order
@@ -64,11 +81,3 @@ class ScorerWorker(TransactionalWorker):
             self.metrics.scored.labels(outcome="scored").inc(result.scored)
             self.metrics.scored.labels(outcome="unprofiled").inc(result.unprofiled)
             watermarks[partition_name(tp)] = max(watermarks.get(partition_name(tp), float("-inf")), request.watermark)
-        watermark = await self.advance_watermark(consumer, watermarks)
-        flagged = FlaggedEvents.concat(found)
-        message = SliBatch(instance=self.name, watermark=watermark, late=0, offsets=offset_spans(batches),
-                           rows=SliRows.concat(tables).combined(), flagged=flagged, role="scorer")
-        outputs += self.alerter_outputs(message, self.name.encode())
-        outputs += [suspicious_output(self.topics.suspicious_inputs, doc) for doc in flagged.records()]
-        self.metrics.batch_seconds.labels(stage="score").observe(time.perf_counter() - started)
-        return outputs

@@ -16,10 +16,10 @@ on from the group's stable committed offset (:meth:`TransactionalWorker.take_ove
 visible a moment after it commits), and a worker may prepare for its partitions (the matcher rebuilds its index)
 before any of their records is handled.
 
-A worker may overlap a batch's transaction with the next batch (``overlap_publish``: ingest): the transaction goes
-on in the background while the next batch is read and handled (in a thread), and it ends before the next
-transaction begins, before partitions are handed over, and before the worker stops. A crash then loses the handled
-batch with the one in flight, and both are read again from the committed offsets.
+A worker may overlap a batch's transaction with the next batch (``overlap_publish``: ingest and the scorer): the
+transaction goes on in the background while the next batch is read and handled (in a thread), and it ends before
+the next transaction begins, before partitions are handed over, and before the worker stops. A crash then loses the
+handled batch with the one in flight, and both are read again from the committed offsets.
 """
 
 from __future__ import annotations
