@@ -61,12 +61,10 @@ def replay(records, profile, rules):
 
 def rank_histograms(rows: SliRows) -> dict[tuple, np.ndarray]:
     """Each (minute, model, client)'s margin-rank histogram, summed over its rows; only those with ranked events."""
-    keys = np.array([f"{b}|{m}|{c}" for b, m, c in zip(rows.bucket.tolist(), rows.model.tolist(),
-                                                         rows.client.tolist(), strict=True)], dtype=object)
-    distinct, inverse = np.unique(keys, return_inverse=True)
-    sums = np.zeros((len(distinct), len(MARGIN_RANK_BINS)))
-    np.add.at(sums, inverse, np.column_stack([rows.column(name) for name in MARGIN_RANK_BINS]))
-    return {key: row for key, row in zip(distinct.tolist(), sums, strict=True) if row.sum() > 0}
+    merged = rows.combined()
+    histograms = np.column_stack([merged.column(name) for name in MARGIN_RANK_BINS])
+    keys = zip(merged.bucket.tolist(), merged.model.tolist(), merged.client.tolist(), strict=True)
+    return {key: row for key, row in zip(keys, histograms, strict=True) if row.sum() > 0}
 
 
 def rank_difference(replayed: dict[tuple, np.ndarray], got: dict[tuple, np.ndarray]) -> str:

@@ -53,11 +53,7 @@ class ScorerWorker(TransactionalWorker):
 
     async def handle(self, batches, consumer) -> list[Output]:
         started = time.perf_counter()
-        outputs: list[Output] = []
-        watermarks: dict[str, float] = {}
-        tables: list[SliRows] = []
-        found: list[FlaggedEvents] = []
-        await asyncio.to_thread(self._score, batches, outputs, watermarks, tables, found)
+        outputs, watermarks, tables, found = await asyncio.to_thread(self._score, batches)
         watermark = await self.advance_watermark(consumer, watermarks)
         flagged = FlaggedEvents.concat(found)
         message = SliBatch(instance=self.name, watermark=watermark, late=0, offsets=offset_spans(batches),
@@ -67,10 +63,13 @@ class ScorerWorker(TransactionalWorker):
         self.metrics.batch_seconds.labels(stage="score").observe(time.perf_counter() - started)
         return outputs
 
-    def _score(self, batches, outputs: list[Output], watermarks: dict[str, float], tables: list[SliRows],
-               found: list[FlaggedEvents]) -> None:
+    def _score(self, batches) -> tuple[list[Output], dict[str, float], list[SliRows], list[FlaggedEvents]]:
         """Decode and score each request of a batch (in a thread): the queries passed on to the matcher and the dead
-        letters go to ``outputs``, each partition's latest watermark to ``watermarks``, rows and flags to the rest."""
+        letters, each partition's latest watermark, and the requests' rows and flags."""
+        outputs: list[Output] = []
+        watermarks: dict[str, float] = {}
+        tables: list[SliRows] = []
+        found: list[FlaggedEvents] = []
         for tp, _, request in self.decoded(batches, ScoreRequestBatch.decode, self.topics.dead_letters, outputs):
             result = self.scorer.score(request)
             if result.matches is not None:  # in read order: each ingest worker's queries reach the matcher in order
@@ -81,3 +80,4 @@ class ScorerWorker(TransactionalWorker):
             self.metrics.scored.labels(outcome="scored").inc(result.scored)
             self.metrics.scored.labels(outcome="unprofiled").inc(result.unprofiled)
             watermarks[partition_name(tp)] = max(watermarks.get(partition_name(tp), float("-inf")), request.watermark)
+        return outputs, watermarks, tables, found

@@ -59,6 +59,11 @@ TRANSACTION_TIMEOUT_MS = 10_000
 #: waits for that batch's round trip, so a batch's hundreds of suspicious inputs went out in dozens of sequential
 #: requests. Under the broker's default message.max.bytes (1 MB); a larger message still goes alone.
 MAX_BATCH_BYTES = 512 << 10
+#: How long the broker holds a fetch for partitions with nothing new. aiokafka fetches a partition again only once
+#: its buffered records are taken, and sends no other fetch to a broker while one waits there: with a backlog on
+#: some partitions and none on others, every batch waited out this hold (500 ms by default; measured in
+#: bench/ingest.py: batches of a finite backlog took 0.45-0.5 s to gather instead of 0.01-0.02 s).
+FETCH_MAX_WAIT_MS = 50
 #: How long a revocation waits for the batch in flight (which takes well under a second). Past it the partitions
 #: are handed over anyway, with a warning: the batch may then be counted again by their next owner, which beats a
 #: group stuck in its rebalance.
@@ -444,12 +449,6 @@ class HandOver(ConsumerRebalanceListener):
             async with self.worker.in_flight:
                 await self.worker.take_over(self.consumer, set(assigned))
 
-
-#: How long the broker holds a fetch for partitions with nothing new. aiokafka fetches a partition again only once
-#: its buffered records are taken, and sends no other fetch to a broker while one waits there: with a backlog on
-#: some partitions and none on others, every batch waited out this hold (500 ms by default; measured in
-#: bench/ingest.py: batches of a finite backlog took 0.45-0.5 s to gather instead of 0.01-0.02 s).
-FETCH_MAX_WAIT_MS = 50
 
 #: How long an assignment waits for the group's stable committed offsets before the worker gives up and exits.
 STABLE_OFFSETS_TIMEOUT_MS = 60_000

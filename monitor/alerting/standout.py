@@ -56,8 +56,7 @@ import numpy as np
 from monitor.alerting.hysteresis import cooled
 from monitor.alerting.samples import EvidenceSamples
 from monitor.contracts.alerts import Alert
-from monitor.contracts.columns import factorize
-from monitor.contracts.sli import SCORE_EDGES, SliRows, histogram_columns, value_index
+from monitor.contracts.sli import SCORE_EDGES, SliRows, histogram_columns, summed_by, value_index
 from monitor.spec.rules import ClientRule
 
 
@@ -114,13 +113,7 @@ def _summed(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.
     """
     models = np.concatenate([part[0] for part in parts])
     clients = np.concatenate([part[1] for part in parts])
-    blocks = np.concatenate([part[2] for part in parts])
-    _, model_code = factorize(models)
-    _, client_code = factorize(clients)
-    _, first, inverse = np.unique(model_code * (client_code.max() + 1) + client_code, return_index=True,
-                                  return_inverse=True)
-    sums = np.zeros((len(first), blocks.shape[1]))
-    np.add.at(sums, inverse.reshape(-1), blocks)
+    first, sums = summed_by(np.concatenate([part[2] for part in parts]), models, clients)
     return models[first], clients[first], sums
 
 

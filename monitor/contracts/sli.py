@@ -155,11 +155,7 @@ class SliRows:
         """Merge rows with equal keys: counters add, first-offending times take the minimum."""
         if not len(self):
             return self
-        _, model_code = factorize(self.model)
-        _, client_code = factorize(self.client)
-        _, bucket_code = np.unique(self.bucket, return_inverse=True)
-        key = (bucket_code * (model_code.max() + 1) + model_code) * (client_code.max() + 1) + client_code
-        _, first_row, inverse = np.unique(key, return_index=True, return_inverse=True)
+        first_row, inverse = _key_groups(self.bucket, self.model, self.client)
         order, starts = _grouping(inverse)
         values, first = _reduced(np.add, self.values, order, starts), _reduced(np.minimum, self.first, order, starts)
         return SliRows(self.bucket[first_row], self.model[first_row], self.client[first_row], values, first)
@@ -208,6 +204,29 @@ class SliRows:
             }
             for b, m, c, v, f in zip(self.bucket, self.model, self.client, self.values, self.first, strict=True)
         ]
+
+
+def summed_by(table: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``table`` summed per distinct combination of ``keys`` (columns of strings or integers), in key
+    order: the first row of each combination, and its sums (as :meth:`SliRows.combined` sums its values).
+
+    >>> summed_by(np.eye(3), np.array(["m", "m", "m"], dtype=object), np.array(["b", "a", "b"], dtype=object))
+    (array([1, 0]), array([[0., 1., 0.],
+           [1., 0., 1.]]))
+    """
+    first_row, inverse = _key_groups(*keys)
+    order, starts = _grouping(inverse)
+    return first_row, _reduced(np.add, table, order, starts)
+
+
+def _key_groups(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct combination of ``keys``'s first row, in key order (strings by name), and each row's group."""
+    key = np.zeros(len(keys[0]), np.int64)
+    for column in keys:
+        _, code = factorize(column) if column.dtype == object else np.unique(column, return_inverse=True)
+        key = key * (int(code.max()) + 1) + code.reshape(-1)
+    _, first_row, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return first_row, inverse.reshape(-1)
 
 
 def _grouping(inverse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
