@@ -19,6 +19,7 @@ msgspec.ValidationError: Expected `float` <= 1.0 - at `$.prediction.confidence`
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -90,6 +91,17 @@ _DECODER = msgspec.json.Decoder(InferenceEvent)
 def validate_event(raw: bytes) -> InferenceEvent:
     """Validate one JSON record (raises ``msgspec.ValidationError`` or ``msgspec.DecodeError``)."""
     return _DECODER.decode(raw)
+
+
+def validate_events(raws: Iterable[bytes]) -> list[InferenceEvent]:
+    """Validate records, the decoder called straight from ``map`` (no Python frame per record); raises at the first
+    bad one, as :func:`validate_event`.
+
+    >>> [e.client_id for e in validate_events([b'{"event_id":"a","ts":1,"client_id":"c","prediction":{"label":1,'
+    ...     b'"confidence":1}}'] * 2)]
+    ['c', 'c']
+    """
+    return list(map(_DECODER.decode, raws))
 
 
 def epoch_seconds(ts: float | datetime) -> float:

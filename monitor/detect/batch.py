@@ -51,9 +51,9 @@ class EventBatch:
         inputs = [r.input or _NO_INPUT for r in records]
         predictions = [r.prediction for r in records]
         embeddings = [i.embedding for i in inputs]
-        encoded = [e if isinstance(e, EncodedEmbedding) else None for e in embeddings]
-        decoded, rejected = encoded_groups([e.b64 if e else None for e in encoded],
-                                           [e.dtype if e else "float32" for e in encoded])
+        binary = [row for row, e in enumerate(embeddings) if isinstance(e, EncodedEmbedding)]
+        decoded, rejected = encoded_groups(binary, [embeddings[row].b64 for row in binary],  # type: ignore[union-attr]
+                                           [embeddings[row].dtype for row in binary])  # type: ignore[union-attr]
         texts = [i for i, x in enumerate(inputs) if x.text is not None and x.features is None]
         batch = cls(
             ts=_epoch_column([r.ts for r in records]),

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from monitor.contracts.dead_letters import DeadLetter
-from monitor.contracts.events import REQUIRED_FIELDS, InferenceEvent, validate_event
+from monitor.contracts.events import REQUIRED_FIELDS, InferenceEvent, validate_event, validate_events
 from monitor.detect.batch import EventBatch
 
 #: Records above this size are dead-lettered before parsing (1 MiB by default).
@@ -158,7 +158,7 @@ def _validate_all(chunk: Sequence[bytes], max_bytes: int,
     if max(map(len, chunk), default=0) > max_bytes:
         return None, range(0)
     try:
-        return [validate_event(raw) for raw in chunk], range(start, start + len(chunk))
+        return validate_events(chunk), range(start, start + len(chunk))
     except (msgspec.MsgspecError, *_NEVER_FATAL):
         return None, range(0)
 

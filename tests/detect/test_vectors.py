@@ -21,9 +21,9 @@ def test_lists_grouped_by_length_and_clipped_to_float32():
 
 def test_encoded_groups_read_each_dtype_and_reject_partial_or_infinite_values():
     raw = [np.asarray(v, d).tobytes() for v, d in (([1.5, 2.0], "<f2"), ([1, 2, 3], "<f4"))]
-    decoded = raw + [b"\0\0\0", np.asarray([np.inf, 1], "<f4").tobytes(), np.asarray([4, 5, 6], "<f4").tobytes(), None]
-    dtypes = ["float16", "float32", "float32", "float32", "float32", "float32"]
-    groups, rejected = encoded_groups(decoded, dtypes)
+    decoded = raw + [b"\0\0\0", np.asarray([np.inf, 1], "<f4").tobytes(), np.asarray([4, 5, 6], "<f4").tobytes()]
+    dtypes = ["float16", "float32", "float32", "float32", "float32"]
+    groups, rejected = encoded_groups([0, 1, 2, 3, 4], decoded, dtypes)  # row 5 has none
     assert groups[2][0].tolist() == [0] and groups[2][1].tolist() == [[1.5, 2.0]]
     assert groups[3][0].tolist() == [1, 4] and groups[3][1].tolist() == [[1, 2, 3], [4, 5, 6]]
     assert set(rejected) == {2, 3} and "whole number" in rejected[2] and "finite" in rejected[3]
