@@ -115,6 +115,8 @@ def daemons(records, profile, rules, workers: int, local: bool, seed: int, alert
         marks[w].observe({names[k]: max(orjson.loads(r)["ts"] for r in rs) for k, rs in taken.items() if rs}, now)
         watermark, holding = marks[w].watermark(backlog, now), marks[w].holding(backlog, now)
         result = engines[w].process(parse_batch(batch).batch, watermark)
+        for other in engines[:w] + engines[w + 1:]:  # margin-counts, read by every other worker
+            other.learn_margins(result.margin_counts)
         messages = [SliBatch(f"ingest-{w}", watermark, 0, {}, result.rows, result.flagged, edges=result.edges,
                              remote_matching=not local, partitions=holding, inputs=("logs", PARTITIONS))]
         if not local:
@@ -190,6 +192,8 @@ def main() -> int:
     for workers in args.workers:
         got, rows = daemons(records, profile, rules, workers, False, args.seed, in_step=True)
         ids = {a.alert_id for a in got}
+        missing = [a for a in wanted.values() if a.alert_id not in ids]
+        extra = [a for a in got if a.alert_id not in wanted and (a.resolved_at or a.fired_at) < settle]
         print(f"  {workers} worker(s): {sum(k in ids for k in wanted)}/{len(wanted)} transitions as replay; "
               f"{rank_difference(oracle_ranks, rank_histograms(rows))}")
         for a in sorted(missing + extra, key=lambda a: a.resolved_at or a.fired_at)[:12]:

@@ -3,7 +3,8 @@
 One transaction per batch (see :mod:`streams.transactional`) holds the SLI aggregates for the
 alerter, dead letters, suspicious inputs and, with remote scoring, the embeddings for the scorer.
 Queries are matched in event-time order behind the worker's watermark, by its own matcher, or with
-remote matching by ``advmon matcher`` (their fingerprints go to ``match-requests``). On SIGTERM the
+remote matching by ``advmon matcher`` (their fingerprints go to ``match-requests``). Each batch's margin counts go to
+``margin-counts``, and each worker adds every other worker's to the population it ranks margins against. On SIGTERM the
 queries still waiting for their bucket are matched and published before the worker leaves. A batch is parsed and
 run through the engine in a thread while the transaction of the batch before it goes on (``overlap_publish``).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Sequence
 
@@ -19,6 +21,7 @@ import msgspec
 import numpy as np
 
 from monitor.contracts.events import validate_event
+from monitor.contracts.margin_counts import MarginCountsBatch
 from monitor.contracts.match_requests import MatchRequestBatch
 from monitor.contracts.score_requests import ScoreRequestBatch
 from monitor.contracts.sli_buckets import SliBatch
@@ -29,6 +32,7 @@ from monitor.settings import Settings
 from monitor.telemetry.export import observe_batch
 from monitor.telemetry.metrics import Metrics
 from streams.http import Health
+from streams.margin_counts import MarginCountsReader
 from streams.topics import Topics
 from streams.transactional import (
     Output,
@@ -53,8 +57,27 @@ class IngestWorker(TransactionalWorker):
         self.engine = Engine(settings.engine_settings(), profile)
         self.watermark = float("-inf")
         self.dead = 0
+        self.sender = f"{settings.instance_id}-{secrets.token_hex(4)}"  # this process, apart from a restarted one
+        self.margin_reader: MarginCountsReader | None = None
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            if self.margin_reader is not None:
+                await self.margin_reader.stop()
+
+    async def learn_margins(self) -> None:
+        """The other workers' margin counts published since the last batch (at the first, all the topic holds)."""
+        if self.margin_reader is None:
+            self.margin_reader = MarginCountsReader(self.settings.kafka_bootstrap, self.topics.margin_counts,
+                                                    self.sender)
+            self.engine.learn_margins(await self.margin_reader.start())
+        else:
+            self.engine.learn_margins(await self.margin_reader.poll())
 
     async def handle(self, batches, consumer) -> list[Output]:
+        await self.learn_margins()
         started = time.perf_counter()
         records, sources = [], []
         for tp, messages in batches.items():
@@ -103,6 +126,9 @@ class IngestWorker(TransactionalWorker):
             outputs += [Output(t.score_requests, chunk.encode(), instance.encode()) for chunk in request.chunks()]
         elif matches is not None:
             outputs += [Output(t.match_requests, chunk.encode(), instance.encode()) for chunk in matches.chunks()]
+        if result.margin_counts:
+            outputs += [Output(t.margin_counts, chunk.encode(), instance.encode())
+                        for chunk in MarginCountsBatch(self.sender, result.margin_counts).chunks()]
         outputs += [dead_letter_output(t.dead_letters, letter) for letter in parsed.dead]
         docs = result.flagged.records()
         if self.settings.store_raw_inputs:

@@ -41,12 +41,13 @@ class Topics:
     suspicious_inputs: str
     alerts: str
     match_requests: str
+    margin_counts: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
         p = settings.topic_prefix
         return cls(f"{p}inference-logs", f"{p}inference-logs.dlq", f"{p}sli-buckets", f"{p}score-requests",
-                   f"{p}scores", f"{p}suspicious-inputs", f"{p}alerts", f"{p}match-requests")
+                   f"{p}scores", f"{p}suspicious-inputs", f"{p}alerts", f"{p}match-requests", f"{p}margin-counts")
 
     def specs(self, input_partitions: int, alerter_partitions: int = 1) -> list[TopicSpec]:
         keep = {"retention.ms": str(WEEK_MS)}
@@ -65,6 +66,9 @@ class Topics:
             TopicSpec(self.match_requests, 1, MATCH_REQUESTS_RETENTION,
                       "query fingerprints to match, ingest -> matcher (one partition: one matcher sees every query; "
                       "the matcher's log, read again at a restart)"),
+            TopicSpec(self.margin_counts, 1, {"retention.ms": str(24 * 3600 * 1000)},
+                      "each ingest worker's margin counts, read by every other (a day: four half-lives of the "
+                      "margin population)"),
         ]
 
 

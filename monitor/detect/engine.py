@@ -26,13 +26,14 @@ import numpy as np
 
 from monitor.contracts.edges import MatchEdges
 from monitor.contracts.flagged import SCORE_COLUMNS, FlaggedEvents
+from monitor.contracts.margin_counts import MarginCounts
 from monitor.contracts.match_requests import MatchGroup, MatchRequestBatch
 from monitor.contracts.score_requests import ADVERSARIAL_CANARY, BENIGN_CANARY, PRODUCTION, ScoreGroup
 from monitor.contracts.sli import ENTROPY_BINS, RANK_BINS, SCORE_EDGES, SliRows
 from monitor.detect.batch import EventBatch, Groups
 from monitor.detect.fingerprint import Fingerprinter, content_hashes
 from monitor.detect.lsh import embedding_fingerprints, planes_for
-from monitor.detect.margin_ranks import DEFAULT_LAG_S, MarginRanks
+from monitor.detect.margin_ranks import DEFAULT_LAG_S, MarginRanks, count_margins
 from monitor.detect.matcher import MatcherSettings, MatchResult, OrderedMatcher, QueryVerdicts
 from monitor.detect.profiles import Profile
 from monitor.detect.text_fingerprint import TextFingerprinter, text_content_hashes
@@ -159,6 +160,7 @@ class BatchResult:
     edges: MatchEdges = field(default_factory=MatchEdges.empty)  # which clients' queries matched whose
     match_groups: list[MatchGroup] = field(default_factory=list)  # for the matcher, with remote matching
     verdicts: QueryVerdicts = field(default_factory=QueryVerdicts.empty)  # queries of closed buckets, matched
+    margin_counts: list[MarginCounts] = field(default_factory=list)  # what the batch taught the margin population
 
     def with_matches(self, matches: MatchResult) -> BatchResult:
         """The batch's own rows and evidence with what the matcher decided about closed buckets."""
@@ -208,7 +210,7 @@ class Engine:
         flags = _outcomes(batch, anomalous, marks)
         production = flags.traffic_events
         buckets = (batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s
-        margin_rank = self._margin_ranks(batch, statistic, production, buckets)
+        margin_rank, margin_counts = self._margin_ranks(batch, statistic, production, buckets)
         rows = SliRows.from_columns(
             bucket=buckets,
             model=batch.model, client=batch.client_id, ts=batch.ts, flags=flags.counters(),
@@ -223,7 +225,7 @@ class Engine:
         groups = [_match_group(batch, kind, threshold, rows_of, hashes, marks.exact_hash[rows_of], anomalous)
                   for kind, threshold, rows_of, hashes in fingerprints]
         result = BatchResult(rows, self._flagged(batch, anomalous, marks, readings, margin_rank), self.watermark, late,
-                             signals, match_groups=groups if self.matcher is None else [])
+                             signals, match_groups=groups if self.matcher is None else [], margin_counts=margin_counts)
         if self.matcher is None:
             return replace(result, score_groups=self._release_unscored(QueryVerdicts.empty(), float("inf")))
         self.matcher.add(MatchRequestBatch("engine", self.watermark if watermark is None else watermark, groups), 0.0)
@@ -254,19 +256,29 @@ class Engine:
         self._unscored = waiting
         return ready
 
+    def learn_margins(self, counts: list[MarginCounts]) -> None:
+        """Other workers' margin counts (``margin-counts``): their partitions' traffic joins the population this
+        worker ranks against, as all of it does in replay."""
+        for part in counts:
+            self.margins.add(part, peer=True)
+
     def _margin_ranks(self, batch: EventBatch, score_ratio: np.ndarray, production: np.ndarray,
-                      buckets: np.ndarray) -> np.ndarray:
+                      buckets: np.ndarray) -> tuple[np.ndarray, list[MarginCounts]]:
         """Let production traffic teach the population, then rank each margin against the population its bucket sees
-        (``MarginRanks``: the buckets that ended ``lag_s`` before it began)."""
+        (``MarginRanks``: the buckets that ended ``lag_s`` before it began); and what the traffic taught it."""
         ranks = np.full(len(batch), np.nan)
+        taught = []
         margin = batch.margin
         names, codes = batch.model_codes
         for code in np.unique(codes[np.isfinite(margin)]).tolist():
             model, mine = names[code], np.flatnonzero(codes == code)
             learn = mine[production[mine]]  # learnt first: no event sees its own bucket, nor the lag before it
-            self.margins.update(model, batch.label[learn], score_ratio[learn], margin[learn], buckets[learn])
+            counts = count_margins(model, batch.label[learn], score_ratio[learn], margin[learn], buckets[learn])
+            if len(counts):
+                self.margins.add(counts)
+                taught.append(counts)
             ranks[mine] = self.margins.rank(model, batch.label[mine], score_ratio[mine], margin[mine], buckets[mine])
-        return ranks
+        return ranks, taught
 
     def _fingerprint(self, batch: EventBatch, features: Groups
                      ) -> tuple[QueryMarks, list[tuple[str, int, np.ndarray, np.ndarray]]]:

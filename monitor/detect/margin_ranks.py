@@ -21,7 +21,8 @@ ingest worker the ranks replay gives on the same events, while its partitions ar
 other in event time (an event of a bucket already folded into the settled population, later than about twice
 ``lag_s``, is folded into it late, decayed to its bucket's end). An attacker's own queries join the population
 only ``lag_s`` after they are ranked. The state is a handful of numpy arrays (picklable), and two states merge by
-addition.
+addition. Ingest workers share what they add (:class:`MarginCounts`, topic ``margin-counts``), so that each ranks
+against the margins of every worker's partitions, as replay does on the whole stream.
 
 >>> rng = np.random.default_rng(0)
 >>> ranks = MarginRanks(min_count=50, lag_s=600)
@@ -42,11 +43,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from monitor.contracts.margin_counts import MarginCounts
+
 #: Bands of the profile score on its threshold scale (0: the reference median, 1: the threshold).
 SCORE_BANDS = np.array([-0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
 MARGIN_BINS = 40
 #: An event is ranked against the buckets that ended this long before its own began.
 DEFAULT_LAG_S = 600.0
+#: How far in event time a worker may lag its peers and still rank exactly as replay (see :meth:`MarginRanks.add`).
+PEER_HORIZON_S = 2 * 3600.0
 
 
 def _empty_counts(labels: int = 0) -> np.ndarray:
@@ -113,19 +118,23 @@ class MarginRanks:
         """Add events to the population of their buckets. The buckets that ended twice ``lag_s`` before the oldest
         one added are folded into the settled population: the events ranked next (these, and those that come with
         less than ``lag_s`` of disorder after them) see only buckets that ended later than that."""
-        usable = np.isfinite(margins)
-        if not usable.any():
-            return
-        state = self._models.setdefault(model, _ModelState())
-        label = state.codes(labels[usable], grow=True)
-        band = _bands(scores[usable])
-        bin_ = np.minimum((np.clip(margins[usable], 0, 1) * MARGIN_BINS).astype(np.int64), MARGIN_BINS - 1)
-        of_bucket = buckets[usable]
-        for bucket in np.unique(of_bucket).tolist():
-            mine = of_bucket == bucket
-            counts = state.recent.setdefault(int(bucket), _empty_counts(len(state.labels)))
-            np.add.at(counts, (label[mine], band[mine], bin_[mine]), 1.0)
-        self._settle(state, float(of_bucket.min()) - 2 * self.lag_s)
+        counts = count_margins(model, labels, scores, margins, buckets)
+        if len(counts):
+            self.add(counts)
+
+    def add(self, counts: MarginCounts, peer: bool = False) -> None:
+        """Add counted events (:meth:`update`'s, or another worker's: ``peer``) to the population of their buckets,
+        settling as :meth:`update` does. A peer's buckets settle only once they are :data:`PEER_HORIZON_S` older than
+        the newest it sent: a worker that lags its peers by less than that in event time (a backlog) still ranks
+        each event against the buckets that ended ``lag_s`` before it, not against its peers' later ones."""
+        state = self._models.setdefault(counts.model, _ModelState())
+        label = state.codes(np.asarray(counts.labels, dtype=object), grow=True)[counts.label]
+        for bucket in np.unique(counts.bucket).tolist():
+            mine = counts.bucket == bucket
+            cells = state.recent.setdefault(int(bucket), _empty_counts(len(state.labels)))
+            np.add.at(cells, (label[mine], counts.band[mine], counts.bin[mine]), counts.count[mine])
+        until = float(counts.bucket.max()) - PEER_HORIZON_S if peer else float(counts.bucket.min()) - 2 * self.lag_s
+        self._settle(state, until)
 
     def merge(self, other: MarginRanks) -> None:
         """Add another estimator's counts (e.g. another ingest worker's): its buckets to these, its settled
@@ -196,6 +205,34 @@ class MarginRanks:
             below = np.cumsum(hist, axis=1)[at, bin_[mine]] - hist[at, bin_[mine]]
             out[mine] = (below + hist[at, bin_[mine]] * within[mine]) / hist.sum(axis=1)
         return out
+
+
+def count_margins(model: str, labels: np.ndarray, scores: np.ndarray, margins: np.ndarray,
+                  buckets: np.ndarray) -> MarginCounts:
+    """The events with a margin counted per cell (class, score band, margin bin) of their bucket: what they add to
+    the population (:meth:`MarginRanks.add`), here or in another worker.
+
+    >>> c = count_margins("m", np.array(["7", "7", "1"], dtype=object), np.zeros(3), np.array([0.9, 0.9, 0.2]),
+    ...                   np.array([60, 60, 120]))
+    >>> c.labels, c.bucket.tolist(), c.count.tolist()
+    (('1', '7'), [60, 120], [2.0, 1.0])
+    """
+    usable = np.isfinite(margins)
+    names, label = np.unique(labels[usable].astype(str), return_inverse=True)
+    band = _bands(scores[usable])
+    bin_ = np.minimum((np.clip(margins[usable], 0, 1) * MARGIN_BINS).astype(np.int64), MARGIN_BINS - 1)
+    shape = (max(len(names), 1), len(SCORE_BANDS) + 1, MARGIN_BINS)
+    cells = np.ravel_multi_index((label, band, bin_), shape)
+    (bucket, cell), count = _counted(np.asarray(buckets, np.int64)[usable], cells)
+    label, band, bin_ = np.unravel_index(cell, shape)
+    return MarginCounts(model, tuple(names.tolist()), bucket, label.astype(np.int64), band.astype(np.int64),
+                        bin_.astype(np.int64), count)
+
+
+def _counted(first: np.ndarray, second: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """The distinct (first, second) pairs and how often each occurs."""
+    pairs, count = np.unique(np.stack([first, second]), axis=1, return_counts=True)
+    return (pairs[0], pairs[1]), count.astype(np.float64)
 
 
 def _bands(scores: np.ndarray) -> np.ndarray:

@@ -5,7 +5,8 @@ import pickle
 import numpy as np
 import pytest
 
-from monitor.detect.margin_ranks import MarginRanks
+from monitor.contracts.margin_counts import MarginCountsBatch
+from monitor.detect.margin_ranks import MarginRanks, count_margins
 
 
 def traffic(n=6000, hours=2.0, disorder_s=90.0, seed=0):
@@ -100,3 +101,31 @@ def test_a_bucket_later_than_the_settled_population_counts_as_if_it_had_come_in_
     probe = np.full(len(ts), int(buckets.max()) + 660)
     np.testing.assert_allclose(late.rank("m", labels, scores, margins, probe),
                                in_time.rank("m", labels, scores, margins, probe), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("lag_batches", [0, 1, 8])
+def test_workers_that_share_their_counts_rank_each_event_as_one_that_read_everything(lag_batches):
+    """Two workers, each ranking its own clients' events and taking in the other's counts after every batch (the
+    margin-counts topic), give every event replay's rank: in step, and with one worker a batch (four minutes of
+    event time) behind the other, so that the leader's newest events are less than ``lag_s`` ahead of what the
+    other has read, disorder included. Half an hour behind, the leader ranks without the other's latest minutes,
+    but the one that lags still ranks exactly: the leader's later minutes stay out of its population
+    (``PEER_HORIZON_S``)."""
+    ts, labels, scores, margins = traffic(n=8000, hours=3.0, seed=5)
+    buckets = (ts // 60).astype(np.int64) * 60
+    mine = np.random.default_rng(6).random(len(ts)) < 0.5
+    parts = np.array_split(np.arange(len(ts)), 48)  # about 4 minutes of event time each
+    alone = ranked_in_batches([len(p) for p in parts], (ts, labels, scores, margins))
+    workers, ranks = [MarginRanks(min_count=50), MarginRanks(min_count=50)], np.full(len(ts), np.nan)
+    turns = [(0, i) for i in range(len(parts))] + [(1, i) for i in range(len(parts))]
+    turns.sort(key=lambda turn: turn[1] + (lag_batches if turn[0] == 1 else 0))  # worker 1 behind by lag_batches
+    for w, i in turns:
+        rows = parts[i][mine[parts[i]] == (w == 0)]
+        counts = count_margins("m", labels[rows], scores[rows], margins[rows], buckets[rows])
+        workers[w].add(counts)
+        ranks[rows] = workers[w].rank("m", labels[rows], scores[rows], margins[rows], buckets[rows])
+        workers[1 - w].add(MarginCountsBatch.decode(MarginCountsBatch("w", [counts]).encode()).parts[0], peer=True)
+    assert np.isfinite(alone).sum() > 6000
+    exact = ~mine if lag_batches > 1 else np.ones(len(ts), bool)
+    np.testing.assert_allclose(ranks[exact], alone[exact], rtol=0, atol=1e-12)
+    assert lag_batches <= 1 or not np.allclose(ranks[mine], alone[mine], equal_nan=True)

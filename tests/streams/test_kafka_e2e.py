@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import orjson
 import pytest
 import yaml
@@ -346,6 +347,7 @@ def test_three_ingest_workers_one_killed_count_every_event_once(kafka, prefix, d
         covered.sort()
         assert all(a[1] <= b[0] for a, b in zip(covered[:-1], covered[1:], strict=True)), (partition, covered)
     assert events_in(messages) == valid  # nothing lost, nothing counted twice
+    assert margins_shared(kafka, topics, work) == 3  # every margin counted once, each worker sharing its own
     # the killed worker's partitions were taken over: the survivors read them on from where it stopped
     last = {p: max(end for _, end, who in covered if who == "ingest-1") for p, covered in spans.items()
             if any(who == "ingest-1" for _, _, who in covered)}
@@ -359,6 +361,23 @@ def test_three_ingest_workers_one_killed_count_every_event_once(kafka, prefix, d
     for survivor in survivors:
         assert survivor.terminate() == 0, survivor.log()
         assert "Traceback" not in survivor.log()
+
+
+def margins_shared(kafka, topics, work):
+    """The margin-counts topic holds every production event with a margin of the traffic once (from the worker that
+    committed its batch: the others rank against it too); how many workers sent counts."""
+    from monitor.contracts.margin_counts import MarginCountsBatch
+    from monitor.detect.parsing import parse_batch
+
+    batch = parse_batch((work / "events.jsonl").read_bytes().splitlines()).batch
+    expected = int((np.isfinite(batch.margin) & ~batch.is_canary).sum())
+
+    def counted(records):
+        return sum(float(p.count.sum()) for r in records for p in MarginCountsBatch.decode(r.value).parts)
+
+    records = read_topic(kafka.bootstrap, topics.margin_counts, until=lambda rs: counted(rs) >= expected, timeout_s=60)
+    assert expected > 1000 and counted(records) == expected
+    return len({MarginCountsBatch.decode(r.value).sender for r in records})
 
 
 def test_two_ingest_workers_and_the_matcher_alert_like_replay(kafka, prefix, daemons, sybil_traffic, tmp_path):
