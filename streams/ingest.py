@@ -3,10 +3,11 @@
 One transaction per batch (see :mod:`streams.transactional`) holds the SLI aggregates for the
 alerter, dead letters, suspicious inputs and, with remote scoring, the embeddings for the scorer.
 Queries are matched in event-time order behind the worker's watermark, by its own matcher, or with
-remote matching by ``advmon matcher`` (their fingerprints go to ``match-requests``). Each batch's margin counts go to
-``margin-counts``, and each worker adds every other worker's to the population it ranks margins against. On SIGTERM the
-queries still waiting for their bucket are matched and published before the worker leaves. A batch is parsed and
-run through the engine in a thread while the transaction of the batch before it goes on (``overlap_publish``).
+remote matching by ``advmon matcher`` (their fingerprints go to ``match-requests``). Each closed minute's
+margin counts go to ``margin-counts``, and each worker adds every other worker's to the population it ranks
+margins against. On SIGTERM the queries still waiting for their bucket are matched and published, and the open
+minutes' margin counts, before the worker leaves. A batch is parsed and run through the engine in a thread while
+the transaction of the batch before it goes on (``overlap_publish``).
 """
 
 from __future__ import annotations
@@ -101,9 +102,10 @@ class IngestWorker(TransactionalWorker):
         return self._outputs(offset_spans(batches), records, parsed, result, late)
 
     def final_outputs(self) -> list[Output]:
-        """On the way out: the queries the own matcher still holds, matched now rather than lost."""
+        """On the way out: the queries the own matcher still holds, matched now rather than lost, and the open minutes'
+        margin counts."""
         result = self.engine.finish()
-        if not (len(result.verdicts) or result.score_groups):
+        if not (len(result.verdicts) or result.score_groups or result.margin_counts):
             return []
         log.info("ingest: %d waiting queries matched before stopping", len(result.verdicts))
         return self._outputs({}, [], parse_batch([]), result, 0)

@@ -1,10 +1,11 @@
 """The ``margin-counts`` message: what each ingest worker's traffic adds to the margin population, for the others.
 
 Every ingest worker ranks each event's margin against the margins of the population (``monitor.detect.margin_ranks``).
-Alone, a worker knows only its own partitions' traffic; with this message, published in the transaction of each batch,
-every worker adds every other worker's counts, so that all rank against the whole stream, as replay does. Events are
-counted per (bucket, class, score band, margin bin): the message's size follows the cells a batch touched, not its
-events. Binary: a JSON header (sender, and per model its classes and cell count), then per model five arrays.
+Alone, a worker knows only its own partitions' traffic; with this message every worker adds every other worker's
+counts, so that all rank against the whole stream, as replay does. Events are counted per (bucket, class, score band,
+margin bin), and a worker sends a bucket's counts once the bucket has closed (in the transaction of the batch that
+closed it): the messages' size follows the cells a minute touched, not its events. Binary: a JSON header (sender,
+and per model its classes and cell count), then per model five arrays.
 
 >>> import numpy as np
 >>> part = MarginCounts("m", ("1", "7"), np.array([60, 120]), np.array([1, 0]), np.array([0, 2]),
@@ -44,14 +45,15 @@ class MarginCounts:
     def __len__(self) -> int:
         return len(self.count)
 
-    def cells(self, start: int, stop: int) -> MarginCounts:
-        return MarginCounts(self.model, self.labels, self.bucket[start:stop], self.label[start:stop],
-                            self.band[start:stop], self.bin[start:stop], self.count[start:stop])
+    def take(self, rows: slice | np.ndarray) -> MarginCounts:
+        """The given cells (a slice, indices or a boolean mask)."""
+        return MarginCounts(self.model, self.labels, self.bucket[rows], self.label[rows], self.band[rows],
+                            self.bin[rows], self.count[rows])
 
 
 @dataclass(frozen=True)
 class MarginCountsBatch:
-    sender: str  # the worker process that counted them (a worker skips its own)
+    sender: str  # the worker process that counted them (a worker skips its own: it added them as it counted them)
     parts: list[MarginCounts]
 
     def chunks(self, max_bytes: int = 512 * 1024) -> list[MarginCountsBatch]:
@@ -71,7 +73,7 @@ class MarginCountsBatch:
                     out.append([])
                     left = room
                 stop = min(len(part), start + left)
-                out[-1].append(part.cells(start, stop))
+                out[-1].append(part.take(slice(start, stop)))
                 left -= stop - start
                 start = stop
         return [MarginCountsBatch(self.sender, parts) for parts in out if parts]

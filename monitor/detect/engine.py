@@ -33,7 +33,7 @@ from monitor.contracts.sli import ENTROPY_BINS, RANK_BINS, SCORE_EDGES, SliRows
 from monitor.detect.batch import EventBatch, Groups
 from monitor.detect.fingerprint import Fingerprinter, content_hashes
 from monitor.detect.lsh import embedding_fingerprints, planes_for
-from monitor.detect.margin_ranks import DEFAULT_LAG_S, MarginRanks, count_margins
+from monitor.detect.margin_ranks import DEFAULT_LAG_S, MarginRanks, combined_counts, count_margins
 from monitor.detect.matcher import MatcherSettings, MatchResult, OrderedMatcher, QueryVerdicts
 from monitor.detect.profiles import Profile
 from monitor.detect.text_fingerprint import TextFingerprinter, text_content_hashes
@@ -160,7 +160,7 @@ class BatchResult:
     edges: MatchEdges = field(default_factory=MatchEdges.empty)  # which clients' queries matched whose
     match_groups: list[MatchGroup] = field(default_factory=list)  # for the matcher, with remote matching
     verdicts: QueryVerdicts = field(default_factory=QueryVerdicts.empty)  # queries of closed buckets, matched
-    margin_counts: list[MarginCounts] = field(default_factory=list)  # what the batch taught the margin population
+    margin_counts: list[MarginCounts] = field(default_factory=list)  # what the closed minutes taught the margins
 
     def with_matches(self, matches: MatchResult) -> BatchResult:
         """The batch's own rows and evidence with what the matcher decided about closed buckets."""
@@ -187,6 +187,7 @@ class Engine:
         # ranked against the minutes over 10 minutes before (at least the grace period and a minute): see MarginRanks
         self.margins = MarginRanks(bucket_s=settings.bucket_s,
                                    lag_s=max(DEFAULT_LAG_S, settings.grace_s + settings.bucket_s))
+        self._unshared: list[MarginCounts] = []  # what the open minutes taught it, for the other workers at their close
         self.watermark = -np.inf
 
     @property
@@ -210,7 +211,8 @@ class Engine:
         flags = _outcomes(batch, anomalous, marks)
         production = flags.traffic_events
         buckets = (batch.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s
-        margin_rank, margin_counts = self._margin_ranks(batch, statistic, production, buckets)
+        margin_rank, taught = self._margin_ranks(batch, statistic, production, buckets)
+        margin_counts = self._shared_margins(taught, self.watermark if watermark is None else watermark)
         rows = SliRows.from_columns(
             bucket=buckets,
             model=batch.model, client=batch.client_id, ts=batch.ts, flags=flags.counters(),
@@ -235,7 +237,8 @@ class Engine:
 
     def finish(self) -> BatchResult:
         """End of input: the own matcher's verdicts on every query still waiting for its bucket to close."""
-        result = BatchResult(SliRows.empty(), FlaggedEvents.empty(), self.watermark, 0, EventSignals.empty())
+        result = BatchResult(SliRows.empty(), FlaggedEvents.empty(), self.watermark, 0, EventSignals.empty(),
+                             margin_counts=self._shared_margins([], float("inf")))
         matches = MatchResult.empty() if self.matcher is None else self.matcher.flush()
         return replace(result.with_matches(matches),
                        score_groups=self._release_unscored(matches.verdicts, float("inf")))
@@ -261,6 +264,18 @@ class Engine:
         worker ranks against, as all of it does in replay."""
         for part in counts:
             self.margins.add(part, peer=True)
+
+    def _shared_margins(self, taught: list[MarginCounts], until: float) -> list[MarginCounts]:
+        """The counts of the minutes closed by ``until`` (their end and the grace period passed), one part per model;
+        the open minutes' wait, summed. A minute's counts then go to the other workers once, not a batch's: at high
+        rates a minute's cells are far fewer than its events. A late event's count goes at the next batch."""
+        ready, waiting = [], []
+        for part in self._unshared + taught:
+            closed = part.bucket + self.settings.bucket_s + self.settings.grace_s <= until
+            ready += [part.take(closed)] if closed.any() else []
+            waiting += [part.take(~closed)] if not closed.all() else []
+        self._unshared = combined_counts(waiting)
+        return combined_counts(ready)
 
     def _margin_ranks(self, batch: EventBatch, score_ratio: np.ndarray, production: np.ndarray,
                       buckets: np.ndarray) -> tuple[np.ndarray, list[MarginCounts]]:

@@ -221,18 +221,39 @@ def count_margins(model: str, labels: np.ndarray, scores: np.ndarray, margins: n
     names, label = np.unique(labels[usable].astype(str), return_inverse=True)
     band = _bands(scores[usable])
     bin_ = np.minimum((np.clip(margins[usable], 0, 1) * MARGIN_BINS).astype(np.int64), MARGIN_BINS - 1)
-    shape = (max(len(names), 1), len(SCORE_BANDS) + 1, MARGIN_BINS)
-    cells = np.ravel_multi_index((label, band, bin_), shape)
-    (bucket, cell), count = _counted(np.asarray(buckets, np.int64)[usable], cells)
-    label, band, bin_ = np.unravel_index(cell, shape)
-    return MarginCounts(model, tuple(names.tolist()), bucket, label.astype(np.int64), band.astype(np.int64),
-                        bin_.astype(np.int64), count)
+    return _cells(model, tuple(names.tolist()), np.asarray(buckets, np.int64)[usable], label, band, bin_,
+                  np.ones(len(label)))
 
 
-def _counted(first: np.ndarray, second: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
-    """The distinct (first, second) pairs and how often each occurs."""
-    pairs, count = np.unique(np.stack([first, second]), axis=1, return_counts=True)
-    return (pairs[0], pairs[1]), count.astype(np.float64)
+def combined_counts(parts: list[MarginCounts]) -> list[MarginCounts]:
+    """Counts of several batches as one per model (classes united, equal cells summed), models in order.
+
+    >>> one = count_margins("m", np.array(["7"], dtype=object), np.zeros(1), np.array([0.9]), np.array([60]))
+    >>> two = count_margins("m", np.array(["1", "7"], dtype=object), np.zeros(2), np.array([0.2, 0.9]), np.full(2, 60))
+    >>> [(c.labels, c.label.tolist(), c.count.tolist()) for c in combined_counts([one, two])]
+    [(('1', '7'), [0, 1], [1.0, 2.0])]
+    """
+    out = []
+    for model in sorted({p.model for p in parts}):
+        mine = [p for p in parts if p.model == model]
+        labels = tuple(sorted({label for p in mine for label in p.labels}))
+        code = {label: i for i, label in enumerate(labels)}
+        label = np.concatenate([np.array([code[name] for name in p.labels], np.int64)[p.label] for p in mine])
+        bucket, band, bin_, count = (np.concatenate([getattr(p, name) for p in mine])
+                                     for name in ("bucket", "band", "bin", "count"))
+        out.append(_cells(model, labels, bucket, label, band, bin_, count))
+    return out
+
+
+def _cells(model: str, labels: tuple[str, ...], bucket: np.ndarray, label: np.ndarray, band: np.ndarray,
+           bin_: np.ndarray, count: np.ndarray) -> MarginCounts:
+    """Counts summed per (bucket, cell), in order."""
+    shape = (max(len(labels), 1), len(SCORE_BANDS) + 1, MARGIN_BINS)
+    buckets, which = np.unique(bucket, return_inverse=True)
+    keys, at = np.unique(which * np.prod(shape) + np.ravel_multi_index((label, band, bin_), shape), return_inverse=True)
+    label, band, bin_ = np.unravel_index(keys % np.prod(shape), shape)
+    return MarginCounts(model, labels, buckets[keys // np.prod(shape)], label.astype(np.int64), band.astype(np.int64),
+                        bin_.astype(np.int64), np.bincount(at, weights=count, minlength=len(keys)))
 
 
 def _bands(scores: np.ndarray) -> np.ndarray:

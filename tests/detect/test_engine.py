@@ -67,3 +67,35 @@ def test_hard_cases_are_named_or_accepted(raw, reason):
         assert not isinstance(result, str), result
     else:
         assert isinstance(result, str) and result.startswith(reason), result
+
+
+def test_margin_counts_go_to_the_other_workers_once_a_minute_has_closed_every_event_once():
+    """What the engine's traffic taught the margin population is held per minute and released (for margin-counts)
+    once the watermark has passed the minute's end and the grace period; a late event's count goes with the next
+    batch, and ``finish`` releases the open minutes. Canaries and events without logits are not counted."""
+    rng = np.random.default_rng(0)
+    settings = EngineSettings(fingerprint_secret=b"t")
+
+    def event(i, ts, traffic=None, logits=True):
+        return orjson.dumps({"event_id": f"e{i}", "ts": ts, "client_id": f"c{i % 5}", "model": "m",
+                             "prediction": {"label": str(i % 3), "confidence": 0.9,
+                                            **({"logits": rng.normal(0, 2, 3).tolist()} if logits else {})},
+                             **({"tags": {"traffic": traffic}} if traffic else {})})
+
+    engine, released, counted = Engine(settings), [], 0
+    for minute in range(6):
+        records = [event(100 * minute + i, 60.0 * minute + i / 2) for i in range(100)]
+        records += [event(900 + minute, 60.0 * minute, "canary-benign"),
+                    event(950 + minute, 60.0 * minute, logits=False)]
+        if minute == 5:
+            records.append(event(999, 30.0))  # late: its minute was released long ago
+        counted += len(records) - 2
+        result = engine.process(parse_batch(records).batch)
+        for part in result.margin_counts:
+            late = part.bucket == 0
+            assert (part.bucket[~late] + settings.bucket_s + settings.grace_s <= result.watermark).all()
+        released += result.margin_counts
+    before_finish = sum(float(p.count.sum()) for p in released)
+    assert 0 < before_finish < counted and {p.model for p in released} == {"m"}
+    released += engine.finish().margin_counts
+    assert sum(float(p.count.sum()) for p in released) == counted
