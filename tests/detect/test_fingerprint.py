@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.detect.fingerprint import QueryIndex, _distinct_counts, _PairKeys, _Run, content_hashes
+from monitor.detect.fingerprint import QueryIndex, _distinct_counts, _PairKeys, _Run, content_hashes, stable_order
 
 
 def queries(seed: int, n: int = 300, width: int = 12, vocabulary: int = 60):
@@ -192,3 +192,9 @@ def test_a_large_run_costs_one_or_two_bytes_of_filter_a_posting_once_searched():
     assert run.nbytes == 12 * len(hashes)  # no filter until it is searched
     lo, hi = run.spans(hashes[::1000])
     assert (hi - lo == 1).all() and 13 * len(hashes) <= run.nbytes <= 14 * len(hashes)
+
+
+@pytest.mark.parametrize("size, distinct", [(0, 1), (1, 1), (2, 1), (1000, 3), (50_000, 20_000), (50_000, 2**62)])
+def test_the_fast_stable_order_is_numpys_stable_argsort(size, distinct):
+    values = np.random.default_rng(size).integers(0, distinct, size, dtype=np.uint64)
+    assert np.array_equal(stable_order(values), np.argsort(values, kind="stable"))
