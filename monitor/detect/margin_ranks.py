@@ -249,10 +249,11 @@ def _cells(model: str, labels: tuple[str, ...], bucket: np.ndarray, label: np.nd
            bin_: np.ndarray, count: np.ndarray) -> MarginCounts:
     """Counts summed per (bucket, cell), in order."""
     shape = (max(len(labels), 1), len(SCORE_BANDS) + 1, MARGIN_BINS)
-    buckets, which = np.unique(bucket, return_inverse=True)
-    keys, at = np.unique(which * np.prod(shape) + np.ravel_multi_index((label, band, bin_), shape), return_inverse=True)
-    label, band, bin_ = np.unravel_index(keys % np.prod(shape), shape)
-    return MarginCounts(model, labels, buckets[keys // np.prod(shape)], label.astype(np.int64), band.astype(np.int64),
+    size = int(np.prod(shape))
+    buckets, which = np.unique(bucket, return_inverse=True)  # one integer key per (bucket, cell): a 1-d unique
+    keys, at = np.unique(which * size + np.ravel_multi_index((label, band, bin_), shape), return_inverse=True)
+    label, band, bin_ = np.unravel_index(keys % size, shape)
+    return MarginCounts(model, labels, buckets[keys // size], label.astype(np.int64), band.astype(np.int64),
                         bin_.astype(np.int64), np.bincount(at, weights=count, minlength=len(keys)))
 
 
