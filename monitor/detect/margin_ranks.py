@@ -118,15 +118,15 @@ class MarginRanks:
         """Add events to the population of their buckets. The buckets that ended twice ``lag_s`` before the oldest
         one added are folded into the settled population: the events ranked next (these, and those that come with
         less than ``lag_s`` of disorder after them) see only buckets that ended later than that."""
-        counts = count_margins(model, labels, scores, margins, buckets)
-        if len(counts):
-            self.add(counts)
+        self.add(count_margins(model, labels, scores, margins, buckets))
 
     def add(self, counts: MarginCounts, peer: bool = False) -> None:
         """Add counted events (:meth:`update`'s, or another worker's: ``peer``) to the population of their buckets,
         settling as :meth:`update` does. A peer's buckets settle only once they are :data:`PEER_HORIZON_S` older than
         the newest it sent: a worker that lags its peers by less than that in event time (a backlog) still ranks
         each event against the buckets that ended ``lag_s`` before it, not against its peers' later ones."""
+        if not len(counts):
+            return
         state = self._models.setdefault(counts.model, _ModelState())
         label = state.codes(np.asarray(counts.labels, dtype=object), grow=True)[counts.label]
         for bucket in np.unique(counts.bucket).tolist():

@@ -129,3 +129,11 @@ def test_workers_that_share_their_counts_rank_each_event_as_one_that_read_everyt
     exact = ~mine if lag_batches > 1 else np.ones(len(ts), bool)
     np.testing.assert_allclose(ranks[exact], alone[exact], rtol=0, atol=1e-12)
     assert lag_batches <= 1 or not np.allclose(ranks[mine], alone[mine], equal_nan=True)
+
+
+def test_a_peer_message_without_cells_changes_nothing():
+    ranks = MarginRanks(min_count=1)
+    empty = MarginCountsBatch.decode(MarginCountsBatch("w", [count_margins(
+        "m", np.empty(0, object), np.empty(0), np.empty(0), np.empty(0, np.int64))]).encode()).parts[0]
+    ranks.add(empty, peer=True)
+    assert len(empty) == 0 and pickle.dumps(ranks) == pickle.dumps(MarginRanks(min_count=1))
