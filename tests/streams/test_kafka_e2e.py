@@ -287,11 +287,16 @@ def test_remote_scorer_and_matcher_find_what_in_process_detection_finds(kafka, p
     work, expected, dead, valid = traffic
     topics = topics_for(kafka, prefix)
     profile = str(work / "profile.npz")
+    # Four daemons in a chain on two cores: under load a link can be silent for more than 3 s (the fixture's idle
+    # time, which then lets the next one close minutes without it; one CI run paged 120 s late). 15 s, as in the
+    # other multi-daemon tests (the shipped default is 120 s).
+    patient = {"ADVMON_IDLE_SOURCE_SECONDS": "15"}
     ingest = daemons("ingest", "ingest", "--instance", "ingest-0", "--remote-scoring", "--remote-matching",
-                     "--profile", profile, "--http-port", "0").start()
-    scorer = daemons("scorer", "scorer", "--instance", "scorer-0", "--profile", profile, "--http-port", "0").start()
-    matcher = daemons("matcher", "matcher", "--instance", "m-0", "--http-port", "0").start()
-    alerter = daemons("alerter", "alerter", "--http-port", "0").start()
+                     "--profile", profile, "--http-port", "0", environ=patient).start()
+    scorer = daemons("scorer", "scorer", "--instance", "scorer-0", "--profile", profile, "--http-port", "0",
+                     environ=patient).start()
+    matcher = daemons("matcher", "matcher", "--instance", "m-0", "--http-port", "0", environ=patient).start()
+    alerter = daemons("alerter", "alerter", "--http-port", "0", environ=patient).start()
     Producer(work, ingest.env).wait(timeout=120)
 
     everyone = (ingest, scorer, matcher, alerter)
