@@ -72,7 +72,7 @@ class IngestWorker(TransactionalWorker):
         """The other workers' margin counts published since the last batch (at the first, all the topic holds)."""
         if self.margin_reader is None:
             self.margin_reader = MarginCountsReader(self.settings.kafka_bootstrap, self.topics.margin_counts,
-                                                    self.sender)
+                                                    self.sender, self.metrics)
             self.engine.learn_margins(await self.margin_reader.start())
         else:
             self.engine.learn_margins(await self.margin_reader.poll())

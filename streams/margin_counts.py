@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from monitor.contracts.margin_counts import MarginCounts, MarginCountsBatch
 from monitor.errors import ConfigError, WireError
+from monitor.telemetry.metrics import Metrics
 from streams.topics import partition_counts
 
 log = logging.getLogger("advmon.ingest")
@@ -21,8 +22,10 @@ class MarginCountsReader:
     """``start`` reads what the topic holds (up to ``catch_up_s``), then each ``poll`` what came since, without
     waiting; a worker's own messages (its ``sender``) are passed over: it counted them itself."""
 
-    def __init__(self, bootstrap: str, topic: str, sender: str, catch_up_s: float = 30.0) -> None:
+    def __init__(self, bootstrap: str, topic: str, sender: str, metrics: Metrics | None = None,
+                 catch_up_s: float = 30.0) -> None:
         self.bootstrap, self.topic, self.sender, self.catch_up_s = bootstrap, topic, sender, catch_up_s
+        self.metrics = metrics or Metrics()
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                           auto_offset_reset="earliest", isolation_level="read_committed",
                                           fetch_max_wait_ms=50)
@@ -61,9 +64,11 @@ class MarginCountsReader:
                     batch = MarginCountsBatch.decode(message.value or b"")
                 except WireError as exc:
                     self.refused += 1
+                    self.metrics.margin_counts.labels(outcome="refused").inc()
                     log.warning("ingest: %s@%d skipped: %s", self.topic, message.offset, exc)
                     continue
                 if batch.sender != self.sender:
                     self.messages += 1
+                    self.metrics.margin_counts.labels(outcome="added").inc()
                     counts += batch.parts
         return counts

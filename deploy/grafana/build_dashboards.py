@@ -230,6 +230,9 @@ def debug():
         panel("Alerter: messages read beside faust's consumer/s (faust skipped or dropped them)",
               [("sum by (topic) (rate(advmon_alerter_caught_up_messages_total[5m]))", "{{topic}}")], 12, 40,
               unit="ops"),
+        panel("Ingest: other workers' margin-counts messages/s (refused: did not decode)",
+              [("sum by (outcome) (rate(advmon_margin_counts_messages_total[5m]))", "{{outcome}}")], 0, 48,
+              unit="ops"),
     ])
 
 

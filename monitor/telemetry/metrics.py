@@ -104,6 +104,9 @@ class Metrics:
                                     ["outcome"], registry=r)
         self.scored = Counter("advmon_scorer_embeddings_total", "Embeddings the scorer worker handled",
                               ["outcome"], registry=r)
+        self.margin_counts = Counter("advmon_margin_counts_messages_total", "Other ingest workers' margin-counts "
+                                     "messages an ingest worker read, by outcome (added, refused)", ["outcome"],
+                                     registry=r)
         self.sli_bad = Counter("advmon_sli_bad_events_total", "Bad events of each SLI per model, per closed bucket",
                                ["sli", "model"], registry=r)
         self.sli_events = Counter("advmon_sli_events_total", "Eligible events of each SLI per model, per closed bucket",

@@ -10,6 +10,7 @@ import streams.margin_counts as margin_counts
 from monitor.contracts.margin_counts import MarginCounts, MarginCountsBatch
 from monitor.errors import ConfigError
 from monitor.settings import Settings
+from monitor.telemetry.metrics import Metrics
 from streams.topics import Topics, create_topics
 
 
@@ -34,7 +35,7 @@ def test_a_starting_worker_reads_what_the_topic_holds_then_what_comes_without_it
     send("ingest-0-new", "m", 5)  # its own: skipped
 
     async def run():
-        reader = margin_counts.MarginCountsReader(kafka.bootstrap, topic, sender="ingest-0-new")
+        reader = margin_counts.MarginCountsReader(kafka.bootstrap, topic, sender="ingest-0-new", metrics=metrics)
         try:
             at_start = await reader.start()
             send("ingest-1-aa", "later", 4)
@@ -49,9 +50,14 @@ def test_a_starting_worker_reads_what_the_topic_holds_then_what_comes_without_it
         finally:
             await reader.stop()
 
+    metrics = Metrics()
     at_start, later, refused = asyncio.run(run())
     assert [len(p) for p in at_start] == [3, 2] and {p.model for p in at_start} == {"m"}
     assert [(p.model, len(p)) for p in later] == [("later", 4)] and refused == 1
+    exported = {(s.name, s.labels["outcome"]): s.value for m in metrics.registry.collect() for s in m.samples
+                if s.name == "advmon_margin_counts_messages_total"}
+    assert exported == {("advmon_margin_counts_messages_total", "added"): 3.0,
+                        ("advmon_margin_counts_messages_total", "refused"): 1.0}
     producer.close()
 
 
