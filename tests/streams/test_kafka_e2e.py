@@ -365,9 +365,10 @@ def test_three_ingest_workers_one_killed_count_every_event_once(kafka, prefix, d
     for survivor in survivors:
         assert survivor.terminate() == 0, survivor.log()
         assert "Traceback" not in survivor.log()
-    # margins shared: none twice; all but the open minutes of the killed worker (SIGTERM published the others')
+    # margins shared: none twice; all but the open minutes of the killed worker (SIGTERM published the others'; the
+    # killed one may have died before any of its minutes closed)
     counted, margins, senders = margins_shared(kafka, topics, work, timeout_s=10)
-    assert 0.95 * margins <= counted <= margins and senders == 3
+    assert 0.95 * margins <= counted <= margins and senders >= 2
 
 
 def margins_shared(kafka, topics, work, timeout_s=60):
