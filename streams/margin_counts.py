@@ -14,6 +14,7 @@ from monitor.contracts.margin_counts import MarginCounts, MarginCountsBatch
 from monitor.errors import ConfigError, WireError
 from monitor.telemetry.metrics import Metrics
 from streams.topics import partition_counts
+from streams.transactional import FETCH_MAX_WAIT_MS
 
 log = logging.getLogger("advmon.ingest")
 
@@ -28,7 +29,7 @@ class MarginCountsReader:
         self.metrics = metrics or Metrics()
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                           auto_offset_reset="earliest", isolation_level="read_committed",
-                                          fetch_max_wait_ms=50)
+                                          fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
         self.messages = 0  # other workers' messages taken in
         self.refused = 0  # messages that did not decode (logged, skipped)
 

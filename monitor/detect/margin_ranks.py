@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from monitor.contracts.margin_counts import MarginCounts
+from monitor.contracts.sli import summed_by
 
 #: Bands of the profile score on its threshold scale (0: the reference median, 1: the threshold).
 SCORE_BANDS = np.array([-0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
@@ -247,14 +248,13 @@ def combined_counts(parts: list[MarginCounts]) -> list[MarginCounts]:
 
 def _cells(model: str, labels: tuple[str, ...], bucket: np.ndarray, label: np.ndarray, band: np.ndarray,
            bin_: np.ndarray, count: np.ndarray) -> MarginCounts:
-    """Counts summed per (bucket, cell), in order."""
-    shape = (max(len(labels), 1), len(SCORE_BANDS) + 1, MARGIN_BINS)
-    size = int(np.prod(shape))
-    buckets, which = np.unique(bucket, return_inverse=True)  # one integer key per (bucket, cell): a 1-d unique
-    keys, at = np.unique(which * size + np.ravel_multi_index((label, band, bin_), shape), return_inverse=True)
-    label, band, bin_ = np.unravel_index(keys % size, shape)
-    return MarginCounts(model, labels, buckets[keys // size], label.astype(np.int64), band.astype(np.int64),
-                        bin_.astype(np.int64), np.bincount(at, weights=count, minlength=len(keys)))
+    """Counts summed per (bucket, cell), in order (:func:`~monitor.contracts.sli.summed_by`, as SLI rows are)."""
+    if not len(count):
+        return MarginCounts(model, labels, *(np.zeros(0, np.int64),) * 4, np.zeros(0))
+    cell = np.ravel_multi_index((label, band, bin_), (max(len(labels), 1), len(SCORE_BANDS) + 1, MARGIN_BINS))
+    first, sums = summed_by(np.asarray(count, np.float64)[:, None], bucket, cell)
+    return MarginCounts(model, labels, bucket[first], label[first].astype(np.int64), band[first].astype(np.int64),
+                        bin_[first].astype(np.int64), sums[:, 0])
 
 
 def _bands(scores: np.ndarray) -> np.ndarray:
