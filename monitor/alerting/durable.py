@@ -157,7 +157,8 @@ class DurableAlerter:
     def watermark(self, now: float) -> float:
         """The slowest source's watermark, among ingest, scorer and matcher instances heard from in the last
         ``idle_source_s``; while an ingest worker leaves embeddings to a scorer (or queries to a matcher), no
-        window closes before a scorer (a matcher) has reported.
+        window closes before a scorer (a matcher) has reported, nor past what ingest has reported (a scorer's message
+        can come before the ingest message of the same minutes).
 
         A source read back from the state counts as heard from when this object resumed (its first message): the
         wall time it was last heard from was another process's, before a restart or a hand-over that may have taken
@@ -171,7 +172,14 @@ class DurableAlerter:
         marks = [s.watermark for s in active]
         if not marks or any(m is None for m in marks):
             return float("-inf")
-        return min(m for m in marks if m is not None)
+        return min(min(m for m in marks if m is not None), self._ingest_reached())
+
+    def _ingest_reached(self) -> float:
+        """The furthest any ingest source has reported here: a scorer's or matcher's watermark is one an ingest worker
+        reached first, and the alerter reads their topics apart, so their message can come before ingest's rows of the
+        same minutes (once, at a start, before any ingest message): those minutes must not close without them."""
+        return max((s.watermark for s in self._sources.values() if s.role == "ingest" and s.watermark is not None),
+                   default=float("-inf"))
 
     def _store_message(self, topic: str, offset: int, batch: SliBatch) -> MessageEntry:
         """Store a message's rows and suspicious events as one entry; returns what the alerter has not seen

@@ -256,6 +256,25 @@ def test_windows_wait_for_the_scorer_or_matcher_ingest_leaves_work_to(flag, role
     assert restarted.watermark(now=0.0) == batches[0].watermark - 30  # who waits for whom survives a restart
 
 
+@pytest.mark.parametrize(("flag", "role", "topic"), [("remote_scoring", "scorer", "scores"),
+                                                     ("remote_matching", "matcher", "sli-buckets")])
+def test_a_scorer_or_matcher_heard_before_ingest_closes_no_window_ingest_has_not_reported(flag, role, topic):
+    """The alerter reads ``scores`` and ``sli-buckets`` apart: the scorer's first message (its watermark one ingest
+    reached) can come before ingest's first. Windows closed on it alone were evaluated without ingest's rows; a
+    broker e2e run paged 180 s late that way."""
+    from dataclasses import replace
+
+    batches = stream(minutes=3)
+    alerter = DurableAlerter(RULES, {}, bucket_s=60, grace_s=60, idle_source_s=30)
+    ingest = replace(batches[2], **{flag: True})
+    helper = replace(batches[2], instance=f"{role}-0", role=role, rows=batches[2].rows.take(
+        np.zeros(len(batches[2].rows), bool)), partitions={}, inputs=("", 0))
+    assert alerter.apply(0, helper, now=0.0, topic=topic) == []
+    assert alerter.watermark(now=0.0) == float("-inf") and alerter.alerter.evaluated_until is None
+    alerter.apply(0 if topic == "scores" else 1, replace(ingest, watermark=batches[1].watermark), now=1.0)
+    assert alerter.watermark(now=1.0) == batches[1].watermark  # ingest's, not the helper's further one
+
+
 def test_every_input_partition_holds_until_reported_and_where_it_got_to_after_a_hand_over():
     from dataclasses import replace
 
