@@ -45,6 +45,7 @@ from monitor.notify.pipeline import Pipeline
 from monitor.notify.sinks.jsonl import JsonlSink
 from monitor.notify.sinks.registry import build_sinks
 from monitor.notify.store import SqliteStore
+from monitor.runtime.stall import StallWatch
 from monitor.settings import Settings
 from monitor.spec.rules import Rules
 from monitor.telemetry.export import count_alerts, export_alert_state
@@ -79,6 +80,21 @@ setattr(faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer",  # noq
 ProducerBuffer.max_messages = 20_000
 
 
+
+class _RebalanceSensor(faust.Sensor):
+    """Times faust's rebalances (from the revocation to the end of table recovery) on a :class:`StallWatch`."""
+
+    def __init__(self, watch: StallWatch) -> None:
+        super().__init__()
+        self.watch = watch
+
+    def on_rebalance_start(self, app: Any) -> dict:
+        self.watch.start(time.monotonic())
+        return {}
+
+    def on_rebalance_end(self, app: Any, state: dict) -> None:
+        self.watch.end()
+
 class AlerterService:
     """The faust app and the domain objects its agents drive."""
 
@@ -88,6 +104,11 @@ class AlerterService:
         self.rules = rules
         self.metrics = metrics
         self.health = health
+        # a rebalance (recovery included) that lasts: a log line with where the agents wait, and a gauge that the
+        # metrics thread reads even while the event loop is stuck (AdvmonAlerterRebalanceStuck)
+        self.rebalance = StallWatch(report_after_s=max(120.0, 6 * settings.alerter_session_timeout_seconds),
+                                    every_s=120.0)
+        metrics.rebalance_seconds.set_function(lambda: self.rebalance.seconds(time.monotonic()))
         self.topics = Topics.from_settings(settings)
         sinks, self.dispatcher = build_sinks(
             rules, metrics, SqliteStore(settings.outbox_path)
@@ -148,6 +169,7 @@ class AlerterService:
         app.timer(interval=5.0, on_leader=False)(self._heartbeat)  # liveness without traffic
         app.timer(interval=5.0, on_leader=False)(self._flush)
         app.timer(interval=5.0, on_leader=False)(self._deliver_tail)
+        app.sensors.add(_RebalanceSensor(self.rebalance))
         app.on_partitions_assigned.connect(self._assigned)  # type: ignore[arg-type]  # (faust's stubs: a function)
         return app
 
@@ -176,6 +198,11 @@ class AlerterService:
 
     async def _heartbeat(self) -> None:
         self.health.beat()
+        now = time.monotonic()
+        if self.rebalance.due(now):
+            log.warning("alerter: a consumer-group rebalance has lasted %.0f s (table recovery: %s); where the agents "
+                        "wait:\n%s", self.rebalance.seconds(now), self.app.in_recovery,
+                        self.app.agents.human_tracebacks())
 
     def _remember_once(self) -> None:
         """After a (re)start: transitions that were waiting in a group wait again (they were never sent);

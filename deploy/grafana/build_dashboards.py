@@ -233,6 +233,8 @@ def debug():
         panel("Ingest: other workers' margin-counts messages/s (refused: did not decode)",
               [("sum by (outcome) (rate(advmon_margin_counts_messages_total[5m]))", "{{outcome}}")], 0, 48,
               unit="ops"),
+        panel("Alerter: how long the current rebalance has lasted (table recovery included; 0: none)",
+              [("max by (instance) (advmon_alerter_rebalance_seconds)", "{{instance}}")], 12, 48, unit="s"),
     ])
 
 

@@ -147,12 +147,19 @@ def render_prometheus_rule_resource(rules: Rules, name: str = "advmon-slos") -> 
 
 
 def _pipeline_group(rules: Rules) -> dict:
-    """What the daemon cannot see from the inside: all traffic (and with it event time) stopping."""
+    """What the daemon cannot see from the inside: all traffic (and with it event time) stopping, and an alerter
+    stuck in a rebalance (it evaluates nothing meanwhile)."""
     return {"name": "advmon-pipeline", "rules": [{
         "alert": "AdvmonNoTraffic", "expr": "(sum(rate(advmon_events_total[15m])) or vector(0)) == 0", "for": "5m",
         "labels": {"severity": "ticket"},
         "annotations": {"summary": "advmon ingest has counted no events for 15 minutes (or is not scraped)",
-                        "runbook_url": absolute_url(rules.runbook_base, "docs/runbooks.md#advmonnotraffic")}}]}
+                        "runbook_url": absolute_url(rules.runbook_base, "docs/runbooks.md#advmonnotraffic")}}, {
+        "alert": "AdvmonAlerterRebalanceStuck", "expr": "max(advmon_alerter_rebalance_seconds) > 900", "for": "5m",
+        "labels": {"severity": "ticket"},
+        "annotations": {"summary": "an advmon alerter has been rebalancing (table recovery included) for over 20 "
+                                   "minutes: it evaluates and pages nothing meanwhile",
+                        "runbook_url": absolute_url(rules.runbook_base,
+                                                    "docs/runbooks.md#advmonalerterrebalancestuck")}}]}
 
 
 def skipped_slos(rules: Rules) -> list[str]:

@@ -123,6 +123,9 @@ class Metrics:
         self.client_query_rate = BatchHistogram(
             "advmon_client_query_rate", "Queries per second of each client per closed bucket", ["model"],
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 50, 100, 1000), registry=r)
+        self.rebalance_seconds = Gauge(
+            "advmon_alerter_rebalance_seconds", "How long the alerter's current consumer-group rebalance has lasted, "
+            "table recovery included (0: none)", registry=r)
         self.outbox_pending = Gauge("advmon_outbox_pending", "Notification deliveries waiting for (re)try", registry=r)
         self.deliveries = Counter("advmon_sink_deliveries_total", "Notification deliveries", ["receiver", "outcome"],
                                   registry=r)

@@ -123,3 +123,28 @@ def test_the_group_commits_after_what_the_state_took_in_not_after_faust_acknowle
     service._took(tp, 13)  # read again after a rebalance: the commit does not go back
     assert service._commit_point(tp) == 16
     assert consumer._acked[tp] == [] and consumer._acked_index[tp] == set()
+
+
+def test_a_lasting_rebalance_shows_on_its_gauge_and_in_the_log_with_where_the_agents_wait(tmp_path, caplog):
+    """faust's rebalance sensor times it; the gauge reads it (from the metrics thread, even with the event loop
+    stuck), and the heartbeat logs it once it has lasted ``report_after_s``: a stuck alerter pages nothing."""
+    import time
+
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="t.", outbox_path=str(tmp_path / "o.sqlite3"),
+                        alerter_data_dir=str(tmp_path / "data"))
+    service = AlerterService(settings, load_rules_text("slos: []"), Metrics(), Health())
+
+    def gauge():
+        return service.metrics.registry.get_sample_value("advmon_alerter_rebalance_seconds")
+
+    assert gauge() == 0.0 and service.rebalance.report_after_s == 360.0  # six session timeouts of 60 s
+    state = service.app.sensors.on_rebalance_start(service.app)
+    time.sleep(0.05)
+    assert gauge() >= 0.05
+    asyncio.run(service._heartbeat())
+    assert "rebalance has lasted" not in caplog.text  # not for long enough yet
+    service.rebalance.report_after_s = 0.0
+    asyncio.run(service._heartbeat())
+    assert "a consumer-group rebalance has lasted 0 s" in caplog.text and "where the agents wait" in caplog.text
+    service.app.sensors.on_rebalance_end(service.app, state)
+    assert gauge() == 0.0
