@@ -480,7 +480,8 @@ def test_realistic_records_through_three_workers_and_two_sharded_alerters_one_ki
 
     def context():
         """What a failure needs first: who holds which partition, the alerters' hand-overs, then the logs' tails."""
-        wanted = r"resumes|hands over|read from the broker|rebuilt|rebalance has lasted|File |await "  # and where
+        # hand-overs, resumptions, and a stuck rebalance with its agents' tracebacks (File ..., await ...)
+        wanted = r"resumes|hands over|read from the broker|rebuilt|rebalance has lasted|File |await "
         hand_overs = {a.log_path.name: [line for line in a.log_path.read_text(errors="replace").splitlines()
                                         if re.search(wanted, line)][-40:]
                       for a in alerters}
