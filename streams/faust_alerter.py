@@ -80,7 +80,6 @@ setattr(faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer",  # noq
 ProducerBuffer.max_messages = 20_000
 
 
-
 class _RebalanceSensor(faust.Sensor):
     """Times faust's rebalances (from the revocation to the end of table recovery) on a :class:`StallWatch`."""
 
