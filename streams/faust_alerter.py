@@ -94,6 +94,7 @@ class _RebalanceSensor(faust.Sensor):
     def on_rebalance_end(self, app: Any, state: dict) -> None:
         self.watch.end()
 
+
 class AlerterService:
     """The faust app and the domain objects its agents drive."""
 
