@@ -271,7 +271,7 @@ class GroupRule(_Alerting):
     min_keys: int = Field(default=5, ge=2)
     min_cross_share: float = Field(default=0.5, gt=0, le=1)
     min_queries: float = Field(default=5.0, gt=0)
-    min_matches: float = Field(default=2.0, gt=0)
+    min_matches: float = Field(default=1.0, gt=0)
     half_life: Duration = 600
     fresh_within: Duration = 3600  # a key first seen this recently is fresh (after as long a warm-up)
     min_fresh_share: float = Field(default=0.5, ge=0, le=1)  # of a group's keys; 0 judges old keys too
