@@ -149,17 +149,20 @@ def render_prometheus_rule_resource(rules: Rules, name: str = "advmon-slos") -> 
 def _pipeline_group(rules: Rules) -> dict:
     """What the daemon cannot see from the inside: all traffic (and with it event time) stopping, and an alerter
     stuck in a rebalance (it evaluates nothing meanwhile)."""
-    return {"name": "advmon-pipeline", "rules": [{
-        "alert": "AdvmonNoTraffic", "expr": "(sum(rate(advmon_events_total[15m])) or vector(0)) == 0", "for": "5m",
-        "labels": {"severity": "ticket"},
-        "annotations": {"summary": "advmon ingest has counted no events for 15 minutes (or is not scraped)",
-                        "runbook_url": absolute_url(rules.runbook_base, "docs/runbooks.md#advmonnotraffic")}}, {
-        "alert": "AdvmonAlerterRebalanceStuck", "expr": "max(advmon_alerter_rebalance_seconds) > 900", "for": "5m",
-        "labels": {"severity": "ticket"},
-        "annotations": {"summary": "an advmon alerter has been rebalancing (table recovery included) for over 20 "
-                                   "minutes: it evaluates and pages nothing meanwhile",
-                        "runbook_url": absolute_url(rules.runbook_base,
-                                                    "docs/runbooks.md#advmonalerterrebalancestuck")}}]}
+    return {"name": "advmon-pipeline", "rules": [
+        _pipeline_alert(rules, "AdvmonNoTraffic", "(sum(rate(advmon_events_total[15m])) or vector(0)) == 0",
+                        "advmon ingest has counted no events for 15 minutes (or is not scraped)"),
+        _pipeline_alert(rules, "AdvmonAlerterRebalanceStuck", "max(advmon_alerter_rebalance_seconds) > 900",
+                        "an advmon alerter has been rebalancing (table recovery included) for over 20 minutes: it "
+                        "evaluates and pages nothing meanwhile"),
+    ]}
+
+
+def _pipeline_alert(rules: Rules, name: str, expr: str, summary: str) -> dict:
+    """A ticket after 5 minutes of ``expr``; its runbook section is named after the alert."""
+    return {"alert": name, "expr": expr, "for": "5m", "labels": {"severity": "ticket"},
+            "annotations": {"summary": summary,
+                            "runbook_url": absolute_url(rules.runbook_base, f"docs/runbooks.md#{name.lower()}")}}
 
 
 def skipped_slos(rules: Rules) -> list[str]:
