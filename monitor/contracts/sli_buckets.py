@@ -147,13 +147,16 @@ class SliBatch:
 
 
 def _rows_to_wire(r: SliRows) -> dict:
-    """The rows' columns that are not all zero (all-``inf`` first times): the others read as such."""
+    """The rows' columns that are not all zero (all-``inf`` first times): the others read as such. Numeric columns
+    stay arrays: orjson writes them as it writes lists (NaN as null), without a Python float per value."""
     kept = np.flatnonzero(r.values.any(axis=0)) if len(r) else np.arange(0)
     timed = np.flatnonzero(np.isfinite(r.first).any(axis=0)) if len(r) else np.arange(0)
     first = r.first[:, timed]
     return {"columns": [VALUE_COLUMNS[i] for i in kept], "bad_columns": [BAD_COUNTERS[i] for i in timed],
-            "bucket": r.bucket.tolist(), "model": r.model.tolist(), "client_id": r.client.tolist(),
-            "values": r.values[:, kept].tolist(), "first_bad_ts": np.where(np.isfinite(first), first, np.nan).tolist()}
+            "bucket": np.ascontiguousarray(r.bucket, np.int64), "model": r.model.tolist(),
+            "client_id": r.client.tolist(),
+            "values": np.ascontiguousarray(r.values[:, kept], np.float64),
+            "first_bad_ts": np.ascontiguousarray(np.where(np.isfinite(first), first, np.nan))}
 
 
 def _positions(names: list[str], known: tuple[str, ...], what: str) -> np.ndarray:
