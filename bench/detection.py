@@ -4,6 +4,7 @@ TPR of every detector signal; all through `advmon replay`'s in-process runtime w
 
     python3 bench/detection.py                       # every family, 24 h each (about 25 minutes on 2 cores)
     python3 bench/detection.py --families digits-train-ref --hours 6
+    python3 bench/detection.py --draws 5             # and each family again with 4 other draws of its reference fit
 
 Generated days are cached in bench/.cache (keyed by the family's definition).
 """
@@ -102,6 +103,25 @@ def render(family: Family, day: Day, result: DayReport, quality: dict, replayed:
     return lines
 
 
+def render_draws(reports: list[DayReport]) -> list[str]:
+    """The same family with each draw of its reference profile (the fit/calibration split and the kNN sample of one
+    reference): how much its figures owe to the draw. Draw 0 is the table above."""
+    def delay(d) -> str:
+        return "never" if d.delay_s is None else f"{d.delay_s:.0f}"
+
+    def change(r: DayReport) -> str:
+        return "none" if r.change_ticket_delay_s is None else f"{r.change_ticket_delay_s / 60:.0f}"
+
+    lines = [f"  with {len(reports)} draws of the reference fit (draw 0 first; seconds to page, minutes to the "
+             "change's ticket):",
+             "    false pages per 24 h   " + " ".join(f"{r.false_pages_per_day:>6.1f}" for r in reports),
+             "    benign tickets per 24 h" + " ".join(f"{r.false_tickets_per_day:>6.1f}" for r in reports),
+             "    population-wide change " + " ".join(f"{change(r):>6}" for r in reports)]
+    for name in reports[0].detections:
+        lines.append(f"    {name:23}" + " ".join(f"{delay(r.detections[name]):>6}" for r in reports))
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated (default: all)")
@@ -109,6 +129,8 @@ def main() -> int:
     parser.add_argument("--cache", default=str(CACHE))
     parser.add_argument("--rules", default=str(default_rules_dir()), help="rules directory (default: the shipped)")
     parser.add_argument("--dump", help="also write each family's per-event signals to DIR/<family>.npz")
+    parser.add_argument("--draws", type=int, default=1,
+                        help="replay each family with this many draws of its reference fit (default 1: the table)")
     args = parser.parse_args()
     started = time.perf_counter()
     for name in args.families.split(","):
@@ -125,6 +147,11 @@ def main() -> int:
             with open(Path(args.dump) / f"{name}.alerts.jsonl", "wb") as out:
                 out.writelines(a.to_json() + b"\n" for a in replayed.alerts)
         print("\n".join(render(family, day, result, quality, replayed)), flush=True)
+        if args.draws > 1:
+            rules = load_rules(Path(args.rules))
+            reports = [result] + [report(day, replay(day, reference_profile(day, draw=draw), rules))[0]
+                                  for draw in range(1, args.draws)]
+            print("\n".join(render_draws(reports)), flush=True)
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 

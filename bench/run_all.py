@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = [
-    ("Detection on scenario families advmon's demo did not generate", "detection.py", []),
+    ("Detection on scenario families advmon's demo did not generate", "detection.py", ["--draws", "5"]),
     ("Engine in-process, rules, memory", "engine.py", []),
     # the broker on a core of its own, as on its own machine (on two cores it otherwise takes the CPU that the
     # overlap of a batch's transaction with the next batch would use)

@@ -39,15 +39,16 @@ def fit_profile_file(path: str, fpr: float = 0.002, k: int = 50, since: float | 
 
 def fit_profile(batches: Iterable[Sequence[bytes]], fpr: float = 0.002, k: int = 50, since: float | None = None,
                 until: float | None = None, name: str = "reference", covariance: str = "ledoit-wolf",
-                bank_size: int = DEFAULT_BANK) -> Profile:
-    """The same from batches of raw records; only events with ``since <= ts < until`` count."""
+                bank_size: int = DEFAULT_BANK, seed: int = 0) -> Profile:
+    """The same from batches of raw records; only events with ``since <= ts < until`` count. ``seed`` draws the
+    fit/calibration split and the kNN sample (:meth:`ModelProfile.fit`)."""
     columns: _Columns = {}
     window: list[bytes] = []
     for records in batches:
         parsed = parse_batch(records)
         kept = _collect(parsed.batch, columns, since, until)
         window += [records[i] for i in parsed.valid[kept].tolist()]
-    models = {f"{model}/{space}": _fit_space(model, space, rows, fpr, k, covariance, bank_size)
+    models = {f"{model}/{space}": _fit_space(model, space, rows, fpr, k, covariance, bank_size, seed)
               for (model, space), rows in columns.items()}
     if not models:
         span = "" if since is None and until is None else f" between {since} and {until}"
@@ -100,7 +101,7 @@ def _collect(batch: EventBatch, columns: _Columns, since: float | None, until: f
 
 
 def _fit_space(model: str, space: str, chunks: list, fpr: float, k: int, covariance: str,
-               bank_size: int) -> ModelProfile:
+               bank_size: int, seed: int = 0) -> ModelProfile:
     dims = {m.shape[1] for m, _, _ in chunks}
     if len(dims) != 1:
         raise ProfileError(f"{model}/{space}: vectors of different lengths {sorted(dims)}; fit one model version "
@@ -113,4 +114,5 @@ def _fit_space(model: str, space: str, chunks: list, fpr: float, k: int, covaria
     if space == "embedding" and len({lg.shape[1] for _, _, lg in chunks}) == 1:
         stacked = np.concatenate([lg for _, _, lg in chunks])
         logits = stacked if stacked.shape[1] and np.isfinite(stacked).all() else None  # every event logged them
-    return ModelProfile.fit(matrix, labels, logits, fpr=fpr, k=k, covariance=covariance, bank_size=bank_size)
+    return ModelProfile.fit(matrix, labels, logits, fpr=fpr, k=k, seed=seed, covariance=covariance,
+                            bank_size=bank_size)

@@ -144,13 +144,15 @@ def signal_quality(values: np.ndarray, flagged: np.ndarray, attack: np.ndarray, 
     return SignalQuality(auroc, float(flagged[attack].mean()), float(flagged[benign].mean()))
 
 
-def reference_profile(day: Day, fpr: float = 0.002) -> Profile:
-    """Fitted on the model's training data, or on a clean window of the day's production traffic."""
+def reference_profile(day: Day, fpr: float = 0.002, draw: int = 0) -> Profile:
+    """Fitted on the model's training data, or on a clean window of the day's production traffic. ``draw`` picks
+    another fit/calibration split and kNN sample of the same reference (0: the one every report uses)."""
     family = day.family
     if family.reference == "window":
-        return fit_profile(chunks(day.records), fpr=fpr, since=DAY_START, until=DAY_START + family.window_h * 3600)
+        return fit_profile(chunks(day.records), fpr=fpr, since=DAY_START, until=DAY_START + family.window_h * 3600,
+                           seed=draw)
     model = {"digits": "digits-mlp", "cancer": "cancer-mlp", "text": "support-intents"}[family.data]
-    return Profile({f"{model}/{space}": ModelProfile.fit(x, labels, logits, fpr=fpr, seed=family.seed)
+    return Profile({f"{model}/{space}": ModelProfile.fit(x, labels, logits, fpr=fpr, seed=family.seed + draw)
                     for space, (x, labels, logits) in day.reference.items()})
 
 
