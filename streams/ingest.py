@@ -107,7 +107,10 @@ class IngestWorker(TransactionalWorker):
         result = self.engine.finish()
         if not (len(result.verdicts) or result.score_groups or result.margin_counts):
             return []
-        log.info("ingest: %d waiting queries matched before stopping", len(result.verdicts))
+        minutes = len({(c.model, int(b)) for c in result.margin_counts for b in np.unique(c.bucket).tolist()})
+        log.info("ingest: before stopping, %d waiting queries matched, %d embeddings released to the scorer, the "
+                 "margin counts of %d open minutes published", len(result.verdicts),
+                 sum(len(g) for g in result.score_groups), minutes)
         return self._outputs({}, [], parse_batch([]), result, 0)
 
     def _outputs(self, offsets: dict[str, tuple[int, int]], records: list[bytes], parsed: ParsedBatch,
