@@ -53,7 +53,10 @@ def test_the_same_change_with_one_attacker_pages_the_attacker_only(change_and_at
     assert [a.slo for a in fired if a.severity == "ticket"].count("confidence-drift") <= 1
     [page] = pages
     delay = page.fired_at - generated.truth["pgd-0.10"]["start"]
-    assert delay <= 300, delay  # within five minutes of event time
+    # within five minutes of event time, in this draw of the reference fit (reference_profile's draw 0): in six other
+    # draws this attacker was paged after 57-777 s, and once not at all (README, "How much of each figure is the
+    # draw"). A change to how profiles are fitted moves this delay by the draw alone: read the draws before.
+    assert delay <= 300, delay
     names = {s["name"] for s in page.evidence["statistics"]}
     assert names and all(s["z"] >= page.evidence["z_threshold"] for s in page.evidence["statistics"])
     assert "stands out from" in page.summary and any(n in page.summary for n in ("margin", "input score")), names
