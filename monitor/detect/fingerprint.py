@@ -20,7 +20,7 @@ by the splitmix64 finalizer (secret keys stand in for Blacklight's salted SHA-25
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -196,6 +196,25 @@ class QueryMatches:
 
         return cls(joined("score"), joined("own_score"), joined("cross_score"), joined("matched_client"),
                    joined("duplicate"), joined("exact_hash"), threshold)
+
+
+@dataclass(frozen=True)
+class PairCounts:
+    """Behind :class:`QueryMatches`: for each new query, every earlier query it shares a hash with (each hash
+    counted with its ``postings_cap`` latest holders) and how many hashes. Counts are sums over hashes, so an index
+    that holds only some of the hashes counts its part of each pair, and the parts of disjoint sets of hashes add up
+    to the whole (what an index sharded by hash would reduce)."""
+
+    row: np.ndarray  # int64: the new query's row in the input of :meth:`QueryIndex.update_with_pairs`
+    earlier: np.ndarray  # int64: the earlier query's id in the index (:meth:`QueryIndex.owners_of` tells its client)
+    count: np.ndarray  # int32: hashes they share
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    @classmethod
+    def concat(cls, parts: list[PairCounts]) -> PairCounts:
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("row", "earlier", "count")))
 
 
 #: Queries scored at a time (:meth:`QueryIndex.update` cuts larger batches; results do not depend on it): their
@@ -378,7 +397,8 @@ class QueryIndex:
 
     def update(self, hashes: np.ndarray, exact: np.ndarray, now: float | np.ndarray,
                clients: np.ndarray | None = None) -> QueryMatches:
-        """Score a batch against everything stored before it (and earlier rows of itself), then store it.
+        """Score a batch against everything stored before it (and earlier rows of itself), then store it
+        (:meth:`update_with_pairs` without the pairs).
         ``exact`` holds each query's content hash (``content_hashes``; exact repeats are not scored);
         ``now`` the event time (one for the batch, or one per query); ``clients`` (uint64 codes, one per query;
         default: all one client) tells own from cross matches.
@@ -387,24 +407,35 @@ class QueryIndex:
         ``generation_seconds`` after it opened, and each hash looks at its ``postings_cap`` most recent
         earlier queries however they are stored, so results do not depend on how the stream was batched.
         """
+        return self.update_with_pairs(hashes, exact, now, clients)[0]
+
+    def update_with_pairs(self, hashes: np.ndarray, exact: np.ndarray, now: float | np.ndarray,
+                          clients: np.ndarray | None = None) -> tuple[QueryMatches, PairCounts]:
+        """:meth:`update`, and the per-pair counts its verdicts were taken from."""
         clients = np.zeros(len(exact), np.uint64) if clients is None else np.asarray(clients, np.uint64)
         times = np.broadcast_to(np.asarray(now, np.float64), (len(exact),))
-        parts = []
+        parts, pairs = [], []
         start = 0
         while True:
             current = self._current(float(times[start]) if len(times) else float(np.max(now, initial=-np.inf)))
             stop = min(len(exact), start + BLOCK_ROWS, start + max(1, self.generation_queries - current.queries))
             late = np.flatnonzero(times[start + 1:stop] - current.started_at >= self.generation_seconds)
             stop = start + 1 + int(late[0]) if len(late) else stop
-            parts.append(self._update_part(hashes[start:stop], exact[start:stop], clients[start:stop], current))
+            matches, counted = self._update_part(hashes[start:stop], exact[start:stop], clients[start:stop], current)
+            parts.append(matches)
+            pairs.append(replace(counted, row=counted.row + start))
             self._position += stop - start
             start = stop
             if start >= len(exact):
                 break
-        return QueryMatches.concat(parts, self.threshold)
+        return QueryMatches.concat(parts, self.threshold), PairCounts.concat(pairs)
+
+    def owners_of(self, ids: np.ndarray) -> np.ndarray:
+        """The client code of each stored query (ids of :class:`PairCounts`), while its generation lives."""
+        return self._owner_of(np.asarray(ids, np.int64))
 
     def _update_part(self, hashes: np.ndarray, exact: np.ndarray, clients: np.ndarray,
-                     current: _Generation) -> QueryMatches:
+                     current: _Generation) -> tuple[QueryMatches, PairCounts]:
         duplicate = self._mark_duplicates(exact, current)
         fresh = np.flatnonzero(~duplicate)
         ids = self._next_id + np.arange(len(fresh), dtype=np.int64)
@@ -413,12 +444,13 @@ class QueryIndex:
         self._owners = np.concatenate([self._owners, clients[fresh]])  # before scoring: the batch's own rows count
         scores = np.zeros((3, len(exact)), dtype=np.int32)
         matched = np.zeros(len(exact), np.uint64)
-        scores[:, fresh], matched[fresh] = self._score(probe, postings, ids)
+        scores[:, fresh], matched[fresh], counted = self._score(probe, postings, ids)
         if len(ids):
             current.add(_Run(postings.hashes, (postings.ids - current.first_id).astype(np.int32)))
             current.queries += len(ids)
         self._next_id += len(fresh)
-        return QueryMatches(scores[0], scores[1], scores[2], matched, duplicate, exact, self.threshold)
+        return (QueryMatches(scores[0], scores[1], scores[2], matched, duplicate, exact, self.threshold),
+                replace(counted, row=fresh[counted.row]))
 
     def _current(self, now: float) -> _Generation:
         if not self._generations:
@@ -441,13 +473,14 @@ class QueryIndex:
         current.exact = _insert_sorted(current.exact, np.sort(exact[~duplicate]))
         return duplicate
 
-    def _score(self, probe: _Probe, postings: _Run, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _score(self, probe: _Probe, postings: _Run, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, PairCounts]:
         """For each new query: most hashes shared with any earlier query, with one of the same client, with
-        one of another client (stored, or earlier in ``postings``), and that other client."""
+        one of another client (stored, or earlier in ``postings``), and that other client; and the pairs (rows
+        of ``ids``)."""
         best = np.zeros((3, len(ids)), dtype=np.int32)
         matched = np.zeros(len(ids), np.uint64)
         if not len(ids):
-            return best, matched
+            return best, matched, PairCounts(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32))
         keys = _PairKeys.of_block(ids, self._owner_base)
         within, room = self._pairs_within(probe, postings, keys)
         pairs = [within]
@@ -459,6 +492,7 @@ class QueryIndex:
             pairs.append(self._pairs_in_run(run, needles, slots, room, owners[generation.first_id], keys))
         distinct, counts = _distinct_counts(pairs)
         row, earlier = keys.split(distinct)
+        counted = PairCounts(row, earlier, counts)
         np.maximum.at(best[0], row, counts)
         near = counts >= self.threshold  # whose query it was matters only for near-duplicates
         row, earlier, counts = row[near], earlier[near], counts[near]
@@ -470,7 +504,7 @@ class QueryIndex:
         top = cross[np.lexsort((-counts[cross], row[cross]))]  # per row, its best cross match first
         first = np.r_[True, row[top][1:] != row[top][:-1]] if len(top) else np.empty(0, bool)
         matched[row[top[first]]] = other[top[first]]
-        return best, matched
+        return best, matched, counted
 
     def _owner_of(self, ids: np.ndarray) -> np.ndarray:
         return self._owners[ids - self._owner_base]

@@ -1,12 +1,20 @@
 """The query index against a brute-force reference: every near-duplicate verdict, own or cross-client, exact
-repeats, whatever the batching."""
+repeats, whatever the batching; and the per-pair counts behind them, which add up over disjoint sets of hashes."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.detect.fingerprint import QueryIndex, _distinct_counts, _PairKeys, _Run, content_hashes, stable_order
+from monitor.detect.fingerprint import (
+    PairCounts,
+    QueryIndex,
+    _distinct_counts,
+    _PairKeys,
+    _Run,
+    content_hashes,
+    stable_order,
+)
 
 
 def queries(seed: int, n: int = 300, width: int = 12, vocabulary: int = 60):
@@ -66,6 +74,47 @@ def test_matches_equal_brute_force_whatever_the_batching(seed, batch):
     assert (got["flagged"] == flagged).all() and (got["own_flagged"] == own).all()
     assert (got["cross_flagged"] == cross).all() and (got["duplicate"] == duplicate).all()
     assert all(int(m) in best for m, best, c in zip(got["matched_client"], best_cross, cross, strict=True) if c)
+
+
+def pair_totals(pairs: PairCounts) -> dict[tuple[int, int], int]:
+    totals: dict[tuple[int, int], int] = {}
+    for row, earlier, count in zip(pairs.row.tolist(), pairs.earlier.tolist(), pairs.count.tolist(), strict=True):
+        totals[(row, earlier)] = totals.get((row, earlier), 0) + count
+    return totals
+
+
+@pytest.mark.parametrize("shards, batch, cap", [(2, 300, 10_000), (3, 64, 4), (4, 7, 2)])
+def test_pair_counts_of_disjoint_hash_sets_add_up_to_the_whole_index(shards, batch, cap):
+    """The property an index sharded by hash value rests on: each shard holding the hashes ``h % shards`` of its
+    own counts its part of every pair (the postings cap is per hash, so within one shard), and the parts sum to
+    what one index counts; the whole index's verdicts are its pairs' maxima."""
+    rows, content, clients = queries(4)
+
+    def run(hashes):
+        index, matches, pairs = QueryIndex(threshold=6, postings_cap=cap), [], []
+        for i in range(0, len(hashes), batch):
+            m, p = index.update_with_pairs(hashes[i:i + batch], content[i:i + batch], 0.0, clients[i:i + batch])
+            matches.append(m)
+            pairs.append(PairCounts(p.row + i, p.earlier, p.count))
+        return index, matches, PairCounts.concat(pairs)
+
+    index, matches, whole = run(rows)
+    parts = [run(np.where(rows % np.uint64(shards) == s, rows, np.uint64(0)))[2] for s in range(shards)]
+    summed: dict[tuple[int, int], int] = {}
+    for part in parts:
+        assert len(part) < len(whole)  # each shard sees only some of the pairs' hashes
+        for key, count in pair_totals(part).items():
+            summed[key] = summed.get(key, 0) + count
+    assert summed == pair_totals(whole)
+    score = np.concatenate([m.score for m in matches])
+    best = np.zeros(len(rows), np.int64)
+    np.maximum.at(best, whole.row, whole.count)
+    assert (best == score).all() and (score >= 6).any()
+    near = whole.count >= 6
+    same = index.owners_of(whole.earlier[near]) == clients[whole.row[near]]
+    own = np.zeros(len(rows), bool)
+    own[whole.row[near][same]] = True
+    assert (own == np.concatenate([m.own_flagged for m in matches])).all()
 
 
 @pytest.mark.parametrize("batch", [300, 64, 7, 1])
