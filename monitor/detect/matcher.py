@@ -276,15 +276,7 @@ class OrderedMatcher:
         before = index.position
         matches = index.update(group.hashes, group.exact, now=group.ts, clients=self._clients.codes(group.client_id))
         self._note_generations(group, offsets, index.generation_openings, before)
-        matched = np.full(len(group), "", dtype=object)
-        cross = matches.cross_flagged
-        matched[cross] = self._clients.names(matches.matched_client[cross])
-        verdicts = QueryVerdicts(group.event_id, matches.flagged, matches.own_flagged, cross, matched,
-                                 matches.duplicate)
-        bucket = (group.ts // self.settings.bucket_s).astype(np.int64) * self.settings.bucket_s
-        production = group.traffic == PRODUCTION
-        edges = MatchEdges.from_events(bucket, group.model, group.client_id, np.where(production & cross, matched, ""))
-        return MatchResult(match_deltas(group, matches, bucket), _evidence(group, verdicts), edges, verdicts)
+        return match_result(group, matches, self._clients, self.settings.bucket_s)
 
     def _note_generations(self, group: MatchGroup, offsets: np.ndarray, openings: list[int], before: int) -> None:
         """For :attr:`checkpoint`: the query that opened each live generation, and the lowest request offset of
@@ -303,6 +295,19 @@ class OrderedMatcher:
         for gone in [p for p in openers if p < openings[0]]:
             del openers[gone]
             lowest.pop(gone, None)
+
+
+def match_result(group: MatchGroup, matches: QueryMatches, clients: ClientCodes, bucket_s: int) -> MatchResult:
+    """What a group's verdicts change and show: counter changes, evidence, match edges (``clients`` names the
+    codes of the clients matched)."""
+    matched = np.full(len(group), "", dtype=object)
+    cross = matches.cross_flagged
+    matched[cross] = clients.names(matches.matched_client[cross])
+    verdicts = QueryVerdicts(group.event_id, matches.flagged, matches.own_flagged, cross, matched, matches.duplicate)
+    bucket = (group.ts // bucket_s).astype(np.int64) * bucket_s
+    production = group.traffic == PRODUCTION
+    edges = MatchEdges.from_events(bucket, group.model, group.client_id, np.where(production & cross, matched, ""))
+    return MatchResult(match_deltas(group, matches, bucket), _evidence(group, verdicts), edges, verdicts)
 
 
 def _event_time_order(group: MatchGroup) -> np.ndarray:
