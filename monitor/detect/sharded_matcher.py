@@ -13,7 +13,9 @@ of each shard's kept parts), and decides as one index does, down to which other 
 Measured on the realistic records (``bench/sharding.py``): 120-300 bytes a query over both rounds with 2-4 shards.
 
 Pure. The daemons do not run it yet (docs/scaling.md, issue 17): a shard role, a reduce role and the asks between
-them over Kafka are the next step.
+them over Kafka are the next step. Every shard must seal the same groups, since a query's id is its place in
+matching order: here every shard is given the same clock (``now``); across processes the seals would come from
+one place, with the match-requests offset each covers.
 
 >>> import numpy as np
 >>> from monitor.contracts.match_requests import MatchGroup, MatchRequestBatch
