@@ -20,7 +20,7 @@ by the splitmix64 finalizer (secret keys stand in for Blacklight's salted SHA-25
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 
 import numpy as np
@@ -206,15 +206,20 @@ class PairCounts:
     to the whole (what an index sharded by hash would reduce)."""
 
     row: np.ndarray  # int64: the new query's row in the input of :meth:`QueryIndex.update_with_pairs`
-    earlier: np.ndarray  # int64: the earlier query's id in the index (:meth:`QueryIndex.owners_of` tells its client)
+    earlier: np.ndarray  # int64: the earlier query's id in the index (its place among the queries stored)
     count: np.ndarray  # int32: hashes they share
+    owner: np.ndarray  # uint64: the earlier query's client
 
     def __len__(self) -> int:
         return len(self.row)
 
     @classmethod
+    def empty(cls) -> PairCounts:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.uint64))
+
+    @classmethod
     def concat(cls, parts: list[PairCounts]) -> PairCounts:
-        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("row", "earlier", "count")))
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
 
 #: Queries scored at a time (:meth:`QueryIndex.update` cuts larger batches; results do not depend on it): their
@@ -407,11 +412,15 @@ class QueryIndex:
         ``generation_seconds`` after it opened, and each hash looks at its ``postings_cap`` most recent
         earlier queries however they are stored, so results do not depend on how the stream was batched.
         """
-        return self.update_with_pairs(hashes, exact, now, clients)[0]
+        return self._update(hashes, exact, now, clients, False)[0]
 
     def update_with_pairs(self, hashes: np.ndarray, exact: np.ndarray, now: float | np.ndarray,
                           clients: np.ndarray | None = None) -> tuple[QueryMatches, PairCounts]:
         """:meth:`update`, and the per-pair counts its verdicts were taken from."""
+        return self._update(hashes, exact, now, clients, True)
+
+    def _update(self, hashes: np.ndarray, exact: np.ndarray, now: float | np.ndarray, clients: np.ndarray | None,
+                with_pairs: bool) -> tuple[QueryMatches, PairCounts]:
         clients = np.zeros(len(exact), np.uint64) if clients is None else np.asarray(clients, np.uint64)
         times = np.broadcast_to(np.asarray(now, np.float64), (len(exact),))
         parts, pairs = [], []
@@ -421,7 +430,8 @@ class QueryIndex:
             stop = min(len(exact), start + BLOCK_ROWS, start + max(1, self.generation_queries - current.queries))
             late = np.flatnonzero(times[start + 1:stop] - current.started_at >= self.generation_seconds)
             stop = start + 1 + int(late[0]) if len(late) else stop
-            matches, counted = self._update_part(hashes[start:stop], exact[start:stop], clients[start:stop], current)
+            matches, counted = self._update_part(hashes[start:stop], exact[start:stop], clients[start:stop], current,
+                                                 with_pairs)
             parts.append(matches)
             pairs.append(replace(counted, row=counted.row + start))
             self._position += stop - start
@@ -430,12 +440,8 @@ class QueryIndex:
                 break
         return QueryMatches.concat(parts, self.threshold), PairCounts.concat(pairs)
 
-    def owners_of(self, ids: np.ndarray) -> np.ndarray:
-        """The client code of each stored query (ids of :class:`PairCounts`), while its generation lives."""
-        return self._owner_of(np.asarray(ids, np.int64))
-
-    def _update_part(self, hashes: np.ndarray, exact: np.ndarray, clients: np.ndarray,
-                     current: _Generation) -> tuple[QueryMatches, PairCounts]:
+    def _update_part(self, hashes: np.ndarray, exact: np.ndarray, clients: np.ndarray, current: _Generation,
+                     with_pairs: bool) -> tuple[QueryMatches, PairCounts]:
         duplicate = self._mark_duplicates(exact, current)
         fresh = np.flatnonzero(~duplicate)
         ids = self._next_id + np.arange(len(fresh), dtype=np.int64)
@@ -444,7 +450,7 @@ class QueryIndex:
         self._owners = np.concatenate([self._owners, clients[fresh]])  # before scoring: the batch's own rows count
         scores = np.zeros((3, len(exact)), dtype=np.int32)
         matched = np.zeros(len(exact), np.uint64)
-        scores[:, fresh], matched[fresh], counted = self._score(probe, postings, ids)
+        scores[:, fresh], matched[fresh], counted = self._score(probe, postings, ids, with_pairs)
         if len(ids):
             current.add(_Run(postings.hashes, (postings.ids - current.first_id).astype(np.int32)))
             current.queries += len(ids)
@@ -473,14 +479,16 @@ class QueryIndex:
         current.exact = _insert_sorted(current.exact, np.sort(exact[~duplicate]))
         return duplicate
 
-    def _score(self, probe: _Probe, postings: _Run, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, PairCounts]:
+    def _score(self, probe: _Probe, postings: _Run, ids: np.ndarray,
+               with_pairs: bool = False) -> tuple[np.ndarray, np.ndarray, PairCounts]:
         """For each new query: most hashes shared with any earlier query, with one of the same client, with
-        one of another client (stored, or earlier in ``postings``), and that other client; and the pairs (rows
-        of ``ids``)."""
+        one of another client (stored, or earlier in ``postings``), and that other client; and, ``with_pairs``,
+        every pair (rows of ``ids``), with the earlier query's client read now, before a later block of the same
+        update may forget its generation."""
         best = np.zeros((3, len(ids)), dtype=np.int32)
         matched = np.zeros(len(ids), np.uint64)
         if not len(ids):
-            return best, matched, PairCounts(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32))
+            return best, matched, PairCounts.empty()
         keys = _PairKeys.of_block(ids, self._owner_base)
         within, room = self._pairs_within(probe, postings, keys)
         pairs = [within]
@@ -492,7 +500,7 @@ class QueryIndex:
             pairs.append(self._pairs_in_run(run, needles, slots, room, owners[generation.first_id], keys))
         distinct, counts = _distinct_counts(pairs)
         row, earlier = keys.split(distinct)
-        counted = PairCounts(row, earlier, counts)
+        counted = PairCounts(row, earlier, counts, self._owner_of(earlier)) if with_pairs else PairCounts.empty()
         np.maximum.at(best[0], row, counts)
         near = counts >= self.threshold  # whose query it was matters only for near-duplicates
         row, earlier, counts = row[near], earlier[near], counts[near]

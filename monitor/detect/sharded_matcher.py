@@ -55,12 +55,11 @@ from monitor.detect.matcher import MatcherSettings, MatchResult, OrderedMatcher,
 @dataclass(frozen=True)
 class ShardPart:
     """One shard's part of one sealed group: the group (every shard seals the same queries in the same order),
-    which of them were exact repeats, and the shard's part of each pair, with the earlier query's client."""
+    which of them were exact repeats, and the shard's part of each pair (with the earlier query's client)."""
 
     group: MatchGroup
     duplicate: np.ndarray  # bool, per query
     pairs: PairCounts
-    owners: np.ndarray  # uint64: the client code of each pair's earlier query
 
 
 class MatchShard(OrderedMatcher):
@@ -86,7 +85,7 @@ class MatchShard(OrderedMatcher):
         matches, pairs = index.update_with_pairs(mine, group.exact, now=group.ts,
                                                  clients=self._clients.codes(group.client_id))
         self._note_generations(group, offsets, index.generation_openings, before)
-        self._parts.append(ShardPart(group, matches.duplicate, pairs, index.owners_of(pairs.earlier)))
+        self._parts.append(ShardPart(group, matches.duplicate, pairs))
         return MatchResult.empty()
 
 
@@ -120,7 +119,7 @@ class MatchReduce:
             self.asked += int((~np.isin(candidates, mine)).sum())
             at, known = _positions(candidates, keys.of_pairs(part.pairs))
             np.add.at(totals, at[known], part.pairs.count[known])
-            owners[at[known]] = part.owners[known]
+            owners[at[known]] = part.pairs.owner[known]
         self.sent += sum(map(len, sent))
         near = totals >= threshold
         row, earlier = keys.split(candidates[near])

@@ -1,6 +1,8 @@
 """The query index against a brute-force reference: every near-duplicate verdict, own or cross-client, exact
 repeats, whatever the batching; and the per-pair counts behind them, which add up over disjoint sets of hashes."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -95,7 +97,7 @@ def test_pair_counts_of_disjoint_hash_sets_add_up_to_the_whole_index(shards, bat
         for i in range(0, len(hashes), batch):
             m, p = index.update_with_pairs(hashes[i:i + batch], content[i:i + batch], 0.0, clients[i:i + batch])
             matches.append(m)
-            pairs.append(PairCounts(p.row + i, p.earlier, p.count))
+            pairs.append(replace(p, row=p.row + i))
         return index, matches, PairCounts.concat(pairs)
 
     index, matches, whole = run(rows)
@@ -111,10 +113,20 @@ def test_pair_counts_of_disjoint_hash_sets_add_up_to_the_whole_index(shards, bat
     np.maximum.at(best, whole.row, whole.count)
     assert (best == score).all() and (score >= 6).any()
     near = whole.count >= 6
-    same = index.owners_of(whole.earlier[near]) == clients[whole.row[near]]
+    same = whole.owner[near] == clients[whole.row[near]]
     own = np.zeros(len(rows), bool)
     own[whole.row[near][same]] = True
     assert (own == np.concatenate([m.own_flagged for m in matches])).all()
+
+
+def test_each_pair_names_its_earlier_querys_client_even_where_the_same_update_forgets_it():
+    """Generations of 20 queries, 300 queries in one update: pairs found early in it reach queries whose generation
+    a later block of the same update drops; their client is the one that sent them."""
+    rows, content, clients = queries(5)
+    matches, pairs = QueryIndex(threshold=6, generation_queries=20).update_with_pairs(rows, content, 0.0, clients)
+    stored = np.flatnonzero(~matches.duplicate)  # ids are the places of the queries stored, in input order
+    assert len(stored) > 60 and (pairs.earlier < len(stored) - 40).any()  # some pairs reach forgotten queries
+    assert (pairs.owner == clients[stored[pairs.earlier]]).all()
 
 
 @pytest.mark.parametrize("batch", [300, 64, 7, 1])
