@@ -7,10 +7,11 @@ One matcher holds every query's hashes (`advmon matcher`, docs/scaling.md). Shar
 (``monitor.detect.sharded_matcher``), shard ``s`` of ``S`` holds the postings of the hashes ``h % S == s`` and
 counts its part of each (query, earlier query) pair; the parts add up to the whole. A query is a near-duplicate
 where the sum reaches the threshold ``T``, so some shard's part reaches ``ceil(T / S)``: round 1 sends those pairs,
-round 2 asks the other shards for their part of each. This script feeds the realistic records' match-requests to
-each shard in turn (timed), reduces every sealed group, checks the result against one matcher's (every verdict,
-counter change, match edge and piece of evidence), and prints per shard count how many pairs each round moves and
-the slowest shard's time beside one matcher's. The daemons do not run it yet (issue 17).
+round 2 asks the other shards for their part of each. This script lets the reduce decide the seals over the
+realistic records' match-requests, has each shard in turn read them and follow the seals (timed), reduces every
+seal, checks the result against one matcher's (every verdict, counter change, match edge and piece of evidence),
+and prints per shard count how many pairs each round moves and the slowest shard's time beside one matcher's.
+The daemons do not run it yet (issue 17).
 """
 
 from __future__ import annotations
@@ -58,12 +59,24 @@ def timed_matcher(matcher: OrderedMatcher, requests: list[MatchRequestBatch]) ->
 
 
 def sharded(shards: int, requests: list[MatchRequestBatch]) -> tuple[MatchResult, MatchReduce, list[float]]:
-    """Each shard alone over every request (timed), then the reduce over every sealed group."""
-    matchers = [MatchShard(MatcherSettings(), shards, s) for s in range(shards)]
-    seconds = [timed_matcher(m, requests)[1] for m in matchers]
-    reduce = MatchReduce(MatcherSettings().bucket_s)
-    sealed = zip(*(m.take_parts() for m in matchers), strict=True)
-    return MatchResult.concat([reduce.reduce(parts) for parts in sealed]), reduce, seconds
+    """The reduce decides the seals as it reads; each shard then reads every request and follows the seals (timed);
+    the reduce turns every seal's parts into the result."""
+    reduce = MatchReduce(MatcherSettings(), shards)
+    seals = []
+    for offset, request in enumerate(requests):
+        reduce.add(request, now=0.0, offset=offset)
+        seals.append(reduce.decide(now=0.0))
+    seals = [seal for seal in [*seals, reduce.finish()] if seal is not None]
+    parts, seconds = [], []
+    for s in range(shards):
+        shard = MatchShard(MatcherSettings(), shards, s)
+        started = time.perf_counter()
+        for offset, request in enumerate(requests):
+            shard.add(request, now=0.0, offset=offset)
+        parts.append([shard.seal(seal) for seal in seals])
+        seconds.append(time.perf_counter() - started)
+    results = [reduce.reduce(seal, [mine[i] for mine in parts]) for i, seal in enumerate(seals)]
+    return MatchResult.concat(results), reduce, seconds
 
 
 def differences(one: MatchResult, other: MatchResult) -> list[str]:

@@ -168,6 +168,7 @@ class OrderedMatcher:
         self._sources: dict[str, tuple[float, float]] = {}  # worker or partition -> (watermark, wall time heard)
         self._watermark = float("-inf")
         self.sealed_until = float("-inf")  # every bucket that starts before this has been matched
+        self.read_through = -1  # the latest match-requests offset given to add
 
     @property
     def pending_queries(self) -> int:
@@ -217,6 +218,7 @@ class OrderedMatcher:
         """A batch's queries wait for their bucket; its watermarks move on every source it speaks for
         (``monitor.contracts.event_time``: the worker, the input partitions it reports, those no one has).
         ``offset``: where the request is in ``match-requests`` (for :attr:`checkpoint`)."""
+        self.read_through = max(self.read_through, offset)
         for group in request.groups:
             if len(group):
                 self._pending.setdefault(group.kind, []).append((group, np.full(len(group), offset, np.int64)))
@@ -246,11 +248,13 @@ class OrderedMatcher:
         """End of input: match everything still waiting."""
         return self._match_before(float("inf"))
 
-    def _match_before(self, until: float) -> MatchResult:
+    def _match_before(self, until: float, through: int | None = None) -> MatchResult:
+        """Match the waiting queries of event times before ``until`` (and that came at or before the offset
+        ``through``, where given), kind by kind in name order, each kind's in event-time order."""
         results = []
         for kind in sorted(self._pending):
             group, offsets = self._waiting(kind)
-            due = group.ts < until
+            due = (group.ts < until) & (offsets <= through if through is not None else True)
             self._pending[kind] = [(group.take(~due), offsets[~due])] if not due.all() else []
             if due.any():
                 closed = group.take(due)

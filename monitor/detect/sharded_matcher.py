@@ -12,10 +12,14 @@ of an earlier one where the sum reaches the threshold ``T``, so some shard's par
 of each shard's kept parts), and decides as one index does, down to which other client a query is said to match.
 Measured on the realistic records (``bench/sharding.py``): 120-300 bytes a query over both rounds with 2-4 shards.
 
-Pure. The daemons do not run it yet (docs/scaling.md, issue 17): a shard role, a reduce role and the asks between
-them over Kafka are the next step. Every shard must seal the same groups, since a query's id is its place in
-matching order: here every shard is given the same clock (``now``); across processes the seals would come from
-one place, with the match-requests offset each covers.
+Every shard must seal the same queries, since a query's id in a shard's index is its place in matching order, and
+where a matcher seals depends on its wall clock (a quiet source stops holding the watermark; a query later than the
+grace period is matched with the next sealed minute). So the reduce decides each seal (:class:`Seal`: an event time,
+and the match-requests offset up to which it has read) and the shards follow the seals in order, with no clock of
+their own: a shard that has read further waits with the rest.
+
+Pure. The daemons do not run it yet (docs/scaling.md, issue 17): a shard role, a reduce role, and the seals, the
+pairs and the asks between them over Kafka are the next step.
 
 >>> import numpy as np
 >>> from monitor.contracts.match_requests import MatchGroup, MatchRequestBatch
@@ -28,14 +32,16 @@ one place, with the match-requests offset each covers.
 >>> g = MatchGroup("64", fp.threshold, o("m"), np.array([f"e{i}" for i in range(4)], object),
 ...                np.array([f"key{i}" for i in range(4)], object), np.arange(4.0) + 60, np.zeros(4, np.int8),
 ...                np.zeros(4, bool), np.ones(4), fp.hashes(x), content_hashes(x))
+>>> request = MatchRequestBatch("ingest-0", 130.0, [g])
 >>> settings = MatcherSettings(bucket_s=60, grace_s=0)
->>> shards, reduce = [MatchShard(settings, 3, s) for s in range(3)], MatchReduce(settings.bucket_s)
->>> for shard in shards:
-...     shard.add(MatchRequestBatch("ingest-0", 130.0, [g]), now=0.0); _ = shard.advance(now=0.0)
->>> [sealed] = zip(*(shard.take_parts() for shard in shards))
->>> reduce.reduce(sealed).verdicts.matched_client.tolist()
+>>> shards, reduce = [MatchShard(settings, 3, s) for s in range(3)], MatchReduce(settings, 3)
+>>> for matcher in (reduce, *shards):
+...     matcher.add(request, now=0.0, offset=0)
+>>> seal = reduce.decide(now=0.0); seal
+Seal(seq=0, until=120.0, through=0)
+>>> reduce.reduce(seal, [shard.seal(seal) for shard in shards]).verdicts.matched_client.tolist()
 ['', 'key0', 'key0', 'key0']
->>> one = OrderedMatcher(settings); one.add(MatchRequestBatch("ingest-0", 130.0, [g]), now=0.0)
+>>> one = OrderedMatcher(settings); one.add(request, now=0.0, offset=0)
 >>> one.advance(now=0.0).verdicts.matched_client.tolist()
 ['', 'key0', 'key0', 'key0']
 """
@@ -43,28 +49,38 @@ one place, with the match-requests offset each covers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from monitor.contracts.match_requests import MatchGroup
-from monitor.detect.fingerprint import ClientCodes, PairCounts, QueryMatches
+from monitor.contracts.match_requests import MatchGroup, MatchRequestBatch
+from monitor.detect.fingerprint import PairCounts, QueryMatches
 from monitor.detect.matcher import MatcherSettings, MatchResult, OrderedMatcher, match_result
 
 
 @dataclass(frozen=True)
-class ShardPart:
-    """One shard's part of one sealed group: the group (every shard seals the same queries in the same order),
-    which of them were exact repeats, and the shard's part of each pair (with the earlier query's client)."""
+class Seal:
+    """Match every waiting query of an event time before ``until`` that came at or before the match-requests offset
+    ``through``: one decision of the reduce, which every shard follows in ``seq`` order."""
 
-    group: MatchGroup
-    duplicate: np.ndarray  # bool, per query
+    seq: int
+    until: float
+    through: int
+
+
+@dataclass(frozen=True)
+class ShardPart:
+    """One shard's part of one group of a seal (one input kind): which queries were exact repeats, and the shard's
+    part of each pair (with the earlier query's client)."""
+
+    kind: str
+    duplicate: np.ndarray  # bool, per query of the group, in matching order
     pairs: PairCounts
 
 
 class MatchShard(OrderedMatcher):
-    """An :class:`OrderedMatcher` that indexes only the hashes ``h % shards == shard`` and, instead of verdicts,
-    keeps each sealed group's pair parts for the reduce (:meth:`take_parts`)."""
+    """An :class:`OrderedMatcher` that indexes only the hashes ``h % shards == shard``, seals only as the reduce
+    decides (:meth:`seal`), and gives the pair parts of what it sealed instead of verdicts."""
 
     def __init__(self, settings: MatcherSettings, shards: int, shard: int) -> None:
         if not 0 <= shard < shards:
@@ -73,8 +89,13 @@ class MatchShard(OrderedMatcher):
         self.shards, self.shard = shards, shard
         self._parts: list[ShardPart] = []
 
-    def take_parts(self) -> list[ShardPart]:
-        """The parts of the groups sealed since the last call, in sealing order."""
+    def seal(self, seal: Seal) -> list[ShardPart]:
+        """Match what ``seal`` covers; its parts, one per input kind in name order."""
+        if self.read_through < seal.through:
+            raise ValueError(f"seal {seal.seq} covers match-requests up to {seal.through}; this shard has read up "
+                             f"to {self.read_through}")
+        self.sealed_until = max(self.sealed_until, seal.until)
+        self._match_before(seal.until, seal.through)
         parts, self._parts = self._parts, []
         return parts
 
@@ -85,26 +106,63 @@ class MatchShard(OrderedMatcher):
         matches, pairs = index.update_with_pairs(mine, group.exact, now=group.ts,
                                                  clients=self._clients.codes(group.client_id))
         self._note_generations(group, offsets, index.generation_openings, before)
-        self._parts.append(ShardPart(group, matches.duplicate, pairs))
+        self._parts.append(ShardPart(group.kind, matches.duplicate, pairs))
         return MatchResult.empty()
 
 
-class MatchReduce:
-    """Every shard's part of a sealed group in, one matcher's result out (:meth:`reduce`)."""
+class MatchReduce(OrderedMatcher):
+    """Decides the seals with its clock as one matcher would (:meth:`decide`, :meth:`finish`), keeps what each covers
+    (the queries without their hashes), and turns every shard's parts of a seal into one matcher's result
+    (:meth:`reduce`)."""
 
-    def __init__(self, bucket_s: int) -> None:
-        self.bucket_s = bucket_s
-        self._clients = ClientCodes()
+    def __init__(self, settings: MatcherSettings, shards: int) -> None:
+        super().__init__(settings)
+        self.shards = shards
+        self._sealing: list[MatchGroup] = []
+        self._sealed: dict[int, list[MatchGroup]] = {}
+        self._next_seq = 0
         self.sent = 0  # pairs the shards sent in round 1, so far
         self.asked = 0  # pair parts round 2 asked of them, so far
 
-    def reduce(self, parts: Sequence[ShardPart]) -> MatchResult:
-        """One group's verdicts from its parts, one per shard in shard order."""
-        group = parts[0].group
+    def add(self, request: MatchRequestBatch, now: float, offset: int = -1) -> None:
+        super().add(replace(request, groups=[replace(g, hashes=g.hashes[:, :0]) for g in request.groups]), now, offset)
+
+    def decide(self, now: float) -> Seal | None:
+        """The next seal, where the watermark closed a bucket that holds waiting queries (None: nothing to match)."""
+        self.advance(now)
+        return self._seal(self.sealed_until)
+
+    def finish(self) -> Seal | None:
+        """End of input: a seal of everything waiting."""
+        self.flush()
+        return self._seal(float("inf"))
+
+    def reduce(self, seal: Seal, parts: Sequence[Sequence[ShardPart]]) -> MatchResult:
+        """One matcher's result for ``seal`` from every shard's parts of it (in shard order)."""
+        groups = self._sealed.pop(seal.seq)
+        if len(parts) != self.shards or any([p.kind for p in mine] != [g.kind for g in groups] for mine in parts):
+            raise ValueError(f"seal {seal.seq}: the parts of {len(parts)} shards do not match what it sealed")
+        results = [self._reduce(group, [mine[i] for mine in parts]) for i, group in enumerate(groups)]
+        return MatchResult.concat(results) if results else MatchResult.empty()
+
+    def _seal(self, until: float) -> Seal | None:
+        if not self._sealing:
+            return None
+        seal = Seal(self._next_seq, until, self.read_through)
+        self._sealed[seal.seq], self._sealing, self._next_seq = self._sealing, [], self._next_seq + 1
+        return seal
+
+    def _match(self, group: MatchGroup, offsets: np.ndarray) -> MatchResult:
+        self._sealing.append(group)
         self._clients.codes(group.client_id)  # the names of the clients matched: queries of this or earlier groups
+        return MatchResult.empty()
+
+    def _reduce(self, group: MatchGroup, parts: Sequence[ShardPart]) -> MatchResult:
+        if any(len(p.duplicate) != len(group) for p in parts):
+            raise ValueError(f"a shard's part of {group.kind} holds another number of queries than the seal")
         row, earlier, total, owner = self._near_pairs(parts, group.threshold)
         return match_result(group, self._matches(group, parts[0].duplicate, row, earlier, total, owner),
-                            self._clients, self.bucket_s)
+                            self._clients, self.settings.bucket_s)
 
     def _near_pairs(self, parts: Sequence[ShardPart], threshold: int) -> tuple[np.ndarray, ...]:
         """Round 1: the pairs of which some shard counts at least ``ceil(threshold / shards)``; round 2: every other
@@ -156,8 +214,8 @@ class _PairKey:
         base = int(earlier.min()) if len(earlier) else 0
         span = int(earlier.max()) - base if len(earlier) else 0
         shift = max(span, 1).bit_length()
-        if shift + max(len(parts[0].group), 1).bit_length() > 63:
-            raise ValueError(f"{len(parts[0].group)} queries over {span} earlier ids do not fit one 64-bit key")
+        if shift + max(len(parts[0].duplicate), 1).bit_length() > 63:
+            raise ValueError(f"{len(parts[0].duplicate)} queries over {span} earlier ids do not fit one 64-bit key")
         return cls(base, shift)
 
     def of_pairs(self, pairs: PairCounts) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""The matcher sharded by hash value: shards that each index some of the hashes, and the two-round reduce, give one
-matcher's verdicts, counter changes, edges and evidence, whatever the shard count, arrival order and batching."""
+"""The matcher sharded by hash value: shards that each index some of the hashes and follow the reduce's seals, and
+the two-round reduce, give one matcher's verdicts, counter changes, edges and evidence, whatever the shard count,
+arrival order, batching, how far each shard has read, and the clock that decides the seals."""
 
 from dataclasses import replace
 
@@ -7,27 +8,35 @@ import numpy as np
 import pytest
 
 from monitor.detect.matcher import MatcherSettings, MatchResult, OrderedMatcher
-from monitor.detect.sharded_matcher import MatchReduce, MatchShard
-from tests.detect.test_matcher import fingerprint, in_batches, queries, run
+from monitor.detect.sharded_matcher import MatchReduce, MatchShard, Seal
+from tests.detect.test_matcher import fingerprint, in_batches, queries
 
 
-def run_sharded(settings: MatcherSettings, shards: int, requests) -> tuple[MatchResult, MatchReduce]:
-    matchers = [MatchShard(settings, shards, s) for s in range(shards)]
-    reduce = MatchReduce(settings.bucket_s)
+def one_matcher(settings: MatcherSettings, requests, clock) -> MatchResult:
+    matcher, parts = OrderedMatcher(settings), []
+    for offset, (request, now) in enumerate(zip(requests, clock, strict=True)):
+        matcher.add(request, now=now, offset=offset)
+        parts.append(matcher.advance(now=now))
+    return MatchResult.concat([*parts, matcher.flush()])
+
+
+def sharded(settings: MatcherSettings, shards: int, requests, clock) -> tuple[MatchResult, MatchReduce]:
+    """The reduce reads each request and decides with the clock; the shards have read every request from the start
+    (no clock of their own) and match only what each seal covers."""
+    reduce, matchers = MatchReduce(settings, shards), [MatchShard(settings, shards, s) for s in range(shards)]
+    for matcher in matchers:
+        for offset, request in enumerate(requests):
+            matcher.add(request, now=0.0, offset=offset)
     results = []
 
-    def reduce_sealed():
-        for sealed in zip(*(m.take_parts() for m in matchers), strict=True):
-            results.append(reduce.reduce(sealed))
+    def follow(seal: Seal | None) -> None:
+        if seal is not None:
+            results.append(reduce.reduce(seal, [matcher.seal(seal) for matcher in matchers]))
 
-    for request in requests:
-        for matcher in matchers:
-            matcher.add(request, now=0.0)
-            assert not len(matcher.advance(now=0.0).verdicts)  # a shard decides nothing alone
-        reduce_sealed()
-    for matcher in matchers:
-        matcher.flush()
-    reduce_sealed()
+    for offset, (request, now) in enumerate(zip(requests, clock, strict=True)):
+        reduce.add(request, now=now, offset=offset)
+        follow(reduce.decide(now=now))
+    follow(reduce.finish())
     return MatchResult.concat(results), reduce
 
 
@@ -41,13 +50,34 @@ def test_shards_and_the_reduce_give_one_matchers_result(shards, seed, cap, gener
     requests += [replace(r, groups=[other_kind.take(np.isin(other_kind.event_id, r.groups[0].event_id))])
                  for r in requests[::4]]
     settings = MatcherSettings(bucket_s=60, grace_s=0, postings_cap=cap, generation_queries=generation)
-    one = run(OrderedMatcher(settings), requests)
-    sharded, reduce = run_sharded(settings, shards, requests)
+    clock = [0.0] * len(requests)
+    one = one_matcher(settings, requests, clock)
+    result, reduce = sharded(settings, shards, requests, clock)
     assert one.verdicts.near.sum() > 100 and one.verdicts.cross.any() and one.verdicts.own.any()
-    assert fingerprint(sharded) == fingerprint(one)
+    assert fingerprint(result) == fingerprint(one)
     assert (reduce.asked > 0) == (shards > 1)  # round 2 asked for the parts a shard did not send
 
 
-def test_a_shard_outside_the_count_is_refused():
+def test_the_seals_come_from_the_reduces_clock_not_the_shards():
+    """Workers that go quiet stop holding the watermark after the idle time by the reduce's clock, and queries that
+    come after their minute was sealed are matched with the next seal: here the clock changes what one matcher
+    decides, and the shards, reading ahead with no clock, follow the reduce's seals to the same result."""
+    group = queries(seed=7)
+    rng = np.random.default_rng(7)
+    order = np.argsort(group.ts + rng.normal(0, 30, len(group)) * (rng.random(len(group)) < 0.3), kind="stable")
+    requests = in_batches(group, order, 23, 3)  # mostly in event-time order, some queries late
+    settings = MatcherSettings(bucket_s=60, grace_s=10, idle_source_s=120)
+    clock = [float(t) for t in np.cumsum(rng.exponential(45.0, len(requests)))]
+    one = one_matcher(settings, requests, clock)
+    assert fingerprint(one) != fingerprint(one_matcher(settings, requests, [0.0] * len(requests)))
+    result, reduce = sharded(settings, 3, requests, clock)
+    assert fingerprint(result) == fingerprint(one) and one.verdicts.near.any()
+    assert not reduce._sealed  # every seal reduced
+
+
+def test_a_shard_refuses_a_seal_past_what_it_has_read_and_a_shard_outside_the_count():
+    shard = MatchShard(MatcherSettings(), 3, 1)
+    with pytest.raises(ValueError, match="has read up to -1"):
+        shard.seal(Seal(0, 120.0, 5))
     with pytest.raises(ValueError, match="not one of 3"):
         MatchShard(MatcherSettings(), 3, 3)
