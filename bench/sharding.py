@@ -59,23 +59,27 @@ def timed_matcher(matcher: OrderedMatcher, requests: list[MatchRequestBatch]) ->
 
 
 def sharded(shards: int, requests: list[MatchRequestBatch]) -> tuple[MatchResult, MatchReduce, list[float]]:
-    """The reduce decides the seals as it reads; each shard then reads every request and follows the seals (timed);
-    the reduce turns every seal's parts into the result."""
+    """The reduce decides the seals as it reads; each shard then reads every request and follows the seals (round 1,
+    timed); the reduce asks every shard for the rest (round 2) and turns the answers into the result."""
     reduce = MatchReduce(MatcherSettings(), shards)
     seals = []
     for offset, request in enumerate(requests):
         reduce.add(request, now=0.0, offset=offset)
         seals.append(reduce.decide(now=0.0))
     seals = [seal for seal in [*seals, reduce.finish()] if seal is not None]
-    parts, seconds = [], []
+    matchers, round_one, seconds = [], [], []
     for s in range(shards):
         shard = MatchShard(MatcherSettings(), shards, s)
         started = time.perf_counter()
         for offset, request in enumerate(requests):
             shard.add(request, now=0.0, offset=offset)
-        parts.append([shard.seal(seal) for seal in seals])
+        round_one.append([shard.seal(seal) for seal in seals])
         seconds.append(time.perf_counter() - started)
-    results = [reduce.reduce(seal, [mine[i] for mine in parts]) for i, seal in enumerate(seals)]
+        matchers.append(shard)
+    results = []
+    for i in range(len(seals)):
+        asks = [ask for mine in round_one for ask in reduce.take_pairs(mine[i])]
+        results += [r for ask in asks if (r := reduce.take_answers(matchers[ask.shard].answer(ask))) is not None]
     return MatchResult.concat(results), reduce, seconds
 
 

@@ -201,9 +201,9 @@ class QueryMatches:
 @dataclass(frozen=True)
 class PairCounts:
     """Behind :class:`QueryMatches`: for each new query, every earlier query it shares a hash with (each hash
-    counted with its ``postings_cap`` latest holders) and how many hashes. Counts are sums over hashes, so an index
-    that holds only some of the hashes counts its part of each pair, and the parts of disjoint sets of hashes add up
-    to the whole (what an index sharded by hash would reduce)."""
+    counted with its ``postings_cap`` latest holders) and how many hashes, in (row, earlier id) order. Counts are
+    sums over hashes, so an index that holds only some of the hashes counts its part of each pair, and the parts of
+    disjoint sets of hashes add up to the whole (what an index sharded by hash reduces)."""
 
     row: np.ndarray  # int64: the new query's row in the input of :meth:`QueryIndex.update_with_pairs`
     earlier: np.ndarray  # int64: the earlier query's id in the index (its place among the queries stored)

@@ -8,8 +8,9 @@ the lower shards empty). For each sealed group it keeps its part of every (query
 its hashes the two share, each hash counted with its ``postings_cap`` latest holders as one index counts it, so the
 parts of the shards add up to one index's count (``tests/detect/test_fingerprint.py``). A query is a near-duplicate
 of an earlier one where the sum reaches the threshold ``T``, so some shard's part reaches ``ceil(T / S)``:
-:class:`MatchReduce` takes those pairs from every shard (round 1), the other shards' parts of each (round 2, asked
-of each shard's kept parts), and decides as one index does, down to which other client a query is said to match.
+:class:`MatchReduce` takes those pairs from every shard (round 1), asks the other shards for their parts of each
+(round 2: each shard keeps a seal's parts until it has answered), and decides as one index does, down to which other
+client a query is said to match. The messages are :mod:`monitor.contracts.match_shards`.
 Measured on the realistic records (``bench/sharding.py``): 120-300 bytes a query over both rounds with 2-4 shards.
 
 Every shard must seal the same queries, since a query's id in a shard's index is its place in matching order, and
@@ -18,8 +19,8 @@ grace period is matched with the next sealed minute). So the reduce decides each
 and the match-requests offset up to which it has read) and the shards follow the seals in order, with no clock of
 their own: a shard that has read further waits with the rest.
 
-Pure. The daemons do not run it yet (docs/scaling.md, issue 17): a shard role, a reduce role, and the seals, the
-pairs and the asks between them over Kafka are the next step.
+Pure. The daemons do not run it yet (docs/scaling.md, issue 17): a shard role and a reduce role passing these
+messages over Kafka are the next step.
 
 >>> import numpy as np
 >>> from monitor.contracts.match_requests import MatchGroup, MatchRequestBatch
@@ -39,7 +40,9 @@ pairs and the asks between them over Kafka are the next step.
 ...     matcher.add(request, now=0.0, offset=0)
 >>> seal = reduce.decide(now=0.0); seal
 Seal(seq=0, until=120.0, through=0)
->>> reduce.reduce(seal, [shard.seal(seal) for shard in shards]).verdicts.matched_client.tolist()
+>>> asks = [a for shard in shards for a in reduce.take_pairs(shard.seal(seal))]   # round 1
+>>> [result] = [r for a in asks if (r := reduce.take_answers(shards[a.shard].answer(a))) is not None]  # round 2
+>>> result.verdicts.matched_client.tolist()
 ['', 'key0', 'key0', 'key0']
 >>> one = OrderedMatcher(settings); one.add(request, now=0.0, offset=0)
 >>> one.advance(now=0.0).verdicts.matched_client.tolist()
@@ -48,56 +51,56 @@ Seal(seq=0, until=120.0, through=0)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from monitor.contracts.match_requests import MatchGroup, MatchRequestBatch
-from monitor.detect.fingerprint import PairCounts, QueryMatches
+from monitor.contracts.match_shards import KindPairs, PairAnswers, PairAsks, Seal, ShardPairs
+from monitor.detect.fingerprint import QueryMatches
 from monitor.detect.matcher import MatcherSettings, MatchResult, OrderedMatcher, match_result
 
-
-@dataclass(frozen=True)
-class Seal:
-    """Match every waiting query of an event time before ``until`` that came at or before the match-requests offset
-    ``through``: one decision of the reduce, which every shard follows in ``seq`` order."""
-
-    seq: int
-    until: float
-    through: int
+__all__ = ["MatchReduce", "MatchShard", "Seal"]
 
 
-@dataclass(frozen=True)
-class ShardPart:
-    """One shard's part of one group of a seal (one input kind): which queries were exact repeats, and the shard's
-    part of each pair (with the earlier query's client)."""
-
-    kind: str
-    duplicate: np.ndarray  # bool, per query of the group, in matching order
-    pairs: PairCounts
+def least_part(threshold: int, shards: int) -> int:
+    """The count some shard's part of a pair reaches where the parts of ``shards`` shards sum to ``threshold``."""
+    return -(-threshold // shards)
 
 
 class MatchShard(OrderedMatcher):
     """An :class:`OrderedMatcher` that indexes only the hashes ``h % shards == shard``, seals only as the reduce
-    decides (:meth:`seal`), and gives the pair parts of what it sealed instead of verdicts."""
+    decides (:meth:`seal`: round 1), keeps each seal's pair parts and answers the reduce's asks (:meth:`answer`)."""
 
     def __init__(self, settings: MatcherSettings, shards: int, shard: int) -> None:
         if not 0 <= shard < shards:
             raise ValueError(f"shard {shard} is not one of {shards}")
         super().__init__(settings)
         self.shards, self.shard = shards, shard
-        self._parts: list[ShardPart] = []
+        self._sealing: list[tuple[KindPairs, int]] = []  # every pair of each kind sealed, and its threshold
+        self._kept: dict[int, dict[str, KindPairs]] = {}  # seal -> kind -> every pair, until asked
 
-    def seal(self, seal: Seal) -> list[ShardPart]:
-        """Match what ``seal`` covers; its parts, one per input kind in name order."""
+    def seal(self, seal: Seal) -> ShardPairs:
+        """Match what ``seal`` covers; round 1: the pairs of which this shard counts enough to matter alone."""
         if self.read_through < seal.through:
             raise ValueError(f"seal {seal.seq} covers match-requests up to {seal.through}; this shard has read up "
                              f"to {self.read_through}")
         self.sealed_until = max(self.sealed_until, seal.until)
         self._match_before(seal.until, seal.through)
-        parts, self._parts = self._parts, []
-        return parts
+        sealed, self._sealing = self._sealing, []
+        self._kept[seal.seq] = {pairs.kind: pairs for pairs, _ in sealed}
+        return ShardPairs(seal.seq, self.shard, [_taken(pairs, pairs.count >= least_part(threshold, self.shards))
+                                                 for pairs, threshold in sealed])
+
+    def answer(self, asks: PairAsks) -> PairAnswers:
+        """This shard's count of each asked pair (0: it has none); the seal's parts are forgotten."""
+        kept = self._kept.pop(asks.seq)
+        counts = []
+        for kind, row, earlier in asks.kinds:
+            mine = kept[kind]
+            at, known = _positions(_keys(mine.row, mine.earlier), _keys(row, earlier))
+            counts.append((kind, np.where(known, mine.count[at] if len(mine.count) else 0, 0).astype(np.int32)))
+        return PairAnswers(asks.seq, self.shard, counts)
 
     def _match(self, group: MatchGroup, offsets: np.ndarray) -> MatchResult:
         index = self._index_for(group)
@@ -106,23 +109,44 @@ class MatchShard(OrderedMatcher):
         matches, pairs = index.update_with_pairs(mine, group.exact, now=group.ts,
                                                  clients=self._clients.codes(group.client_id))
         self._note_generations(group, offsets, index.generation_openings, before)
-        self._parts.append(ShardPart(group.kind, matches.duplicate, pairs))
+        self._sealing.append((KindPairs(group.kind, matches.duplicate, pairs.row, pairs.earlier, pairs.count,
+                                        pairs.owner), group.threshold))  # in key order: asks are binary searches
         return MatchResult.empty()
+
+
+@dataclass
+class _Candidates:
+    """One kind of a seal between the rounds: the candidate pairs (sorted keys), their counts so far, the earlier
+    queries' clients, and which candidates each shard is asked for."""
+
+    group: MatchGroup
+    duplicate: np.ndarray
+    keys: np.ndarray
+    totals: np.ndarray
+    owners: np.ndarray
+    asked: dict[int, np.ndarray]  # shard -> positions in ``keys``
 
 
 class MatchReduce(OrderedMatcher):
     """Decides the seals with its clock as one matcher would (:meth:`decide`, :meth:`finish`), keeps what each covers
-    (the queries without their hashes), and turns every shard's parts of a seal into one matcher's result
-    (:meth:`reduce`)."""
+    (the queries without their hashes), asks each shard for what round 1 left out (:meth:`take_pairs`) and turns the
+    answers into one matcher's result (:meth:`take_answers`)."""
 
     def __init__(self, settings: MatcherSettings, shards: int) -> None:
         super().__init__(settings)
         self.shards = shards
         self._sealing: list[MatchGroup] = []
-        self._sealed: dict[int, list[MatchGroup]] = {}
+        self._sealed: dict[int, list[MatchGroup]] = {}  # seal -> its groups, until every shard's round 1 is in
+        self._round_one: dict[int, dict[int, ShardPairs]] = {}
+        self._round_two: dict[int, tuple[list[_Candidates], set[int]]] = {}  # seal -> kinds, shards yet to answer
         self._next_seq = 0
         self.sent = 0  # pairs the shards sent in round 1, so far
-        self.asked = 0  # pair parts round 2 asked of them, so far
+        self.asked = 0  # pairs round 2 asked them for, so far
+
+    @property
+    def open_seals(self) -> int:
+        """Seals decided and not yet reduced."""
+        return len(self._sealed) + len(self._round_two)
 
     def add(self, request: MatchRequestBatch, now: float, offset: int = -1) -> None:
         super().add(replace(request, groups=[replace(g, hashes=g.hashes[:, :0]) for g in request.groups]), now, offset)
@@ -137,12 +161,33 @@ class MatchReduce(OrderedMatcher):
         self.flush()
         return self._seal(float("inf"))
 
-    def reduce(self, seal: Seal, parts: Sequence[Sequence[ShardPart]]) -> MatchResult:
-        """One matcher's result for ``seal`` from every shard's parts of it (in shard order)."""
-        groups = self._sealed.pop(seal.seq)
-        if len(parts) != self.shards or any([p.kind for p in mine] != [g.kind for g in groups] for mine in parts):
-            raise ValueError(f"seal {seal.seq}: the parts of {len(parts)} shards do not match what it sealed")
-        results = [self._reduce(group, [mine[i] for mine in parts]) for i, group in enumerate(groups)]
+    def take_pairs(self, pairs: ShardPairs) -> list[PairAsks]:
+        """A shard's round 1. Once every shard's is in: round 2, one ask to each shard (empty ones too: a shard
+        forgets a seal's parts when it answers)."""
+        received = self._round_one.setdefault(pairs.seq, {})
+        received[pairs.shard] = pairs
+        if len(received) < self.shards:
+            return []
+        del self._round_one[pairs.seq]
+        groups = self._sealed.pop(pairs.seq)
+        kinds = [self._candidates(group, [received[s].kinds[i] for s in range(self.shards)])
+                 for i, group in enumerate(groups)]
+        self._round_two[pairs.seq] = (kinds, set(range(self.shards)))
+        return [PairAsks(pairs.seq, s, [(c.group.kind, *_split(c.keys[c.asked[s]])) for c in kinds])
+                for s in range(self.shards)]
+
+    def take_answers(self, answers: PairAnswers) -> MatchResult | None:
+        """A shard's round 2; once every shard has answered, one matcher's result for the seal."""
+        kinds, waiting = self._round_two[answers.seq]
+        for candidates, (kind, counts) in zip(kinds, answers.kinds, strict=True):
+            if kind != candidates.group.kind or len(counts) != len(candidates.asked[answers.shard]):
+                raise ValueError(f"seal {answers.seq}: shard {answers.shard} answered other pairs than it was asked")
+            np.add.at(candidates.totals, candidates.asked[answers.shard], counts)
+        waiting.discard(answers.shard)
+        if waiting:
+            return None
+        del self._round_two[answers.seq]
+        results = [self._result(c) for c in kinds]
         return MatchResult.concat(results) if results else MatchResult.empty()
 
     def _seal(self, until: float) -> Seal | None:
@@ -157,31 +202,28 @@ class MatchReduce(OrderedMatcher):
         self._clients.codes(group.client_id)  # the names of the clients matched: queries of this or earlier groups
         return MatchResult.empty()
 
-    def _reduce(self, group: MatchGroup, parts: Sequence[ShardPart]) -> MatchResult:
-        if any(len(p.duplicate) != len(group) for p in parts):
-            raise ValueError(f"a shard's part of {group.kind} holds another number of queries than the seal")
-        row, earlier, total, owner = self._near_pairs(parts, group.threshold)
-        return match_result(group, self._matches(group, parts[0].duplicate, row, earlier, total, owner),
-                            self._clients, self.settings.bucket_s)
-
-    def _near_pairs(self, parts: Sequence[ShardPart], threshold: int) -> tuple[np.ndarray, ...]:
-        """Round 1: the pairs of which some shard counts at least ``ceil(threshold / shards)``; round 2: every other
-        shard's part of those. The pairs whose parts reach ``threshold``: (row, earlier id, count, earlier's client)."""
-        least = -(-threshold // len(parts))
-        keys = _PairKey.of(parts)
-        sent = [keys.of_pairs(p.pairs)[p.pairs.count >= least] for p in parts]
-        candidates = np.unique(np.concatenate(sent))
-        totals = np.zeros(len(candidates), np.int64)
-        owners = np.zeros(len(candidates), np.uint64)
-        for part, mine in zip(parts, sent, strict=True):
-            self.asked += int((~np.isin(candidates, mine)).sum())
-            at, known = _positions(candidates, keys.of_pairs(part.pairs))
-            np.add.at(totals, at[known], part.pairs.count[known])
-            owners[at[known]] = part.pairs.owner[known]
+    def _candidates(self, group: MatchGroup, parts: list[KindPairs]) -> _Candidates:
+        """Round 1 of one kind: every pair some shard sent, with the sum of what was sent."""
+        if any(p.kind != group.kind or len(p.duplicate) != len(group) for p in parts):
+            raise ValueError(f"the shards' round 1 of {group.kind} does not match what the seal covered")
+        sent = [_keys(p.row, p.earlier) for p in parts]
+        keys = np.unique(np.concatenate(sent))
+        totals, owners = np.zeros(len(keys), np.int64), np.zeros(len(keys), np.uint64)
+        asked = {}
+        for shard, (part, mine) in enumerate(zip(parts, sent, strict=True)):
+            at = np.searchsorted(keys, mine)
+            np.add.at(totals, at, part.count)
+            owners[at] = part.owner
+            asked[shard] = np.flatnonzero(~np.isin(keys, mine))
+            self.asked += len(asked[shard])
         self.sent += sum(map(len, sent))
-        near = totals >= threshold
-        row, earlier = keys.split(candidates[near])
-        return row, earlier, totals[near].astype(np.int32), owners[near]
+        return _Candidates(group, parts[0].duplicate, keys, totals, owners, asked)
+
+    def _result(self, c: _Candidates) -> MatchResult:
+        near = c.totals >= c.group.threshold
+        row, earlier = _split(c.keys[near])
+        matches = self._matches(c.group, c.duplicate, row, earlier, c.totals[near].astype(np.int32), c.owners[near])
+        return match_result(c.group, matches, self._clients, self.settings.bucket_s)
 
     def _matches(self, group: MatchGroup, duplicate: np.ndarray, row: np.ndarray, earlier: np.ndarray,
                  total: np.ndarray, owner: np.ndarray) -> QueryMatches:
@@ -201,28 +243,26 @@ class MatchReduce(OrderedMatcher):
         return QueryMatches(score, own, cross, matched, duplicate, group.exact, group.threshold)
 
 
-@dataclass(frozen=True)
-class _PairKey:
-    """(row, earlier id) as one int64: the row above the bits of the earlier id counted from the lowest of the group."""
+#: Bits of an earlier query's id in a pair key (ids count the queries an index stored: 2**40 is a trillion).
+_ID_BITS = 40
 
-    base: int
-    shift: int
 
-    @classmethod
-    def of(cls, parts: Sequence[ShardPart]) -> _PairKey:
-        earlier = np.concatenate([p.pairs.earlier for p in parts])
-        base = int(earlier.min()) if len(earlier) else 0
-        span = int(earlier.max()) - base if len(earlier) else 0
-        shift = max(span, 1).bit_length()
-        if shift + max(len(parts[0].duplicate), 1).bit_length() > 63:
-            raise ValueError(f"{len(parts[0].duplicate)} queries over {span} earlier ids do not fit one 64-bit key")
-        return cls(base, shift)
+def _keys(row: np.ndarray, earlier: np.ndarray) -> np.ndarray:
+    """(query row, earlier id) pairs as one sortable int64 each."""
+    row, earlier = np.asarray(row, np.int64), np.asarray(earlier, np.int64)
+    if len(row) and (row.max() >= 1 << (63 - _ID_BITS) or earlier.max() >= 1 << _ID_BITS):
+        raise ValueError(f"a seal of {row.max() + 1} queries over {earlier.max() + 1} stored queries does not fit "
+                         "the pair keys")
+    return (row << _ID_BITS) | earlier
 
-    def of_pairs(self, pairs: PairCounts) -> np.ndarray:
-        return (pairs.row.astype(np.int64) << self.shift) | (pairs.earlier.astype(np.int64) - self.base)
 
-    def split(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return keys >> self.shift, (keys & ((1 << self.shift) - 1)) + self.base
+def _split(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return keys >> _ID_BITS, keys & ((1 << _ID_BITS) - 1)
+
+
+def _taken(pairs: KindPairs, rows: np.ndarray) -> KindPairs:
+    return KindPairs(pairs.kind, pairs.duplicate, pairs.row[rows], pairs.earlier[rows], pairs.count[rows],
+                     pairs.owner[rows])
 
 
 def _positions(ordered: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -108,6 +108,8 @@ def test_pair_counts_of_disjoint_hash_sets_add_up_to_the_whole_index(shards, bat
         for key, count in pair_totals(part).items():
             summed[key] = summed.get(key, 0) + count
     assert summed == pair_totals(whole)
+    for pairs in (whole, *parts):  # in (row, earlier id) order, each pair once
+        assert (np.diff(pairs.row) >= 0).all() and (np.diff(pairs.earlier)[np.diff(pairs.row) == 0] > 0).all()
     score = np.concatenate([m.score for m in matches])
     best = np.zeros(len(rows), np.int64)
     np.maximum.at(best, whole.row, whole.count)
