@@ -1,7 +1,9 @@
 """The matcher sharded by hash value: shards that each index some of the hashes and follow the reduce's seals, and
 the two-round reduce, give one matcher's verdicts, counter changes, edges and evidence, whatever the shard count,
-arrival order, batching, how far each shard has read, and the clock that decides the seals."""
+arrival order, batching, how far each shard has read, the clock that decides the seals, and a restart of any of
+them (pickled state) between the rounds."""
 
+import pickle
 from dataclasses import replace
 
 import numpy as np
@@ -82,6 +84,25 @@ def test_the_seals_come_from_the_reduces_clock_not_the_shards():
     assert fingerprint(one) != fingerprint(one_matcher(settings, requests, [0.0] * len(requests)))
     result, reduce = sharded(settings, 3, requests, clock)
     assert fingerprint(result) == fingerprint(one) and one.verdicts.near.any()
+
+
+def test_every_role_pickled_between_the_rounds_goes_on_as_the_original():
+    group = queries(seed=3)
+    requests = in_batches(group, np.random.default_rng(3).permutation(len(group)), 41, 2)
+    settings = MatcherSettings(bucket_s=60, grace_s=0)
+    one = one_matcher(settings, requests, [0.0] * len(requests))
+    reduce, shards = MatchReduce(settings, 2), [MatchShard(settings, 2, s) for s in range(2)]
+    results = []
+    for offset, request in enumerate(requests):
+        for matcher in (reduce, *shards):
+            matcher.add(request, now=0.0, offset=offset)
+        seal = reduce.decide(now=0.0) if offset < len(requests) - 1 else reduce.finish()
+        if seal is None:
+            continue
+        asks = [a for shard in shards for a in reduce.take_pairs(shard.seal(seal))]
+        reduce, shards = pickle.loads(pickle.dumps((reduce, shards)))  # restarted between the rounds
+        results += [r for a in asks if (r := reduce.take_answers(shards[a.shard].answer(a))) is not None]
+    assert fingerprint(MatchResult.concat(results)) == fingerprint(one)
 
 
 def test_a_shard_refuses_a_seal_past_what_it_has_read_and_a_shard_outside_the_count():
