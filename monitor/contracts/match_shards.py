@@ -1,7 +1,8 @@
 """The messages between the reduce and the shards of a matcher sharded by hash (:mod:`monitor.detect.sharded_matcher`).
 
 - :class:`Seal` (reduce -> every shard): match the waiting queries of event times before ``until`` that came at or
-  before the match-requests offset ``through``; ``seq`` numbers the seals, which every shard follows in order.
+  before the match-requests offset ``through``, at most ``limit`` of them (the first in matching order); ``seq``
+  numbers the seals, which every shard follows in order.
 - :class:`ShardPairs` (shard -> reduce, round 1): per input kind of a seal, which of its queries were exact repeats,
   and the (query, earlier query) pairs of which the shard counts at least ``ceil(threshold / shards)`` hashes, with
   the count and the earlier query's client.
@@ -17,8 +18,8 @@ which every shard numbers alike. Binary: a JSON header, then the arrays (framing
 >>> back = ShardPairs.decode(ShardPairs(3, 1, [pairs]).encode())
 >>> back.seq, back.shard, back.kinds[0].duplicate.tolist(), back.kinds[0].count.tolist()
 (3, 1, [False, True], [9])
->>> Seal.decode(Seal(4, float("inf"), 17).encode())
-Seal(seq=4, until=inf, through=17)
+>>> Seal.decode(Seal(4, float("inf"), 17, 50_000).encode())
+Seal(seq=4, until=inf, through=17, limit=50000)
 """
 
 from __future__ import annotations
@@ -36,16 +37,18 @@ VERSION = 1
 
 @dataclass(frozen=True)
 class Seal:
-    """Match every waiting query of an event time before ``until`` that came at or before the match-requests offset
-    ``through``: one decision of the reduce, which every shard follows in ``seq`` order."""
+    """Match the waiting queries of event times before ``until`` that came at or before the match-requests offset
+    ``through``, at most ``limit`` of them (None: all): one decision of the reduce, which every shard follows in
+    ``seq`` order."""
 
     seq: int
     until: float
     through: int
+    limit: int | None = None
 
     def encode(self) -> bytes:
         return framed({"v": VERSION, "seq": self.seq, "until": self.until if math.isfinite(self.until) else None,
-                       "through": self.through}, [])
+                       "through": self.through, "limit": self.limit}, [])
 
     @classmethod
     def decode(cls, data: bytes) -> Seal:
@@ -53,7 +56,10 @@ class Seal:
             frame = FrameReader(data, "match seal", VERSION)
             frame.end()
             h = frame.header
-            return cls(int(h["seq"]), math.inf if h["until"] is None else float(h["until"]), int(h["through"]))
+            limit = None if h["limit"] is None else int(h["limit"])
+            if limit is not None and limit < 1:
+                raise WireError(f"match seal {h['seq']} limits a seal to {limit} queries")
+            return cls(int(h["seq"]), math.inf if h["until"] is None else float(h["until"]), int(h["through"]), limit)
 
 
 @dataclass(frozen=True)

@@ -238,23 +238,33 @@ class OrderedMatcher:
 
     def advance(self, now: float) -> MatchResult:
         """Match every bucket the watermark closed (ended ``grace_s`` before it), oldest first."""
+        return self._match_before(self.closed_until(now))
+
+    def closed_until(self, now: float) -> float:
+        """Where the buckets the watermark closed end (it never goes back): what :meth:`advance` matches before."""
         s = self.settings
         closed = np.floor((self.watermark(now) - s.grace_s) / s.bucket_s) * s.bucket_s
         if np.isfinite(closed):
             self.sealed_until = max(self.sealed_until, float(closed))
-        return self._match_before(self.sealed_until)
+        return self.sealed_until
 
     def flush(self) -> MatchResult:
         """End of input: match everything still waiting."""
         return self._match_before(float("inf"))
 
-    def _match_before(self, until: float, through: int | None = None) -> MatchResult:
+    def _match_before(self, until: float, through: int | None = None, limit: int | None = None) -> MatchResult:
         """Match the waiting queries of event times before ``until`` (and that came at or before the offset
-        ``through``, where given), kind by kind in name order, each kind's in event-time order."""
+        ``through``, where given), kind by kind in name order, each kind's in event-time order; at most ``limit`` of
+        them, the first in that order (the others wait: the index's verdicts do not depend on how it is fed)."""
         results = []
+        left = limit
         for kind in sorted(self._pending):
             group, offsets = self._waiting(kind)
             due = (group.ts < until) & (offsets <= through if through is not None else True)
+            if left is not None:
+                rows = np.flatnonzero(due)
+                due[rows[_event_time_order(group.take(rows))[left:]]] = False
+                left -= int(due.sum())
             self._pending[kind] = [(group.take(~due), offsets[~due])] if not due.all() else []
             if due.any():
                 closed = group.take(due)

@@ -39,7 +39,7 @@ messages over Kafka are the next step.
 >>> for matcher in (reduce, *shards):
 ...     matcher.add(request, now=0.0, offset=0)
 >>> seal = reduce.decide(now=0.0); seal
-Seal(seq=0, until=120.0, through=0)
+Seal(seq=0, until=120.0, through=0, limit=None)
 >>> asks = [a for shard in shards for a in reduce.take_pairs(shard.seal(seal))]   # round 1
 >>> [result] = [r for a in asks if (r := reduce.take_answers(shards[a.shard].answer(a))) is not None]  # round 2
 >>> result.verdicts.matched_client.tolist()
@@ -86,7 +86,7 @@ class MatchShard(OrderedMatcher):
             raise ValueError(f"seal {seal.seq} covers match-requests up to {seal.through}; this shard has read up "
                              f"to {self.read_through}")
         self.sealed_until = max(self.sealed_until, seal.until)
-        self._match_before(seal.until, seal.through)
+        self._match_before(seal.until, seal.through, seal.limit)
         sealed, self._sealing = self._sealing, []
         self._kept[seal.seq] = {pairs.kind: pairs for pairs, _ in sealed}
         return ShardPairs(seal.seq, self.shard, [_taken(pairs, pairs.count >= least_part(threshold, self.shards))
@@ -132,9 +132,10 @@ class MatchReduce(OrderedMatcher):
     (the queries without their hashes), asks each shard for what round 1 left out (:meth:`take_pairs`) and turns the
     answers into one matcher's result (:meth:`take_answers`)."""
 
-    def __init__(self, settings: MatcherSettings, shards: int) -> None:
+    def __init__(self, settings: MatcherSettings, shards: int, seal_limit: int | None = None) -> None:
         super().__init__(settings)
         self.shards = shards
+        self.seal_limit = seal_limit  # the most queries one seal covers (None: all that are due)
         self._sealing: list[MatchGroup] = []
         self._sealed: dict[int, list[MatchGroup]] = {}  # seal -> its groups, until every shard's round 1 is in
         self._round_one: dict[int, dict[int, ShardPairs]] = {}
@@ -142,6 +143,11 @@ class MatchReduce(OrderedMatcher):
         self._next_seq = 0
         self.sent = 0  # pairs the shards sent in round 1, so far
         self.asked = 0  # pairs round 2 asked them for, so far
+
+    @property
+    def seals(self) -> int:
+        """Seals decided so far."""
+        return self._next_seq
 
     @property
     def open_seals(self) -> int:
@@ -152,13 +158,13 @@ class MatchReduce(OrderedMatcher):
         super().add(replace(request, groups=[replace(g, hashes=g.hashes[:, :0]) for g in request.groups]), now, offset)
 
     def decide(self, now: float) -> Seal | None:
-        """The next seal, where the watermark closed a bucket that holds waiting queries (None: nothing to match)."""
-        self.advance(now)
-        return self._seal(self.sealed_until)
+        """The next seal, where the watermark closed a bucket that holds waiting queries (None: nothing to match).
+        With ``seal_limit``, call again until None: each seal covers at most that many queries, so that what a
+        shard keeps between the rounds stays bounded however busy a minute was."""
+        return self._seal(self.closed_until(now))
 
     def finish(self) -> Seal | None:
-        """End of input: a seal of everything waiting."""
-        self.flush()
+        """End of input: the next seal of what is still waiting (call again until None)."""
         return self._seal(float("inf"))
 
     def take_pairs(self, pairs: ShardPairs) -> list[PairAsks]:
@@ -191,9 +197,10 @@ class MatchReduce(OrderedMatcher):
         return MatchResult.concat(results) if results else MatchResult.empty()
 
     def _seal(self, until: float) -> Seal | None:
+        self._match_before(until, limit=self.seal_limit)
         if not self._sealing:
             return None
-        seal = Seal(self._next_seq, until, self.read_through)
+        seal = Seal(self._next_seq, until, self.read_through, self.seal_limit)
         self._sealed[seal.seq], self._sealing, self._next_seq = self._sealing, [], self._next_seq + 1
         return seal
 
