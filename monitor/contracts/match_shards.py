@@ -25,6 +25,7 @@ Seal(seq=4, until=inf, through=17, limit=50000)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,19 +116,12 @@ class PairAsks:
     kinds: list[tuple[str, np.ndarray, np.ndarray]]
 
     def encode(self) -> bytes:
-        header = {"v": VERSION, "seq": self.seq, "shard": self.shard,
-                  "kinds": [{"kind": kind, "pairs": len(row)} for kind, row, _ in self.kinds]}
-        return framed(header, [np.asarray(column, "<i8").tobytes()
-                               for _, row, earlier in self.kinds for column in (row, earlier)])
+        return _encode_columns(self.seq, self.shard, self.kinds, ("<i8", "<i8"))
 
     @classmethod
     def decode(cls, data: bytes) -> PairAsks:
-        with refusing("match asks"):
-            frame = FrameReader(data, "match asks", VERSION)
-            kinds = [(str(k["kind"]), frame.array("<i8", int(k["pairs"])).astype(np.int64),
-                      frame.array("<i8", int(k["pairs"])).astype(np.int64)) for k in frame.header["kinds"]]
-            frame.end()
-            return cls(int(frame.header["seq"]), int(frame.header["shard"]), kinds)
+        seq, shard, kinds = _decode_columns(data, "match asks", ("<i8", "<i8"))
+        return cls(seq, shard, [(kind, row.astype(np.int64), earlier.astype(np.int64)) for kind, row, earlier in kinds])
 
 
 @dataclass(frozen=True)
@@ -139,17 +133,27 @@ class PairAnswers:
     kinds: list[tuple[str, np.ndarray]]
 
     def encode(self) -> bytes:
-        header = {"v": VERSION, "seq": self.seq, "shard": self.shard,
-                  "kinds": [{"kind": kind, "pairs": len(count)} for kind, count in self.kinds]}
-        return framed(header, [np.asarray(count, "<i4").tobytes() for _, count in self.kinds])
+        return _encode_columns(self.seq, self.shard, self.kinds, ("<i4",))
 
     @classmethod
     def decode(cls, data: bytes) -> PairAnswers:
-        with refusing("match answers"):
-            frame = FrameReader(data, "match answers", VERSION)
-            kinds = [(str(k["kind"]), frame.array("<i4", int(k["pairs"])).astype(np.int32))
-                     for k in frame.header["kinds"]]
-            frame.end()
-            if any((count < 0).any() for _, count in kinds):
-                raise WireError("match answers hold a negative count")
-            return cls(int(frame.header["seq"]), int(frame.header["shard"]), kinds)
+        seq, shard, kinds = _decode_columns(data, "match answers", ("<i4",))
+        if any((count < 0).any() for _, count in kinds):
+            raise WireError("match answers hold a negative count")
+        return cls(seq, shard, [(kind, count.astype(np.int32)) for kind, count in kinds])
+
+
+def _encode_columns(seq: int, shard: int, kinds: Sequence[tuple], dtypes: tuple[str, ...]) -> bytes:
+    """A seal's per-kind columns of equal length (``kinds``: the kind's name, then one array per dtype)."""
+    header = {"v": VERSION, "seq": seq, "shard": shard, "kinds": [{"kind": k[0], "pairs": len(k[1])} for k in kinds]}
+    return framed(header, [np.asarray(column, dtype).tobytes() for k in kinds
+                           for column, dtype in zip(k[1:], dtypes, strict=True)])
+
+
+def _decode_columns(data: bytes, name: str, dtypes: tuple[str, ...]) -> tuple[int, int, list[tuple]]:
+    with refusing(name):
+        frame = FrameReader(data, name, VERSION)
+        kinds = [(str(k["kind"]), *(frame.array(dtype, int(k["pairs"])) for dtype in dtypes))
+                 for k in frame.header["kinds"]]
+        frame.end()
+        return int(frame.header["seq"]), int(frame.header["shard"]), kinds
