@@ -94,7 +94,10 @@ class MatchShard(OrderedMatcher):
 
     def answer(self, asks: PairAsks) -> PairAnswers:
         """This shard's count of each asked pair (0: it has none); the seal's parts are forgotten."""
-        kept = self._kept.pop(asks.seq)
+        kept = self._kept.pop(asks.seq, None)
+        if kept is None:
+            raise ValueError(f"shard {self.shard} holds no parts of seal {asks.seq}: it answered it, or never "
+                             "sealed it")
         counts = []
         for kind, row, earlier in asks.kinds:
             mine = kept[kind]
@@ -169,13 +172,17 @@ class MatchReduce(OrderedMatcher):
 
     def take_pairs(self, pairs: ShardPairs) -> list[PairAsks]:
         """A shard's round 1. Once every shard's is in: round 2, one ask to each shard (empty ones too: a shard
-        forgets a seal's parts when it answers)."""
+        forgets a seal's parts when it answers). A round 1 taken before is ignored."""
+        if pairs.seq not in self._sealed:
+            return []
         received = self._round_one.setdefault(pairs.seq, {})
         received[pairs.shard] = pairs
         if len(received) < self.shards:
             return []
         del self._round_one[pairs.seq]
         groups = self._sealed.pop(pairs.seq)
+        if any(len(received[s].kinds) != len(groups) for s in range(self.shards)):
+            raise ValueError(f"seal {pairs.seq}: a shard's round 1 holds other kinds than the seal covered")
         kinds = [self._candidates(group, [received[s].kinds[i] for s in range(self.shards)])
                  for i, group in enumerate(groups)]
         self._round_two[pairs.seq] = (kinds, set(range(self.shards)))
@@ -183,8 +190,11 @@ class MatchReduce(OrderedMatcher):
                 for s in range(self.shards)]
 
     def take_answers(self, answers: PairAnswers) -> MatchResult | None:
-        """A shard's round 2; once every shard has answered, one matcher's result for the seal."""
-        kinds, waiting = self._round_two[answers.seq]
+        """A shard's round 2; once every shard has answered, one matcher's result for the seal. An answer taken before
+        is ignored."""
+        kinds, waiting = self._round_two.get(answers.seq, ([], set()))
+        if answers.shard not in waiting:
+            return None
         for candidates, (kind, counts) in zip(kinds, answers.kinds, strict=True):
             if kind != candidates.group.kind or len(counts) != len(candidates.asked[answers.shard]):
                 raise ValueError(f"seal {answers.seq}: shard {answers.shard} answered other pairs than it was asked")

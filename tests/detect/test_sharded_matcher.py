@@ -50,7 +50,11 @@ def sharded(settings: MatcherSettings, shards: int, requests, clock,
         seal = Seal.decode(seal.encode())
         round_one = [ShardPairs.decode(m.seal(seal).encode()) for m in matchers]
         asks = [PairAsks.decode(a.encode()) for pairs in rng.permutation(round_one) for a in reduce.take_pairs(pairs)]
+        assert not reduce.take_pairs(round_one[0])  # delivered again: ignored
         answers = [PairAnswers.decode(matchers[a.shard].answer(a).encode()) for a in asks]
+        with pytest.raises(ValueError, match="holds no parts of seal"):
+            matchers[asks[0].shard].answer(asks[0])  # asked again: it has forgotten the seal
+        answers += answers[:1]  # the first answer delivered twice: counted once
         done = [r for a in rng.permutation(answers) if (r := reduce.take_answers(a)) is not None]
         assert len(done) == 1
         results.extend(done)
