@@ -10,7 +10,8 @@ where the sum reaches the threshold ``T``, so some shard's part reaches ``ceil(T
 round 2 asks the other shards for their part of each. This script lets the reduce decide the seals over the
 realistic records' match-requests, has each shard in turn read them and follow the seals (timed), reduces every
 seal, checks the result against one matcher's (every verdict, counter change, match edge and piece of evidence),
-and prints per shard count how many pairs each round moves and the slowest shard's time beside one matcher's.
+and prints per shard count how many pairs each round moves, the slowest shard's time beside one matcher's
+and the reduce's.
 The daemons do not run it yet (issue 17).
 """
 
@@ -59,10 +60,12 @@ def timed_matcher(matcher: OrderedMatcher, requests: list[MatchRequestBatch]) ->
 
 
 def sharded(shards: int, requests: list[MatchRequestBatch],
-            seal_limit: int | None) -> tuple[MatchResult, MatchReduce, list[float]]:
-    """The reduce decides the seals as it reads; each shard then reads every request and follows the seals (round 1,
-    timed); the reduce asks every shard for the rest (round 2) and turns the answers into the result."""
+            seal_limit: int | None) -> tuple[MatchResult, MatchReduce, list[float], float]:
+    """The reduce decides the seals as it reads; each shard then reads every request and follows the seals (round 1);
+    the reduce asks every shard for the rest (round 2) and turns the answers into the result. Each role timed: the
+    shards' seconds, the reduce's."""
     reduce = MatchReduce(MatcherSettings(), shards, seal_limit)
+    started = time.perf_counter()
     seals = []
     for offset, request in enumerate(requests):
         reduce.add(request, now=0.0, offset=offset)
@@ -70,6 +73,7 @@ def sharded(shards: int, requests: list[MatchRequestBatch],
             seals.append(seal)
     while (seal := reduce.finish()) is not None:
         seals.append(seal)
+    reduce_s = time.perf_counter() - started
     matchers, round_one, seconds = [], [], []
     for s in range(shards):
         shard = MatchShard(MatcherSettings(), shards, s)
@@ -81,9 +85,17 @@ def sharded(shards: int, requests: list[MatchRequestBatch],
         matchers.append(shard)
     results = []
     for i in range(len(seals)):
+        started = time.perf_counter()
         asks = [ask for mine in round_one for ask in reduce.take_pairs(mine[i])]
-        results += [r for ask in asks if (r := reduce.take_answers(matchers[ask.shard].answer(ask))) is not None]
-    return MatchResult.concat(results), reduce, seconds
+        reduce_s += time.perf_counter() - started
+        for ask in asks:
+            started = time.perf_counter()
+            answer = matchers[ask.shard].answer(ask)
+            seconds[ask.shard] += time.perf_counter() - started
+            started = time.perf_counter()
+            results += [r for r in [reduce.take_answers(answer)] if r is not None]
+            reduce_s += time.perf_counter() - started
+    return MatchResult.concat(results), reduce, seconds, reduce_s
 
 
 def differences(one: MatchResult, other: MatchResult) -> list[str]:
@@ -119,14 +131,13 @@ def main() -> int:
           f"{int(one.verdicts.cross.sum()):,} of another client's, {one_s:.2f} s")
     failed = False
     for shards in args.shards:
-        result, reduce, seconds = sharded(shards, requests, args.seal_limit or None)
+        result, reduce, seconds, reduce_s = sharded(shards, requests, args.seal_limit or None)
         wrong = differences(one, result)
         failed |= bool(wrong)
         print(f"{shards} shards, {reduce.seals} seals: round 1 {reduce.sent / n:5.2f} pairs a query, round 2 "
-              f"{reduce.asked / n:5.2f} asked "
-              f"({(reduce.sent + 2 * reduce.asked) * PAIR_BYTES / n:4.0f} bytes a query both ways); the slowest shard "
-              f"{max(seconds):.2f} s, {one_s / max(seconds):.1f}x one matcher; "
-              + ("one matcher's result" if not wrong else "DIFFERS: " + ", ".join(wrong)))
+              f"{reduce.asked / n:5.2f} asked ({(reduce.sent + 2 * reduce.asked) * PAIR_BYTES / n:4.0f} bytes a query "
+              f"both ways); the slowest shard {max(seconds):.2f} s ({one_s / max(seconds):.1f}x one matcher), the "
+              f"reduce {reduce_s:.2f} s; " + ("one matcher's result" if not wrong else "DIFFERS: " + ", ".join(wrong)))
     return 1 if failed else 0
 
 
