@@ -2,6 +2,8 @@
 
     python3 bench/sharding.py                 # realistic records, 1 hour; 2, 3, 4 and 8 shards
     python3 bench/sharding.py --shards 2 4 --hours 2
+    python3 bench/sharding.py --attack-hours 21 23   # digits-train-ref's day (bench/detection.py's cache), 21-23 h:
+                                                     # benign traffic and Boundary spread over 30 keys
 
 One matcher holds every query's hashes (`advmon matcher`, docs/scaling.md). Sharded by hash value
 (``monitor.detect.sharded_matcher``), shard ``s`` of ``S`` holds the postings of the hashes ``h % S == s`` and
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,6 +40,19 @@ from monitor.settings import Settings  # noqa: E402
 
 #: Bytes a pair takes on the wire: the two queries' 64-bit ids (its count fits their spare bits).
 PAIR_BYTES = 16
+
+
+def attack_records(start_h: float, end_h: float) -> list[bytes]:
+    """The records of digits-train-ref's day (a scenario family with attacks) between two hours of it."""
+    from detection import CACHE, load_day
+
+    from monitor.sim.families import DAY_START, FAMILIES
+
+    family = FAMILIES["digits-train-ref"]
+    day = load_day(family.scaled(attacks=tuple(a for a in family.attacks if a.start_h < family.hours - 0.5)), CACHE)
+    ts = np.array([orjson.loads(r)["ts"] for r in day.records])
+    keep = (ts >= DAY_START + start_h * 3600) & (ts < DAY_START + end_h * 3600)
+    return [r for r, kept in zip(day.records, keep.tolist(), strict=True) if kept]
 
 
 def requests_of(records: list[bytes], batch_size: int = 4096) -> list[MatchRequestBatch]:
@@ -123,11 +139,16 @@ def main() -> int:
     parser.add_argument("--hours", type=float, default=1.0, help="realistic records at 10 events/s (default 1)")
     parser.add_argument("--shards", type=int, nargs="+", default=[2, 3, 4, 8])
     parser.add_argument("--seal-limit", type=int, default=4096, help="queries a seal covers at most (0: no limit)")
+    parser.add_argument("--attack-hours", type=float, nargs=2, metavar=("START", "END"),
+                        help="digits-train-ref's day between these hours instead of the realistic records")
     args = parser.parse_args()
-    requests = requests_of(realistic(hours=args.hours).records)
+    records = attack_records(*args.attack_hours) if args.attack_hours else realistic(hours=args.hours).records
+    requests = requests_of(records)
     one, one_s = timed_matcher(OrderedMatcher(MatcherSettings()), requests)
     n = len(one.verdicts)
-    print(f"{n:,} queries of realistic records; one matcher: {int(one.verdicts.near.sum()):,} near-duplicates, "
+    what = f"digits-train-ref {args.attack_hours[0]:g}-{args.attack_hours[1]:g} h" if args.attack_hours else \
+        "realistic records"
+    print(f"{n:,} queries of {what}; one matcher: {int(one.verdicts.near.sum()):,} near-duplicates, "
           f"{int(one.verdicts.cross.sum()):,} of another client's, {one_s:.2f} s")
     failed = False
     for shards in args.shards:
