@@ -18,7 +18,7 @@ import numpy as np
 from monitor.alerting.alerter import Alerter
 from monitor.alerting.slo import SloEvaluator
 from monitor.contracts.alerts import Alert
-from monitor.contracts.sli import SLI_DEFINITIONS, SliRows, series_values, value_index
+from monitor.contracts.sli import SLI_DEFINITIONS, SliRows, series_values, summed_by, value_index
 from monitor.detect.batch import EventBatch
 from monitor.detect.engine import BatchResult
 from monitor.telemetry.metrics import MIN_CLIENT_QUERIES, Metrics, hashed_client
@@ -29,49 +29,28 @@ def observe_batch(m: Metrics, result: BatchResult, fingerprint_memory_bytes: int
     """Export one engine batch's counts and distributions (shared by the in-process runtime and ingest).
     ``late_events`` overrides the engine's count (ingest measures lateness against its per-partition
     watermark; the engine only knows the largest event time it has seen)."""
-    rows = result.rows
-    for model in dict.fromkeys(batch.model.tolist()):  # the distinct models, without sorting every event's
-        mine = batch.model == model
+    rows, flagged = result.rows, result.flagged
+    names, codes = batch.model_codes
+    for code, model in enumerate(names):
+        mine = codes == code
         m.confidence.observe_many((m.model(model),), batch.confidence[mine])
         if len(result.score_ratio):
             m.score_ratio.observe_many((m.model(model),), result.score_ratio[mine])
     m.late_events.inc(result.late_events if late_events is None else late_events)
-    for model, events, dups in _sums_by(rows.model, rows.column("events"), rows.column("duplicates")):
-        m.events.labels(model=m.model(model)).inc(events)
-        if dups:
-            m.duplicates.labels(model=m.model(model)).inc(dups)
-    flagged = result.flagged
-    for model, reason, count in _counts_by(flagged.model, flagged.reason):
-        m.suspicious.labels(model=m.model(model), reason=reason).inc(count)
+    if len(rows):  # one increment per model and batch, not per row (thousands of rows over a few models)
+        first, sums = summed_by(np.column_stack([rows.column("events"), rows.column("duplicates")]), rows.model)
+        for model, (events, dups) in zip(rows.model[first].tolist(), sums.tolist(), strict=True):
+            m.events.labels(model=m.model(model)).inc(events)
+            if dups:
+                m.duplicates.labels(model=m.model(model)).inc(dups)
+    if len(flagged):
+        first, counts = summed_by(np.ones((len(flagged), 1)), flagged.model, flagged.reason)
+        for model, reason, (count,) in zip(flagged.model[first].tolist(), flagged.reason[first].tolist(),
+                                            counts.tolist(), strict=True):
+            m.suspicious.labels(model=m.model(model), reason=reason).inc(count)
     if result.watermark > float("-inf"):
         m.watermark.set(result.watermark)
     m.fingerprint_memory.set(fingerprint_memory_bytes)
-
-
-def _sums_by(keys: np.ndarray, *columns: np.ndarray) -> list[tuple]:
-    """Each distinct key with the sums of ``columns`` over its rows: one counter increment per model and batch,
-    not per row (a batch has thousands of rows over a few models).
-
-    >>> _sums_by(np.array(["b", "a", "b"], object), np.array([1.0, 2.0, 3.0]))
-    [('a', 2.0), ('b', 4.0)]
-    """
-    if not len(keys):
-        return []
-    distinct, which = np.unique(keys.astype(str), return_inverse=True)
-    sums = [np.bincount(which, weights=column, minlength=len(distinct)).tolist() for column in columns]
-    return list(zip(distinct.tolist(), *sums, strict=True))
-
-
-def _counts_by(*keys: np.ndarray) -> list[tuple]:
-    """Each distinct combination of ``keys`` (string columns) with how many rows have it.
-
-    >>> _counts_by(np.array(["m", "m", "n"], object), np.array(["x", "x", "y"], object))
-    [('m', 'x', 2), ('n', 'y', 1)]
-    """
-    if not len(keys[0]):
-        return []
-    rows, counts = np.unique(np.column_stack([k.astype(str) for k in keys]), axis=0, return_counts=True)
-    return [(*row, count) for row, count in zip(rows.tolist(), counts.tolist(), strict=True)]
 
 
 def count_alerts(m: Metrics, alerts: Sequence[Alert]) -> None:
