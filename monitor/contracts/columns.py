@@ -1,5 +1,5 @@
 """Column-wise helpers for the contracts' columnar dataclasses (one numpy array per field, equal lengths): joining
-them, and coding a column of strings.
+them, coding a column of strings, and finding values in a sorted column.
 
 >>> from dataclasses import dataclass
 >>> import numpy as np
@@ -15,6 +15,8 @@ them, and coding a column of strings.
 ([1.0, 3.0], [2.0, 4.0], 0)
 >>> factorize(np.array(["m2", "m1", "m2"], dtype=object))
 (['m1', 'm2'], array([1, 0, 1]))
+>>> [a.tolist() for a in sorted_positions(np.array([2, 5, 9]), np.array([5, 1, 9, 12]))]
+[[1, 0, 2, 2], [True, False, True, False]]
 """
 
 from __future__ import annotations
@@ -41,6 +43,15 @@ def factorize(values: np.ndarray) -> tuple[list[str], np.ndarray]:
         return [str(values[0])], np.zeros(len(values), np.int64)
     distinct, codes = np.unique(values.astype(str), return_inverse=True)
     return distinct.tolist(), codes.astype(np.int64).reshape(-1)
+
+
+def sorted_positions(ordered: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of ``values`` is in ``ordered`` (sorted, distinct; clipped into its bounds where it is not there),
+    and whether it is there at all."""
+    if not len(ordered):
+        return np.zeros(len(values), np.int64), np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
+    return at, ordered[at] == values
 
 
 def concat_columns(cls: Any, parts: Sequence[T]) -> T:

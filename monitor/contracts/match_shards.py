@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -73,6 +73,10 @@ class KindPairs:
     earlier: np.ndarray  # int64: the earlier query's id in the index
     count: np.ndarray  # int32: hashes of this shard the two share
     owner: np.ndarray  # uint64: the earlier query's client code
+
+    def take(self, pairs: np.ndarray) -> KindPairs:
+        """Some of the pairs (indices or a mask), with every query's repeat flag."""
+        return KindPairs(self.kind, self.duplicate, *(getattr(self, f.name)[pairs] for f in fields(self)[2:]))
 
 
 @dataclass(frozen=True)

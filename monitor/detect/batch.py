@@ -16,7 +16,7 @@ from functools import cached_property
 
 import numpy as np
 
-from monitor.contracts.columns import factorize
+from monitor.contracts.columns import factorize, sorted_positions
 from monitor.contracts.events import EncodedEmbedding, InferenceEvent, ModelInput, epoch_seconds
 from monitor.contracts.flagged import object_array
 from monitor.detect.vectors import Groups, concat_groups, encoded_groups, list_groups, merge_groups, take_groups
@@ -204,8 +204,7 @@ class EventBatch:
         group = self.logits.get(classes)
         if group is not None:
             have, matrix = group
-            at = np.searchsorted(have, rows)
-            found = (at < len(have)) & (have[np.minimum(at, len(have) - 1)] == rows) if len(have) else at < 0
+            at, found = sorted_positions(have, rows)
             out[found] = matrix[at[found]]
         return out
 

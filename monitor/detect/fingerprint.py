@@ -25,6 +25,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from monitor.contracts.columns import sorted_positions
+
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
@@ -315,8 +317,7 @@ class _Generation:
 
     def knows(self, values: np.ndarray) -> np.ndarray:
         """Which of ``values`` are content hashes of this generation's queries."""
-        at = np.minimum(np.searchsorted(self.exact, values), max(len(self.exact) - 1, 0))
-        return self.exact[at] == values if len(self.exact) else np.zeros(len(values), bool)
+        return sorted_positions(self.exact, values)[1]
 
     def add(self, run: _Run) -> None:
         """Log-structured insert: merge equal-sized runs so lookups touch O(log n) runs."""
@@ -505,13 +506,8 @@ class QueryIndex:
         near = counts >= self.threshold  # whose query it was matters only for near-duplicates
         row, earlier, counts = row[near], earlier[near], counts[near]
         other = self._owner_of(earlier)
-        same = other == self._owner_of(ids[row])
-        np.maximum.at(best[1], row[same], counts[same])
-        np.maximum.at(best[2], row[~same], counts[~same])
-        cross = np.flatnonzero(~same)
-        top = cross[np.lexsort((-counts[cross], row[cross]))]  # per row, its best cross match first
-        first = np.r_[True, row[top][1:] != row[top][:-1]] if len(top) else np.empty(0, bool)
-        matched[row[top[first]]] = other[top[first]]
+        best[1], best[2], matched = near_pair_verdicts(len(ids), row, earlier, counts, other,
+                                                       self._owner_of(ids[row]))
         return best, matched, counted
 
     def _owner_of(self, ids: np.ndarray) -> np.ndarray:
@@ -542,6 +538,29 @@ class QueryIndex:
         start = np.maximum(first_of_hash[position], position - self.postings_cap)
         pairs = _pairs(keys.ids(postings.ids), start, position, keys.owners(probe.ids))
         return pairs, self.postings_cap - (position - start)
+
+
+def near_pair_verdicts(n: int, row: np.ndarray, earlier: np.ndarray, count: np.ndarray, other: np.ndarray,
+                       mine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From the near-duplicate pairs of ``n`` new queries (the new query's row, the earlier query's id, the hashes
+    they share, the earlier query's client, the new query's): per query the best count with a query of its own
+    client, with one of another client, and that other client (of the best cross pair; among equals, the earliest
+    query's). One index decides this way, and the sharded matcher's reduce with it.
+
+    >>> near_pair_verdicts(2, np.array([0, 0, 1]), np.array([7, 3, 5]), np.array([16, 16, 20]),
+    ...                    np.array([9, 8, 4], np.uint64), np.array([1, 1, 4], np.uint64))
+    (array([ 0, 20], dtype=int32), array([16,  0], dtype=int32), array([8, 0], dtype=uint64))
+    """
+    same = other == mine
+    own, cross = np.zeros(n, np.int32), np.zeros(n, np.int32)
+    np.maximum.at(own, row[same], count[same])
+    np.maximum.at(cross, row[~same], count[~same])
+    matched = np.zeros(n, np.uint64)
+    pick = np.flatnonzero(~same)
+    pick = pick[np.lexsort((earlier[pick], -count[pick], row[pick]))]  # per row, its best cross match first
+    first = np.r_[True, row[pick][1:] != row[pick][:-1]] if len(pick) else np.empty(0, bool)
+    matched[row[pick[first]]] = other[pick[first]]
+    return own, cross, matched
 
 
 def _insert_sorted(ordered: np.ndarray, values: np.ndarray) -> np.ndarray:

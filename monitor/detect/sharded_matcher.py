@@ -55,9 +55,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from monitor.contracts.columns import sorted_positions
 from monitor.contracts.match_requests import MatchGroup, MatchRequestBatch
 from monitor.contracts.match_shards import KindPairs, PairAnswers, PairAsks, Seal, ShardPairs
-from monitor.detect.fingerprint import QueryMatches
+from monitor.detect.fingerprint import QueryMatches, near_pair_verdicts
 from monitor.detect.matcher import MatcherSettings, MatchResult, OrderedMatcher, match_result
 
 __all__ = ["MatchReduce", "MatchShard", "Seal"]
@@ -89,7 +90,7 @@ class MatchShard(OrderedMatcher):
         self._match_before(seal.until, seal.through, seal.limit)
         sealed, self._sealing = self._sealing, []
         self._kept[seal.seq] = {pairs.kind: pairs for pairs, _ in sealed}
-        return ShardPairs(seal.seq, self.shard, [_taken(pairs, pairs.count >= least_part(threshold, self.shards))
+        return ShardPairs(seal.seq, self.shard, [pairs.take(pairs.count >= least_part(threshold, self.shards))
                                                  for pairs, threshold in sealed])
 
     def answer(self, asks: PairAsks) -> PairAnswers:
@@ -101,7 +102,7 @@ class MatchShard(OrderedMatcher):
         counts = []
         for kind, row, earlier in asks.kinds:
             mine = kept[kind]
-            at, known = _positions(_keys(mine.row, mine.earlier), _keys(row, earlier))
+            at, known = sorted_positions(_keys(mine.row, mine.earlier), _keys(row, earlier))
             counts.append((kind, np.where(known, mine.count[at] if len(mine.count) else 0, 0).astype(np.int32)))
         return PairAnswers(asks.seq, self.shard, counts)
 
@@ -244,19 +245,11 @@ class MatchReduce(OrderedMatcher):
 
     def _matches(self, group: MatchGroup, duplicate: np.ndarray, row: np.ndarray, earlier: np.ndarray,
                  total: np.ndarray, owner: np.ndarray) -> QueryMatches:
-        """The verdicts one index takes from these near pairs: the best count, with the query's own client and with
-        another, and that other client (of the best cross pair; among equals, the earliest query's)."""
-        n = len(group)
-        same = owner == self._clients.codes(group.client_id)[row]
-        score, own, cross = (np.zeros(n, np.int32) for _ in range(3))
+        """The verdicts one index takes from these near pairs (:func:`near_pair_verdicts`)."""
+        score = np.zeros(len(group), np.int32)
         np.maximum.at(score, row, total)
-        np.maximum.at(own, row[same], total[same])
-        np.maximum.at(cross, row[~same], total[~same])
-        matched = np.zeros(n, np.uint64)
-        pick = np.flatnonzero(~same)
-        pick = pick[np.lexsort((earlier[pick], -total[pick], row[pick]))]
-        first = np.r_[True, row[pick][1:] != row[pick][:-1]] if len(pick) else np.empty(0, bool)
-        matched[row[pick[first]]] = owner[pick[first]]
+        mine = self._clients.codes(group.client_id)[row]
+        own, cross, matched = near_pair_verdicts(len(group), row, earlier, total, owner, mine)
         return QueryMatches(score, own, cross, matched, duplicate, group.exact, group.threshold)
 
 
@@ -275,16 +268,3 @@ def _keys(row: np.ndarray, earlier: np.ndarray) -> np.ndarray:
 
 def _split(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keys >> _ID_BITS, keys & ((1 << _ID_BITS) - 1)
-
-
-def _taken(pairs: KindPairs, rows: np.ndarray) -> KindPairs:
-    return KindPairs(pairs.kind, pairs.duplicate, pairs.row[rows], pairs.earlier[rows], pairs.count[rows],
-                     pairs.owner[rows])
-
-
-def _positions(ordered: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where each of ``values`` is in ``ordered`` (sorted, distinct), and whether it is there at all."""
-    at = np.searchsorted(ordered, values)
-    clipped = np.minimum(at, max(len(ordered) - 1, 0))
-    known = (at < len(ordered)) & (ordered[clipped] == values) if len(ordered) else np.zeros(len(values), bool)
-    return clipped, known
