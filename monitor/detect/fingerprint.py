@@ -395,6 +395,24 @@ class QueryIndex:
         return [g.opened_at for g in self._generations]
 
     @property
+    def generation_ids(self) -> list[int]:
+        """The id of the first query each live generation stored (or will store), the oldest first."""
+        return [g.first_id for g in self._generations]
+
+    @property
+    def oldest_id(self) -> int:
+        """The id of the first query the live generations stored (ids count stored queries, repeats not)."""
+        return self._owner_base
+
+    def starting_at(self, position: int, first_id: int) -> QueryIndex:
+        """This empty index, numbering the queries it is given from ``position`` and those it stores from
+        ``first_id``: the index rebuilt from the query that opened another's oldest live generation."""
+        if self._position or self._generations:
+            raise ValueError("only an empty index can start at another position")
+        self._position, self._next_id, self._owner_base = position, first_id, first_id
+        return self
+
+    @property
     def memory_bytes(self) -> int:
         """Posting storage (a 64-bit hash and a 32-bit id per posting), the dominant cost, each stored query's client
         and content hash."""

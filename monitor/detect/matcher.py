@@ -53,6 +53,7 @@ from monitor.contracts.match_requests import (
     MatchGroup,
     MatchRequestBatch,
 )
+from monitor.contracts.match_shards import MatchKey
 from monitor.contracts.sli import BAD_COUNTERS, VALUE_COLUMNS, SliRows, value_index
 from monitor.detect.fingerprint import ClientCodes, QueryIndex, QueryMatches
 from monitor.errors import WireError
@@ -209,9 +210,9 @@ class OrderedMatcher:
             if kind not in matcher._pending:  # its requests are gone (retention): the index starts empty
                 continue
             group, offsets = matcher._waiting(kind)
-            kept = ~_before(group, opener)
+            kept = ~MatchKey(*opener, kind).after(group)
             matcher._pending[kind] = [(group.take(kept), offsets[kept])]
-        matcher._match_before(matcher.sealed_until)
+        matcher._match_before(MatchKey(matcher.sealed_until))
         return matcher
 
     def add(self, request: MatchRequestBatch, now: float, offset: int = -1) -> None:
@@ -238,7 +239,7 @@ class OrderedMatcher:
 
     def advance(self, now: float) -> MatchResult:
         """Match every bucket the watermark closed (ended ``grace_s`` before it), oldest first."""
-        return self._match_before(self.closed_until(now))
+        return self._match_before(MatchKey(self.closed_until(now)))
 
     def closed_until(self, now: float) -> float:
         """Where the buckets the watermark closed end (it never goes back): what :meth:`advance` matches before."""
@@ -250,21 +251,15 @@ class OrderedMatcher:
 
     def flush(self) -> MatchResult:
         """End of input: match everything still waiting."""
-        return self._match_before(float("inf"))
+        return self._match_before(MatchKey(math.inf))
 
-    def _match_before(self, until: float, through: int | None = None, limit: int | None = None) -> MatchResult:
-        """Match the waiting queries of event times before ``until`` (and that came at or before the offset
-        ``through``, where given), kind by kind in name order, each kind's in event-time order; at most ``limit`` of
-        them, the first in that order (the others wait: the index's verdicts do not depend on how it is fed)."""
+    def _match_before(self, before: MatchKey, through: int | None = None) -> MatchResult:
+        """Match the waiting queries that come before ``before`` in matching order (and that came at or before the
+        offset ``through``, where given), kind by kind in name order, each kind's in event-time order."""
         results = []
-        left = limit
         for kind in sorted(self._pending):
             group, offsets = self._waiting(kind)
-            due = (group.ts < until) & (offsets <= through if through is not None else True)
-            if left is not None:
-                rows = np.flatnonzero(due)
-                due[rows[_event_time_order(group.take(rows))[left:]]] = False
-                left -= int(due.sum())
+            due = before.after(group) & (offsets <= through if through is not None else True)
             self._pending[kind] = [(group.take(~due), offsets[~due])] if not due.all() else []
             if due.any():
                 closed = group.take(due)
@@ -330,14 +325,6 @@ def _event_time_order(group: MatchGroup) -> np.ndarray:
     index's results do not depend on how it is fed: ``QueryIndex.update``)."""
     _, ids = np.unique(group.event_id.astype(str), return_inverse=True)
     return np.lexsort((group.exact, ids, group.ts))
-
-
-def _before(group: MatchGroup, key: QueryKey) -> np.ndarray:
-    """Which queries come before ``key`` in matching order."""
-    ts, event_id, exact = key
-    ids = group.event_id.astype(str)
-    same_event = (ids == event_id) & (group.exact < np.uint64(exact))
-    return (group.ts < ts) | ((group.ts == ts) & ((ids < event_id) | same_event))
 
 
 def match_deltas(group: MatchGroup, matches: QueryMatches, bucket: np.ndarray) -> SliRows:

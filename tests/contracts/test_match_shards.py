@@ -6,7 +6,16 @@ import math
 import numpy as np
 import pytest
 
-from monitor.contracts.match_shards import KindPairs, PairAnswers, PairAsks, Seal, ShardPairs
+from monitor.contracts.match_shards import (
+    KindPairs,
+    MatchKey,
+    PairAnswers,
+    PairAsks,
+    Seal,
+    ShardPairs,
+    decode_control,
+    decode_reply,
+)
 from monitor.errors import WireError
 
 
@@ -18,6 +27,10 @@ def pairs() -> ShardPairs:
     return ShardPairs(7, 2, kinds)
 
 
+def asks_message() -> PairAsks:
+    return PairAsks(7, 1, [("64", np.array([0, 5]), np.array([3, 2**39]))])
+
+
 def test_every_message_round_trips():
     sent = pairs()
     back = ShardPairs.decode(sent.encode())
@@ -25,21 +38,26 @@ def test_every_message_round_trips():
     for a, b in zip(sent.kinds, back.kinds, strict=True):
         for name in ("duplicate", "row", "earlier", "count", "owner"):
             assert np.array_equal(getattr(a, name), getattr(b, name)), name
-    asks = PairAsks.decode(PairAsks(7, 1, [("64", np.array([0, 5]), np.array([3, 2**39]))]).encode())
+    asks = PairAsks.decode(asks_message().encode())
     assert asks.kinds[0][0] == "64" and asks.kinds[0][2].tolist() == [3, 2**39]
     answers = PairAnswers.decode(PairAnswers(7, 1, [("64", np.array([4, 0], np.int32))]).encode())
     assert (answers.seq, answers.shard, answers.kinds[0][1].tolist()) == (7, 1, [4, 0])
-    assert Seal.decode(Seal(3, math.inf, 12).encode()) == Seal(3, math.inf, 12)
-    assert Seal.decode(Seal(3, 120.0, 12).encode()) == Seal(3, 120.0, 12)
+    for seal in (Seal(3, 12, MatchKey(math.inf)), Seal(3, 12, MatchKey(120.0, "e9", 2**64 - 1, "text"))):
+        assert Seal.decode(seal.encode()) == seal and decode_control(seal.encode()) == seal
+    assert isinstance(decode_control(asks_message().encode()), PairAsks)
+    assert isinstance(decode_reply(pairs().encode()), ShardPairs)
+    assert isinstance(decode_reply(PairAnswers(7, 1, []).encode()), PairAnswers)
 
 
 @pytest.mark.parametrize("kind, data, reason", [
     (ShardPairs, pairs().encode()[:-3], "invalid match pairs message"),
     (ShardPairs, pairs().encode() + b"x", "match pairs message has 1 trailing bytes"),
-    (Seal, Seal(1, 60.0, 0).encode().replace(b'"v":1', b'"v":2'), "match seal version 2"),
+    (Seal, Seal(1, 0, MatchKey(60.0)).encode().replace(b'"v":2', b'"v":3'), "match seal version 3"),
+    (decode_control, pairs().encode(), "match control message of type 'pairs'"),
+    (decode_reply, Seal(1, 0, MatchKey(60.0)).encode(), "match pairs topic message of type 'seal'"),
     (PairAnswers, PairAnswers(1, 0, [("64", np.array([-1], np.int32))]).encode(), "negative count"),
     (PairAsks, PairAsks(1, 0, [("64", np.array([1]), np.array([2]))]).encode()[:-1], "invalid match asks message"),
 ])
 def test_a_malformed_message_is_a_wire_error_naming_it(kind, data, reason):
     with pytest.raises(WireError, match=reason):
-        kind.decode(data)
+        getattr(kind, "decode", kind)(data)

@@ -66,12 +66,13 @@ def in_batches(group: MatchGroup, order: np.ndarray, sizes: int, instances: int)
 
 def fingerprint(result: MatchResult) -> tuple:
     v = result.verdicts
-    order = np.argsort(v.event_id.astype(str))
+    # sorted whole: an event of two input kinds has a verdict of each, in whichever order they were matched
+    verdicts = sorted(zip(*(c.tolist() for c in (v.event_id, v.near, v.own, v.cross, v.matched_client, v.duplicate)),
+                          strict=True))
     rows = result.rows.combined()
     key = np.lexsort((rows.client.astype(str), rows.bucket))
     edges = result.edges.combined()
-    return (v.event_id[order].tolist(), v.near[order].tolist(), v.own[order].tolist(), v.cross[order].tolist(),
-            v.matched_client[order].tolist(), v.duplicate[order].tolist(), rows.bucket[key].tolist(),
+    return (*(list(c) for c in (zip(*verdicts, strict=True) if verdicts else [()] * 6)), rows.bucket[key].tolist(),
             rows.client[key].tolist(), rows.values[key].tolist(), sorted(edges.records(), key=str),
             sorted(result.flagged.event_id.tolist()))
 
