@@ -26,6 +26,7 @@ BENCHES = [
     ("The faust alerter on a real broker: sustainable rate", "alerter.py", ["--sharded", "3", "2"]),
     ("Replay vs. the daemons with 1, 2 and 3 ingest workers", "order.py", ["--alerter-partitions", "1", "3"]),
     ("The query index sharded by hash, in process: a two-round reduce", "sharding.py", []),
+    ("The sharded matcher's daemons on a real broker", "match_daemons.py", ["--hours", "2"]),
     ("The sharded alerter in process: each partition's time", "alerter_state.py",
      ["--throughput", "--clients", "100000", "--minutes", "6", "--partitions", "5"]),
     ("End-to-end alert latency on a real broker", "latency.py", []),

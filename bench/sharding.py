@@ -14,7 +14,7 @@ realistic records' match-requests, has each shard in turn read them and follow t
 seal, checks the result against one matcher's (every verdict, counter change, match edge and piece of evidence),
 and prints per shard count how many pairs each round moves, the slowest shard's time beside one matcher's
 and the reduce's.
-The daemons do not run it yet (issue 17).
+The daemons run it (``advmon matcher --shards N``); ``bench/match_daemons.py`` times them on a broker.
 """
 
 from __future__ import annotations

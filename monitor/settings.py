@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     store_raw_inputs: bool = False  # suspicious-inputs records carry the raw input (else fingerprints only)
     remote_scoring: bool = False  # ingest ships embeddings to `advmon scorer` instead of scoring them
     remote_matching: bool = False  # ingest ships query fingerprints to `advmon matcher` instead of matching them
+    # `advmon matcher`: 1 is one matcher holding the whole index; more shard it by hash value, one process per shard
+    # (``matcher_shard`` 0..N-1) and one reduce (``matcher_shard`` "reduce"), which alone publishes to the alerter.
+    matcher_shards: int = Field(default=1, ge=1, le=64)
+    matcher_shard: str | None = Field(default=None, pattern=r"^(reduce|[0-9]{1,2})$")
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per line on stderr
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     collect_token: SecretStr | None = None  # `advmon collect`: the bearer token its POSTs must carry

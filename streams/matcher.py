@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
@@ -36,6 +38,7 @@ from streams.topics import Topics
 from streams.transactional import Output, TransactionalWorker, offset_spans, suspicious_output
 
 log = logging.getLogger("advmon.matcher")
+T = TypeVar("T")
 #: Requests written this long before the idle limit are read again for their watermarks only, so a rebuilt
 #: matcher waits for the same ingest workers as before.
 SOURCES_LOOKBACK_S = 60.0
@@ -121,7 +124,8 @@ class MatcherWorker(TransactionalWorker):
                         "starting with an empty index")
             return OrderedMatcher(settings)
         since = time.time() - settings.idle_source_s - SOURCES_LOOKBACK_S
-        requests = await read_requests(self.settings.kafka_bootstrap, tp, checkpoint.replay_from, offset, since)
+        requests = await read_log(self.settings.kafka_bootstrap, tp, checkpoint.replay_from, offset,
+                                  MatchRequestBatch.decode, since=since)
         # in a thread: the event loop keeps the group's heartbeats going through a long rebuild
         return await asyncio.to_thread(OrderedMatcher.restored, settings, checkpoint, requests)
 
@@ -137,36 +141,35 @@ class MatcherWorker(TransactionalWorker):
                 *(suspicious_output(self.topics.suspicious_inputs, doc) for doc in result.flagged.records())]
 
 
-async def read_requests(bootstrap: str, tp: TopicPartition, replay_from: int, end: int, since: float
-                        ) -> list[tuple[int, MatchRequestBatch, float]]:
-    """The committed requests before ``end``, with their offsets and the wall time they were written: from
-    ``replay_from``, and from the first one written after ``since`` (for the sources alive then) if earlier.
-    Requests that retention already deleted are named in a warning; one that does not decode was dead-lettered
+async def read_log(bootstrap: str, tp: TopicPartition, start: int, end: int, decode: Callable[[bytes], T],
+                   role: str = "matcher", since: float | None = None) -> list[tuple[int, T, float]]:
+    """The committed messages of ``tp`` before ``end``, decoded, with their offsets and the wall time they were
+    written: from ``start``, and from the first one written after ``since`` (for the sources alive then) if earlier.
+    Messages that retention already deleted are named in a warning; one that does not decode was dead-lettered
     when it was first read and is skipped."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 isolation_level="read_committed", max_partition_fetch_bytes=1 << 20)
     await consumer.start()
     try:
         consumer.assign([tp])
-        recent = (await consumer.offsets_for_times({tp: int(since * 1000)})).get(tp)
-        start = min(o for o in (replay_from, recent.offset if recent else -1, end) if o >= 0)
+        recent = (await consumer.offsets_for_times({tp: int(since * 1000)})).get(tp) if since is not None else None
+        first_kept = min(o for o in (start, recent.offset if recent else -1, end) if o >= 0)
         first = (await consumer.beginning_offsets([tp]))[tp]
-        if replay_from >= 0 and first > replay_from:
-            log.warning("matcher: match-requests %d..%d were deleted by retention before this restart; the index "
-                        "is rebuilt without their queries", replay_from, first)
-        consumer.seek(tp, max(start, first))
-        out: list[tuple[int, MatchRequestBatch, float]] = []
+        if start >= 0 and first > start:
+            log.warning("%s: %s %d..%d were deleted by retention before this restart; the state is rebuilt without "
+                        "them", role, tp.topic, start, first)
+        consumer.seek(tp, max(first_kept, first))
+        out: list[tuple[int, T, float]] = []
         deadline = time.monotonic() + READ_TIMEOUT_S
         while await consumer.position(tp) < end:
             if time.monotonic() > deadline:
-                raise ServiceUnavailable(f"matcher: could not read {tp.topic} up to its committed offset {end} "
-                                         f"within {READ_TIMEOUT_S:.0f} s to rebuild the index")
+                raise ServiceUnavailable(f"{role}: could not read {tp.topic} up to its committed offset {end} "
+                                         f"within {READ_TIMEOUT_S:.0f} s to rebuild its state")
             for message in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
                 if message.offset >= end:
                     break
                 try:
-                    out.append((message.offset, MatchRequestBatch.decode(message.value or b""),
-                                message.timestamp / 1000.0))
+                    out.append((message.offset, decode(message.value or b""), message.timestamp / 1000.0))
                 except WireError:
                     continue
         return out

@@ -42,12 +42,15 @@ class Topics:
     alerts: str
     match_requests: str
     margin_counts: str
+    match_control: str
+    match_pairs: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
         p = settings.topic_prefix
         return cls(f"{p}inference-logs", f"{p}inference-logs.dlq", f"{p}sli-buckets", f"{p}score-requests",
-                   f"{p}scores", f"{p}suspicious-inputs", f"{p}alerts", f"{p}match-requests", f"{p}margin-counts")
+                   f"{p}scores", f"{p}suspicious-inputs", f"{p}alerts", f"{p}match-requests", f"{p}margin-counts",
+                   f"{p}match-control", f"{p}match-pairs")
 
     def specs(self, input_partitions: int, alerter_partitions: int = 1) -> list[TopicSpec]:
         keep = {"retention.ms": str(WEEK_MS)}
@@ -66,6 +69,12 @@ class Topics:
             TopicSpec(self.match_requests, 1, MATCH_REQUESTS_RETENTION,
                       "query fingerprints to match, ingest -> matcher (one partition: one matcher sees every query; "
                       "the matcher's log, read again at a restart)"),
+            TopicSpec(self.match_control, 1, MATCH_REQUESTS_RETENTION,
+                      "the sharded matcher's seals and asks, reduce -> every shard (a restarted shard reads the seals "
+                      "again from its index's oldest generation)"),
+            TopicSpec(self.match_pairs, 1, MATCH_REQUESTS_RETENTION,
+                      "the sharded matcher's pair counts, shards -> reduce (a restarted reduce reads its open seals' "
+                      "again)"),
             TopicSpec(self.margin_counts, 1, {"retention.ms": str(24 * 3600 * 1000)},
                       "each ingest worker's margin counts, read by every other (a day: four half-lives of the "
                       "margin population)"),

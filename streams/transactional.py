@@ -95,12 +95,16 @@ class TransactionalWorker:
     #: Whether a batch's transaction runs in the background while the next batch is handled (only for a worker
     #: whose :meth:`commit_metadata` does not change as batches are handled).
     overlap_publish = False
+    #: Whether a batch waits up to ``batch_linger_seconds`` to fill (not where each message is a step of a round trip
+    #: between workers, as between the sharded matcher's reduce and shards).
+    lingers = True
 
     def __init__(self, settings: Settings, metrics: Metrics, health: Health, input_topic: str) -> None:
         self.settings = settings
         self.metrics = metrics
         self.health = health
         self.input_topic = input_topic
+        self.input_topics = [input_topic]  # all it subscribes to (the first sets the watermark's partition count)
         self.group_id = f"{settings.topic_prefix}advmon-{self.role}"
         self.stopping = asyncio.Event()
         self.watermarks = PartitionWatermarks(settings.idle_source_seconds)
@@ -203,8 +207,9 @@ class TransactionalWorker:
         await _start_with_retry(producer, consumer, s.kafka_bootstrap)
         try:
             await self._find_alerter_partitions(producer)
-            consumer.subscribe([self.input_topic], listener=HandOver(self, consumer))
-            log.info("%s %s consuming %s from %s", self.role, s.instance_id, self.input_topic, s.kafka_bootstrap)
+            consumer.subscribe(self.input_topics, listener=HandOver(self, consumer))
+            log.info("%s %s consuming %s from %s", self.role, s.instance_id, ", ".join(self.input_topics),
+                     s.kafka_bootstrap)
             self.health.ready = True
             while not self.stopping.is_set():
                 self.health.beat()
@@ -325,7 +330,7 @@ class TransactionalWorker:
         s = self.settings
         batches = await consumer.getmany(timeout_ms=500, max_records=s.batch_size)
         generation = self.generation  # records come back under the assignment current when the call returns
-        deadline = time.monotonic() + s.batch_linger_seconds
+        deadline = time.monotonic() + (s.batch_linger_seconds if self.lingers else 0.0)
         count = sum(len(m) for m in batches.values())
         while batches and count < s.batch_size and not self.stopping.is_set():
             left = deadline - time.monotonic()

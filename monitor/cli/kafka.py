@@ -50,6 +50,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     matcher = commands.add_parser(
         "matcher", help="Kafka daemon: match-requests -> one query index over every ingest worker -> sli-buckets")
     _daemon(matcher)
+    setting_option(matcher, "--shards", dest="matcher_shards", type=int,
+                   help="shard the index by hash over this many shard processes and one reduce "
+                        "(default ADVMON_MATCHER_SHARDS or 1: one matcher)")
+    setting_option(matcher, "--shard", dest="matcher_shard",
+                   help="with --shards above 1, this process's role: a shard 0..N-1, or reduce (the one that "
+                        "decides and publishes; default ADVMON_MATCHER_SHARD)")
     matcher.set_defaults(func=run_matcher)
 
     scorer = commands.add_parser("scorer", help="Kafka daemon: score-requests -> embedding scores -> sli-buckets")
@@ -150,14 +156,16 @@ def run_matcher(args: argparse.Namespace) -> int:
     from monitor.cli.common import warn_unknown_variables
     from monitor.telemetry.metrics import Metrics
     from streams.http import Health, serve
+    from streams.match_shards import ReduceWorker, ShardWorker, matcher_role
     from streams.matcher import MatcherWorker
     from streams.transactional import run_until_signalled
 
     settings = settings_of(args)
     warn_unknown_variables()
+    worker = {"one": MatcherWorker, "reduce": ReduceWorker, "shard": ShardWorker}[matcher_role(settings)]
     metrics, health = Metrics(), Health()
     serve(settings.metrics_port, metrics.registry, health, settings.http_host)
-    asyncio.run(run_until_signalled(MatcherWorker(settings, metrics, health)))
+    asyncio.run(run_until_signalled(worker(settings, metrics, health)))
     return 0
 
 

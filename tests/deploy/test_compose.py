@@ -115,7 +115,10 @@ def test_two_ingest_workers_leave_matching_to_the_matcher():
     workers = [s for s in services.values() if s.get("command") == ["ingest"]]
     assert sorted(w["environment"]["ADVMON_INSTANCE_ID"] for w in workers) == ["ingest-0", "ingest-1"]
     assert {str(w["environment"]["ADVMON_REMOTE_MATCHING"]).lower() for w in workers} == {"true"}
-    assert services["matcher"]["command"] == ["matcher"]
+    assert services["matcher"]["command"] == ["matcher", "--shard", "reduce"]
+    shards = {name: s for name, s in services.items() if s.get("command", [])[:2] == ["matcher", "--shard"]}
+    assert {str(s["environment"]["ADVMON_MATCHER_SHARDS"]) for s in shards.values()} == {"2"}
+    assert sorted(s["command"][2] for s in shards.values()) == ["0", "1", "reduce"]
     off = compose_config(ADVMON_REMOTE_MATCHING="false")["services"]
     assert {str(off[name]["environment"]["ADVMON_REMOTE_MATCHING"]).lower() for name in ("ingest", "ingest-1")} == \
         {"false"}

@@ -20,7 +20,7 @@ KUSTOMIZATION = ROOT / "deploy/kubernetes"
 OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}  # prometheus-operator CRDs: no schema in kubernetes-validate
 
 
-DAEMONS = {"advmon-ingest", "advmon-alerter", "advmon-scorer", "advmon-matcher"}
+DAEMONS = {"advmon-ingest", "advmon-alerter", "advmon-scorer", "advmon-matcher", "advmon-match-shard"}
 
 
 def built() -> list[dict]:
@@ -104,5 +104,13 @@ def test_daemons_run_real_commands_with_probes_and_stable_instance_ids():
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         instance = next(e for e in container["env"] if e["name"] == "ADVMON_INSTANCE_ID")
         assert instance["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    shards = workloads["advmon-match-shard"]
+    [config] = [d for d in documents() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "advmon-config"]
+    assert shards["spec"]["replicas"] == int(config["data"]["ADVMON_MATCHER_SHARDS"]) > 1
+    [shard] = shards["spec"]["template"]["spec"]["containers"]
+    ordinal = next(e for e in shard["env"] if e["name"] == "ADVMON_MATCHER_SHARD")
+    assert ordinal["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    [reduce] = workloads["advmon-matcher"]["spec"]["template"]["spec"]["containers"]
+    assert reduce["args"] == ["matcher", "--shard", "reduce"]
     scorer = workloads["advmon-scorer"]["spec"]["template"]["spec"]["containers"][0]
     assert scorer["resources"]["limits"]["nvidia.com/gpu"] == 1
