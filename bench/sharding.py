@@ -76,10 +76,10 @@ def timed_matcher(matcher: OrderedMatcher, requests: list[MatchRequestBatch]) ->
 
 
 def sharded(shards: int, requests: list[MatchRequestBatch],
-            seal_limit: int | None) -> tuple[MatchResult, MatchReduce, list[float], float]:
+            seal_limit: int | None) -> tuple[MatchResult, MatchReduce, list[float], float, int]:
     """The reduce decides the seals as it reads; each shard then reads every request and follows the seals (round 1);
     the reduce asks every shard for the rest (round 2) and turns the answers into the result. Each role timed: the
-    shards' seconds, the reduce's."""
+    shards' seconds, the reduce's; and the largest message between them, in bytes."""
     reduce = MatchReduce(MatcherSettings(), shards, seal_limit)
     started = time.perf_counter()
     seals = []
@@ -99,7 +99,7 @@ def sharded(shards: int, requests: list[MatchRequestBatch],
         round_one.append([shard.seal(seal) for seal in seals])
         seconds.append(time.perf_counter() - started)
         matchers.append(shard)
-    results = []
+    results, largest = [], max(len(m.encode()) for mine in round_one for m in mine)
     for i in range(len(seals)):
         started = time.perf_counter()
         asks = [ask for mine in round_one for ask in reduce.take_pairs(mine[i])]
@@ -108,10 +108,11 @@ def sharded(shards: int, requests: list[MatchRequestBatch],
             started = time.perf_counter()
             answer = matchers[ask.shard].answer(ask)
             seconds[ask.shard] += time.perf_counter() - started
+            largest = max(largest, len(ask.encode()), len(answer.encode()))
             started = time.perf_counter()
             results += [r for r in [reduce.take_answers(answer)] if r is not None]
             reduce_s += time.perf_counter() - started
-    return MatchResult.concat(results), reduce, seconds, reduce_s
+    return MatchResult.concat(results), reduce, seconds, reduce_s, largest
 
 
 def differences(one: MatchResult, other: MatchResult) -> list[str]:
@@ -152,13 +153,14 @@ def main() -> int:
           f"{int(one.verdicts.cross.sum()):,} of another client's, {one_s:.2f} s")
     failed = False
     for shards in args.shards:
-        result, reduce, seconds, reduce_s = sharded(shards, requests, args.seal_limit or None)
+        result, reduce, seconds, reduce_s, largest = sharded(shards, requests, args.seal_limit or None)
         wrong = differences(one, result)
         failed |= bool(wrong)
         print(f"{shards} shards, {reduce.seals} seals: round 1 {reduce.sent / n:5.2f} pairs a query, round 2 "
               f"{reduce.asked / n:5.2f} asked ({(reduce.sent + 2 * reduce.asked) * PAIR_BYTES / n:4.0f} bytes a query "
               f"both ways); the slowest shard {max(seconds):.2f} s ({one_s / max(seconds):.1f}x one matcher), the "
-              f"reduce {reduce_s:.2f} s; " + ("one matcher's result" if not wrong else "DIFFERS: " + ", ".join(wrong)))
+              f"reduce {reduce_s:.2f} s; the largest message {largest / 1e3:,.0f} KB; "
+              + ("one matcher's result" if not wrong else "DIFFERS: " + ", ".join(wrong)))
     return 1 if failed else 0
 
 

@@ -34,7 +34,7 @@ from monitor.errors import ConfigError, WireError
 from monitor.settings import Settings
 from monitor.telemetry.metrics import Metrics
 from streams.http import Health
-from streams.matcher import SOURCES_LOOKBACK_S, read_log
+from streams.matcher import BATCH_REQUESTS, SOURCES_LOOKBACK_S, read_log
 from streams.topics import Topics
 from streams.transactional import Output, TransactionalWorker, offset_spans, suspicious_output
 
@@ -43,6 +43,8 @@ log = logging.getLogger("advmon.matcher")
 SEAL_LIMIT = 4096
 #: The most seals decided and not yet reduced.
 MAX_OPEN_SEALS = 4
+#: The largest round 1, asks or answers (``max.message.bytes`` of match-control and match-pairs: topics.py).
+MAX_MESSAGE_BYTES = 64 << 20
 
 
 def matcher_role(settings: Settings) -> str:
@@ -64,6 +66,8 @@ class ShardWorker(TransactionalWorker):
     """One shard: match-requests and match-control in, match-pairs out."""
 
     lingers = False  # every seal waits for each shard's round 1 and answers
+    max_message_bytes = MAX_MESSAGE_BYTES
+    batch_records = BATCH_REQUESTS
 
     def __init__(self, settings: Settings, metrics: Metrics, health: Health) -> None:
         self.shards, self.shard = settings.matcher_shards, int(settings.matcher_shard or 0)
@@ -126,6 +130,8 @@ class ReduceWorker(TransactionalWorker):
 
     role = "match-reduce"
     lingers = False
+    max_message_bytes = MAX_MESSAGE_BYTES
+    batch_records = BATCH_REQUESTS
 
     def __init__(self, settings: Settings, metrics: Metrics, health: Health) -> None:
         self.topics = Topics.from_settings(settings)
@@ -225,7 +231,7 @@ class ReduceWorker(TransactionalWorker):
                            edges=result.edges)
         if message.watermark > float("-inf"):
             self.metrics.watermark.set(message.watermark)
-        return [*self.alerter_outputs(message, self.name.encode()),
+        return [*(o for chunk in message.chunks() for o in self.alerter_outputs(chunk, self.name.encode())),
                 *(suspicious_output(self.topics.suspicious_inputs, doc) for doc in result.flagged.records())]
 
 

@@ -46,8 +46,13 @@ SOURCES_LOOKBACK_S = 60.0
 READ_TIMEOUT_S = 600.0
 
 
+#: Requests a batch takes at most (each up to about 1,600 queries): a backlog is matched about 100,000 at a time.
+BATCH_REQUESTS = 64
+
+
 class MatcherWorker(TransactionalWorker):
     role = "matcher"
+    batch_records = BATCH_REQUESTS
 
     def __init__(self, settings: Settings, metrics: Metrics, health: Health) -> None:
         self.topics = Topics.from_settings(settings)
@@ -137,7 +142,7 @@ class MatcherWorker(TransactionalWorker):
         self.metrics.fingerprint_memory.set(self.matcher.memory_bytes)
         if watermark > float("-inf"):
             self.metrics.watermark.set(watermark)
-        return [*self.alerter_outputs(message, self.name.encode()),
+        return [*(o for chunk in message.chunks() for o in self.alerter_outputs(chunk, self.name.encode())),
                 *(suspicious_output(self.topics.suspicious_inputs, doc) for doc in result.flagged.records())]
 
 

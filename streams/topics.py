@@ -21,6 +21,10 @@ WEEK_MS = 7 * 24 * 3600 * 1000
 #: The matcher rebuilds its index from match-requests: keep what two generations of the index can hold
 #: (``ADVMON_FINGERPRINT_GENERATION_HOURS``, 24 by default, or 2 x 50,000 queries), whichever is less.
 MATCH_REQUESTS_RETENTION = {"retention.ms": str(3 * 24 * 3600 * 1000), "retention.bytes": str(2 << 30)}
+#: The sharded matcher's messages: a seal's round 1 from one shard is 28 bytes a pair, about 0.4 MB for a seal of
+#: 4,096 realistic queries and over 10 MB for one of near-identical attack queries (each pairs with up to
+#: ``postings_cap`` earlier ones), past the broker's default 1 MB message limit.
+MATCH_SHARDS_CONFIG = {**MATCH_REQUESTS_RETENTION, "max.message.bytes": str(64 << 20)}
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,10 @@ class Topics:
             TopicSpec(self.match_requests, 1, MATCH_REQUESTS_RETENTION,
                       "query fingerprints to match, ingest -> matcher (one partition: one matcher sees every query; "
                       "the matcher's log, read again at a restart)"),
-            TopicSpec(self.match_control, 1, MATCH_REQUESTS_RETENTION,
+            TopicSpec(self.match_control, 1, MATCH_SHARDS_CONFIG,
                       "the sharded matcher's seals and asks, reduce -> every shard (a restarted shard reads the seals "
                       "again from its index's oldest generation)"),
-            TopicSpec(self.match_pairs, 1, MATCH_REQUESTS_RETENTION,
+            TopicSpec(self.match_pairs, 1, MATCH_SHARDS_CONFIG,
                       "the sharded matcher's pair counts, shards -> reduce (a restarted reduce reads its open seals' "
                       "again)"),
             TopicSpec(self.margin_counts, 1, {"retention.ms": str(24 * 3600 * 1000)},

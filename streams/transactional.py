@@ -98,6 +98,12 @@ class TransactionalWorker:
     #: Whether a batch waits up to ``batch_linger_seconds`` to fill (not where each message is a step of a round trip
     #: between workers, as between the sharded matcher's reduce and shards).
     lingers = True
+    #: The largest message it may send (the broker's ``message.max.bytes``, or the topic's ``max.message.bytes``,
+    #: must allow it too).
+    max_message_bytes = 8 << 20
+    #: The most records a batch takes (None: ``batch_size``). The matcher's records are requests of up to about
+    #: 1,600 queries each: a backlog read in batches of 4,096 of them would be matched millions at a time.
+    batch_records: int | None = None
 
     def __init__(self, settings: Settings, metrics: Metrics, health: Health, input_topic: str) -> None:
         self.settings = settings
@@ -328,15 +334,16 @@ class TransactionalWorker:
         records read before a revocation are dropped (aiokafka returns none while a rebalance is under way,
         and the new assignment reads on from the committed offsets)."""
         s = self.settings
-        batches = await consumer.getmany(timeout_ms=500, max_records=s.batch_size)
+        limit = self.batch_records or s.batch_size
+        batches = await consumer.getmany(timeout_ms=500, max_records=limit)
         generation = self.generation  # records come back under the assignment current when the call returns
         deadline = time.monotonic() + (s.batch_linger_seconds if self.lingers else 0.0)
         count = sum(len(m) for m in batches.values())
-        while batches and count < s.batch_size and not self.stopping.is_set():
+        while batches and count < limit and not self.stopping.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            more = await consumer.getmany(timeout_ms=int(left * 1000) + 1, max_records=s.batch_size - count)
+            more = await consumer.getmany(timeout_ms=int(left * 1000) + 1, max_records=limit - count)
             if self.generation != generation:  # revoked while reading: what came before is stale
                 batches, count, generation = {}, 0, self.generation
             for tp, messages in more.items():
@@ -349,7 +356,8 @@ class TransactionalWorker:
         s = self.settings
         return AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap,
                                 transactional_id=f"{self.group_id}-{s.instance_id}", enable_idempotence=True,
-                                linger_ms=5, max_batch_size=MAX_BATCH_BYTES, max_request_size=8 << 20,
+                                linger_ms=5, max_batch_size=MAX_BATCH_BYTES,
+                                max_request_size=self.max_message_bytes,
                                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
 
     async def _recover(self, failed: AIOKafkaProducer, consumer: AIOKafkaConsumer, batches: dict,

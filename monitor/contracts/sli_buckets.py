@@ -17,7 +17,7 @@ alerter at its edge (msgspec's compiled decoder: half pydantic's time on these n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Literal
 
 import msgspec
@@ -98,6 +98,30 @@ class SliBatch:
     #: On a sharded alerter's partitions (:mod:`monitor.contracts.shards`): the whole batch's rows summed per
     #: (model, bucket), client ``""``, for the live population every shard judges its clients against.
     population: SliRows | None = None
+
+    def chunks(self, max_bytes: int = 512 * 1024) -> list[SliBatch]:
+        """The message as messages of about ``max_bytes`` at most (Kafka's default message limit is 1 MB): the rows,
+        evidence and edges shared out in order; only the last carries the watermark, so the alerter closes no
+        window before every part is in. For messages without partition marks (the matcher's: a batch of a backlog
+        matches many minutes at once).
+
+        >>> rows = SliRows.from_columns(bucket=np.arange(2000) * 60, model=np.array(["m"] * 2000, dtype=object),
+        ...     client=np.array(["c"] * 2000, dtype=object), ts=np.zeros(2000), flags={"events": np.ones(2000, bool)},
+        ...     confidence=np.ones(2000))
+        >>> parts = SliBatch("matcher-0", 99.0, 0, {}, rows, role="matcher").chunks(max_bytes=20_000)
+        >>> len(parts) > 1, sum(len(p.rows) for p in parts), [p.watermark for p in parts][-2:]
+        (True, 2000, [-inf, 99.0])
+        """
+        if self.partitions:
+            raise ValueError("only a message without partition marks is cut in parts")
+        size = len(self.encode())
+        if size <= max_bytes:
+            return [self]
+        n = -(-2 * size // max_bytes)  # parts of about half the limit: rows are not all the same size
+        cut = [np.array_split(np.arange(len(x)), n) for x in (self.rows, self.flagged, self.edges)]
+        return [replace(self, watermark=self.watermark if i == n - 1 else -np.inf, late=self.late if i == 0 else 0,
+                        rows=self.rows.take(cut[0][i]), flagged=self.flagged.take(cut[1][i]),
+                        edges=self.edges.take(cut[2][i])) for i in range(n)]
 
     def encode(self) -> bytes:
         r, e = self.rows, self.flagged

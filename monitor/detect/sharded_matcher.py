@@ -137,6 +137,13 @@ class MatchShard(OrderedMatcher):
         self._positions: dict[str, tuple[int, np.ndarray]] = {}  # kind -> (first id, position of each stored query)
 
     @property
+    def memory_bytes(self) -> int:
+        """The index, the queries waiting, and the pair parts kept for the reduce's asks."""
+        kept = sum(getattr(p, name).nbytes for kinds in self._kept.values() for p in kinds.values()
+                   for name in ("duplicate", "row", "earlier", "count", "owner"))
+        return super().memory_bytes + kept + sum(p.nbytes for _, p in self._positions.values())
+
+    @property
     def shard_checkpoint(self) -> ShardCheckpoint:
         """What a restart needs besides the requests and the seals (:meth:`rebuilt`)."""
         start = self._restart_seal()

@@ -83,3 +83,71 @@ def test_two_shards_and_the_reduce_alert_like_replay_through_kills(kafka, prefix
     assert_committed_past_what_it_read(kafka, f"{prefix}advmon-alerter", topics.sli_buckets, 1)
     assert all(d.terminate() == 0 for d in everyone)
     assert "Traceback" not in "".join(d.log() for d in everyone)
+
+
+def matched_backlog(kafka, daemons, requests, shards, name):
+    """What the matcher, or ``shards`` shards and the reduce, publish on sli-buckets for a backlog of requests
+    written before they start (topics of their own): the counter sums per column, the match edges, and the
+    near-duplicates' event ids, once a last request has closed every minute; and how many messages were the first
+    parts of a result cut in parts."""
+    import uuid
+
+    from monitor.contracts.match_requests import MatchRequestBatch
+    from monitor.contracts.sli import VALUE_COLUMNS
+    from monitor.contracts.sli_buckets import SliBatch
+    from streams.produce import produce
+    from streams.topics import Topics, create_topics
+    from tests.streams.conftest import read_topic
+
+    prefix = f"{name}{uuid.uuid4().hex[:6]}."
+    topics = Topics.from_settings(Settings(topic_prefix=prefix))
+    create_topics(kafka.bootstrap, topics.specs(1))
+    closing = MatchRequestBatch("ingest-0", 4e9, [])
+    produce(kafka.bootstrap, topics.match_requests, [c.encode() for r in [*requests, closing] for c in r.chunks()])
+    env = {"ADVMON_TOPIC_PREFIX": prefix, "ADVMON_MATCHER_SHARDS": str(shards)}
+    roles = [["--shard", "reduce"], *(["--shard", str(s)] for s in range(shards))] if shards > 1 else [[]]
+    started = [daemons(f"{name}-{i}", "matcher", *args, "--instance", f"{name}-{i}", "--http-port", "0",
+                       environ=env).start() for i, args in enumerate(roles)]
+
+    def messages(records):
+        return [m for m in (SliBatch.decode(r.value) for r in records) if m.role == "matcher"]
+
+    records = read_topic(kafka.bootstrap, topics.sli_buckets, timeout_s=240,
+                         until=lambda rs: any(m.watermark > 3e9 for m in messages(rs)))
+    assert any(m.watermark > 3e9 for m in messages(records)), [d.log()[-3000:] for d in started]
+    assert all(d.terminate() == 0 for d in started)
+    assert "Traceback" not in "".join(d.log() for d in started)
+    batches = messages(records)
+    sums = {c: round(float(sum(m.rows.values[:, i].sum() for m in batches)), 6) for i, c in enumerate(VALUE_COLUMNS)}
+    edges: dict[tuple, float] = {}  # summed over the messages: a minute's edges may come in several
+    for e in (e for m in batches for e in m.edges.records()):
+        key = (e["bucket"], e["model"], e["client"], e["other"])
+        edges[key] = edges.get(key, 0.0) + e["count"]
+    near = sorted(e for m in batches for e in m.flagged.event_id.tolist())
+    parts = sum(1 for m in batches if m.watermark == float("-inf") and len(m.rows))  # all but a message's last
+    return sums, edges, near, parts
+
+
+@pytest.mark.integration
+def test_a_backlog_matched_by_two_shards_and_the_reduce_is_what_one_matcher_publishes(kafka, daemons,
+                                                                                       sybil_traffic):
+    """The two-hour demo stream's queries (its Sybil attack: 100 keys), written to match-requests before any matcher
+    starts: one ``advmon matcher`` reads the backlog in batches of requests and publishes its result in parts under
+    the broker's message limit; two shards and the reduce publish the same counter changes, match edges and
+    near-duplicates."""
+    from monitor.contracts.match_requests import MatchRequestBatch
+    from monitor.detect.engine import Engine
+    from monitor.detect.parsing import parse_batch
+
+    work, _, _, _ = sybil_traffic
+    lines = (work / "events.jsonl").read_bytes().splitlines()
+    engine = Engine(Settings(remote_matching=True).engine_settings())
+    requests = []
+    for start in range(0, len(lines), 4096):
+        result = engine.process(parse_batch(lines[start:start + 4096]).batch)
+        requests.append(MatchRequestBatch("ingest-0", result.watermark, result.match_groups))
+    one = matched_backlog(kafka, daemons, requests, 1, "one")
+    sharded = matched_backlog(kafka, daemons, requests, 2, "two")
+    assert one[0]["cross_near_dup"] > 1000 and len(one[2]) > 100
+    assert one[:3] == sharded[:3]
+    assert one[3] > 0  # a batch's result came in parts

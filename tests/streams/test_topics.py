@@ -41,3 +41,30 @@ def test_the_committed_messages_of_a_span_come_in_pages_without_aborted_ones_or_
     finally:
         reader.close()
         pages.close()
+
+
+def test_the_sharded_matchers_topics_take_a_round_of_pairs_past_the_brokers_1_mb_default(kafka, prefix):
+    """A seal's round 1 from one shard is over 10 MB where 4,096 near-identical attack queries each pair with 64
+    earlier ones; the topics allow 64 MB, and the matcher's consumers and rebuilds read such a message."""
+    from monitor.settings import Settings
+    from streams.match_shards import MAX_MESSAGE_BYTES
+    from streams.matcher import read_log
+    from streams.topics import Topics
+
+    topics = Topics.from_settings(Settings(topic_prefix=prefix))
+    create_topics(kafka.bootstrap, [s for s in topics.specs(1) if s.name == topics.match_pairs])
+    big = bytes(range(256)) * (12 << 12)  # 12 MB
+
+    async def round_trip():
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, max_request_size=MAX_MESSAGE_BYTES)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topics.match_pairs, big, partition=0)
+        finally:
+            await producer.stop()
+        from aiokafka import TopicPartition
+
+        return await read_log(kafka.bootstrap, TopicPartition(topics.match_pairs, 0), 0, 1, lambda b: b)
+
+    [(offset, value, _)] = asyncio.run(round_trip())
+    assert offset == 0 and value == big
