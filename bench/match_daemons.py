@@ -24,8 +24,6 @@ import time
 import uuid
 from pathlib import Path
 
-import orjson
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from realistic import realistic  # noqa: E402
@@ -143,7 +141,6 @@ def main() -> int:
               f"CPU s: {parts}" + (f"; the busiest shard {n / max(shard_cpu):,.0f} queries per CPU second "
                                    f"({one_cpu / max(shard_cpu):.2f}x one matcher's)" if shard_cpu else
                                    f" ({n / one_cpu:,.0f} queries per CPU second)"))
-    print(orjson.dumps({str(k): {"wall_s": w, "cpu_s": c} for k, (w, c) in results.items()}).decode())
     return 0
 
 

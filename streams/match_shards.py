@@ -23,6 +23,7 @@ import logging
 import time
 
 from aiokafka import TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import OffsetAndMetadata
 
 from monitor.contracts.match_requests import MatchRequestBatch
@@ -68,6 +69,7 @@ class ShardWorker(TransactionalWorker):
     lingers = False  # every seal waits for each shard's round 1 and answers
     max_message_bytes = MAX_MESSAGE_BYTES
     batch_records = BATCH_REQUESTS
+    assignor = RangePartitionAssignor  # each topic's one partition to the same member: a second one stands by
 
     def __init__(self, settings: Settings, metrics: Metrics, health: Health) -> None:
         self.shards, self.shard = settings.matcher_shards, int(settings.matcher_shard or 0)
@@ -97,6 +99,9 @@ class ShardWorker(TransactionalWorker):
 
     def commit_metadata(self) -> str:
         return self.matcher.shard_checkpoint.to_json()
+
+    def held_positions(self) -> dict[TopicPartition, int]:
+        return _held(self.at)
 
     async def assigned(self, partitions: set[TopicPartition], committed: dict[TopicPartition, OffsetAndMetadata]
                        ) -> None:
@@ -132,6 +137,7 @@ class ReduceWorker(TransactionalWorker):
     lingers = False
     max_message_bytes = MAX_MESSAGE_BYTES
     batch_records = BATCH_REQUESTS
+    assignor = RangePartitionAssignor
 
     def __init__(self, settings: Settings, metrics: Metrics, health: Health) -> None:
         self.topics = Topics.from_settings(settings)
@@ -171,6 +177,9 @@ class ReduceWorker(TransactionalWorker):
     def commit_metadata(self) -> str:
         return self.matcher.reduce_checkpoint.to_json()
 
+    def held_positions(self) -> dict[TopicPartition, int]:
+        return _held(self.at)
+
     def idle_outputs(self) -> tuple[list[Output], dict[TopicPartition, int]]:
         """No messages: a quiet ingest worker stops holding the watermark after the idle time, so seals may be due;
         a message every third of the idle time tells the alerter the matcher is alive."""
@@ -180,7 +189,7 @@ class ReduceWorker(TransactionalWorker):
         outputs = self._decided(now)
         if outputs or now - self.published_at >= self.matcher.settings.idle_source_s / 3:
             outputs += self._results([], {}, now)
-        return outputs, {TopicPartition(topic, 0): offset for topic, offset in self.at.items()}
+        return outputs, _held(self.at)
 
     async def idle_failed(self, consumer) -> None:
         """What the failed transaction held is rebuilt from the last committed checkpoint."""
@@ -233,6 +242,11 @@ class ReduceWorker(TransactionalWorker):
             self.metrics.watermark.set(message.watermark)
         return [*(o for chunk in message.chunks() for o in self.alerter_outputs(chunk, self.name.encode())),
                 *(suspicious_output(self.topics.suspicious_inputs, doc) for doc in result.flagged.records())]
+
+
+def _held(at: dict[str, int] | None) -> dict[TopicPartition, int]:
+    """Every input's position: the checkpoint goes with each of them, in every transaction."""
+    return {TopicPartition(topic, 0): offset for topic, offset in (at or {}).items()}
 
 
 def _only(batches: dict[TopicPartition, list], topic: str) -> dict[TopicPartition, list]:

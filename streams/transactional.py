@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, UnknownTopicOrPartitionError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
@@ -104,6 +105,8 @@ class TransactionalWorker:
     #: The most records a batch takes (None: ``batch_size``). The matcher's records are requests of up to about
     #: 1,600 queries each: a backlog read in batches of 4,096 of them would be matched millions at a time.
     batch_records: int | None = None
+    #: How the group shares the partitions among its members (aiokafka's default: round robin).
+    assignor: type = RoundRobinPartitionAssignor
 
     def __init__(self, settings: Settings, metrics: Metrics, health: Health, input_topic: str) -> None:
         self.settings = settings
@@ -158,6 +161,12 @@ class TransactionalWorker:
         """Committed with each batch's offsets, in its transaction (Kafka keeps up to 4 KB); nothing by default."""
         return ""
 
+    def held_positions(self) -> dict[TopicPartition, int]:
+        """Offsets committed with every transaction besides those of the batch's own partitions (a worker reading
+        several partitions whose state is one checkpoint commits it on all of them, so that whichever it reads back
+        is the latest); none by default."""
+        return {}
+
     async def assigned(self, partitions: set[TopicPartition], committed: dict[TopicPartition, OffsetAndMetadata]
                        ) -> None:
         """Called when partitions of the input topic are assigned, with the group's committed offsets (and their
@@ -208,7 +217,7 @@ class TransactionalWorker:
             bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id, client_id=member,
             group_instance_id=member, enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=1 << 20, isolation_level="read_committed",
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS, partition_assignment_strategy=(self.assignor,))
         producer = self.new_producer()
         await _start_with_retry(producer, consumer, s.kafka_bootstrap)
         try:
@@ -399,7 +408,8 @@ class TransactionalWorker:
         """One transaction: the outputs, and the offsets after the batch (or ``positions``) with the worker's
         :meth:`commit_metadata`."""
         started = time.perf_counter()
-        ends = {**(positions or {}), **{tp: messages[-1].offset + 1 for tp, messages in batches.items()}}
+        ends = {**self.held_positions(), **(positions or {}),
+                **{tp: messages[-1].offset + 1 for tp, messages in batches.items()}}
         try:
             async with producer.transaction():
                 futures = [await producer.send(o.topic, o.value, key=o.key, partition=o.partition) for o in outputs]
