@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -63,22 +64,74 @@ def matcher_role(settings: Settings) -> str:
     return "reduce" if shard == "reduce" else "shard"
 
 
-class ShardWorker(TransactionalWorker):
-    """One shard: match-requests and match-control in, match-pairs out."""
+class _MatchRole(TransactionalWorker):
+    """What a shard and the reduce share: inputs of one partition each, read whole; a checkpoint committed on every
+    one of them with each transaction; a rebuild from it and the topics when they are assigned."""
 
     lingers = False  # every seal waits for each shard's round 1 and answers
     max_message_bytes = MAX_MESSAGE_BYTES
     batch_records = BATCH_REQUESTS
     assignor = RangePartitionAssignor  # each topic's one partition to the same member: a second one stands by
+    checkpoint_type: Any = None  # ShardCheckpoint or ReduceCheckpoint
 
     def __init__(self, settings: Settings, metrics: Metrics, health: Health) -> None:
-        self.shards, self.shard = settings.matcher_shards, int(settings.matcher_shard or 0)
-        self.role = f"match-shard-{self.shard}-of-{self.shards}"
         self.topics = Topics.from_settings(settings)
         super().__init__(settings, metrics, health, self.topics.match_requests)
-        self.input_topics = [self.topics.match_requests, self.topics.match_control]
-        self.matcher = MatchShard(settings.matcher_settings(), self.shards, self.shard)
+        self.shards = settings.matcher_shards
         self.at: dict[str, int] | None = None  # the read positions the state stands at (None: not known)
+        self.assigned_in = -1  # the rebalance generation the partitions were last assigned in
+
+    def held_positions(self) -> dict[TopicPartition, int]:
+        return _held(self.at)
+
+    async def assigned(self, partitions: set[TopicPartition], committed: dict[TopicPartition, OffsetAndMetadata]
+                       ) -> None:
+        self.assigned_in = self.generation
+        positions = {tp.topic: committed[tp].offset if tp in committed else 0 for tp in partitions}
+        if positions == self.at:
+            return
+        metadata = committed.get(TopicPartition(self.topics.match_requests, 0))
+        checkpoint = _checkpoint(self.checkpoint_type.from_json, metadata, self.role)
+        started = time.perf_counter()
+        self.matcher = self._new() if checkpoint is None else await self._rebuilt(checkpoint, positions)
+        self.at = positions
+        if checkpoint is not None:
+            log.info("%s: rebuilt up to %s in %.1f s: %s", self.role, _positions(positions),
+                     time.perf_counter() - started, self._summary())
+
+    def _new(self) -> Any:
+        raise NotImplementedError
+
+    async def _rebuilt(self, checkpoint: Any, positions: dict[str, int]) -> Any:
+        raise NotImplementedError
+
+    def _summary(self) -> str:
+        raise NotImplementedError
+
+    async def _read(self, topic: str, start: int, positions: dict[str, int], decode, since: float | None = None
+                    ) -> list:
+        """The committed messages of ``topic`` up to where the state stands: from ``start`` (none where it is -1), and
+        from the first written after ``since`` (wall time), if earlier."""
+        if start < 0 and since is None:
+            return []
+        return await read_log(self.settings.kafka_bootstrap, TopicPartition(topic, 0), start, positions[topic],
+                              decode, self.role, since)
+
+
+class ShardWorker(_MatchRole):
+    """One shard: match-requests and match-control in, match-pairs out."""
+
+    checkpoint_type = ShardCheckpoint
+
+    def __init__(self, settings: Settings, metrics: Metrics, health: Health) -> None:
+        self.shard = int(settings.matcher_shard or 0)
+        self.role = f"match-shard-{self.shard}-of-{settings.matcher_shards}"
+        super().__init__(settings, metrics, health)
+        self.input_topics = [self.topics.match_requests, self.topics.match_control]
+        self.matcher = self._new()
+
+    def _new(self) -> MatchShard:
+        return MatchShard(self.settings.matcher_settings(), self.shards, self.shard)
 
     async def handle(self, batches, consumer) -> list[Output]:
         started = time.perf_counter()
@@ -100,55 +153,31 @@ class ShardWorker(TransactionalWorker):
     def commit_metadata(self) -> str:
         return self.matcher.shard_checkpoint.to_json()
 
-    def held_positions(self) -> dict[TopicPartition, int]:
-        return _held(self.at)
-
-    async def assigned(self, partitions: set[TopicPartition], committed: dict[TopicPartition, OffsetAndMetadata]
-                       ) -> None:
-        positions = {tp.topic: committed[tp].offset if tp in committed else 0 for tp in partitions}
-        if positions == self.at:
-            return
-        requests_tp = TopicPartition(self.topics.match_requests, 0)
-        control_tp = TopicPartition(self.topics.match_control, 0)
-        checkpoint = _checkpoint(ShardCheckpoint.from_json, committed.get(requests_tp), self.role)
-        settings = self.settings.matcher_settings()
-        if checkpoint is None:
-            self.matcher, self.at = MatchShard(settings, self.shards, self.shard), positions
-            return
-        started = time.perf_counter()
-        bootstrap = self.settings.kafka_bootstrap
-        requests = await read_log(bootstrap, requests_tp, checkpoint.replay_from, positions[requests_tp.topic],
-                                  MatchRequestBatch.decode, self.role)
-        controls = await read_log(bootstrap, control_tp, checkpoint.control_from, positions[control_tp.topic],
-                                  decode_control, self.role) if checkpoint.control_from >= 0 else []
-        self.matcher = await asyncio.to_thread(  # the event loop keeps the group's heartbeats going meanwhile
-            MatchShard.rebuilt, settings, self.shards, self.shard, checkpoint,
+    async def _rebuilt(self, checkpoint: ShardCheckpoint, positions: dict[str, int]) -> MatchShard:
+        requests = await self._read(self.topics.match_requests, checkpoint.replay_from, positions,
+                                    MatchRequestBatch.decode)
+        controls = await self._read(self.topics.match_control, checkpoint.control_from, positions, decode_control)
+        return await asyncio.to_thread(  # the event loop keeps the group's heartbeats going meanwhile
+            MatchShard.rebuilt, self.settings.matcher_settings(), self.shards, self.shard, checkpoint,
             [(o, r) for o, r, _ in requests], [(o, c) for o, c, _ in controls])
-        self.at = positions
-        log.info("%s: rebuilt up to %s in %.1f s: %d queries indexed, %d waiting, %d seals followed again",
-                 self.role, _positions(positions), time.perf_counter() - started, self.matcher.stored_queries,
-                 self.matcher.pending_queries, sum(isinstance(c, Seal) for _, c, _ in controls))
+
+    def _summary(self) -> str:
+        return (f"{self.matcher.stored_queries} queries indexed, {self.matcher.pending_queries} waiting, "
+                f"{self.matcher.followed + 1} seals followed")
 
 
-class ReduceWorker(TransactionalWorker):
+class ReduceWorker(_MatchRole):
     """The reduce: match-requests and match-pairs in; match-control, sli-buckets and suspicious-inputs out."""
 
     role = "match-reduce"
-    lingers = False
-    max_message_bytes = MAX_MESSAGE_BYTES
-    batch_records = BATCH_REQUESTS
-    assignor = RangePartitionAssignor
+    checkpoint_type = ReduceCheckpoint
 
     def __init__(self, settings: Settings, metrics: Metrics, health: Health) -> None:
-        self.topics = Topics.from_settings(settings)
-        super().__init__(settings, metrics, health, self.topics.match_requests)
+        super().__init__(settings, metrics, health)
         self.input_topics = [self.topics.match_requests, self.topics.match_pairs]
         self.alerter_topic = self.topics.sli_buckets
-        self.shards = settings.matcher_shards
         self.matcher = self._new()
         self.name = f"matcher-{settings.instance_id}"  # the alerter waits for it as for one matcher
-        self.at: dict[str, int] | None = None
-        self.assigned_in = -1
         self.published_at = 0.0  # when the last sli-buckets message was sent (wall time)
 
     def _new(self) -> MatchReduce:
@@ -162,7 +191,7 @@ class ReduceWorker(TransactionalWorker):
             self.matcher.add(request, now, message.offset)
         results: list[MatchResult] = []
         for _, message, reply in self.decoded(_only(batches, self.topics.match_pairs), decode_reply,
-                                               self.topics.dead_letters, outputs):
+                                              self.topics.dead_letters, outputs):
             if isinstance(reply, ShardPairs):
                 outputs += map(self._control, self.matcher.take_pairs(reply, message.offset))
             elif (result := self.matcher.take_answers(reply, message.offset)) is not None:
@@ -176,9 +205,6 @@ class ReduceWorker(TransactionalWorker):
 
     def commit_metadata(self) -> str:
         return self.matcher.reduce_checkpoint.to_json()
-
-    def held_positions(self) -> dict[TopicPartition, int]:
-        return _held(self.at)
 
     def idle_outputs(self) -> tuple[list[Output], dict[TopicPartition, int]]:
         """No messages: a quiet ingest worker stops holding the watermark after the idle time, so seals may be due;
@@ -196,32 +222,17 @@ class ReduceWorker(TransactionalWorker):
         self.at = None
         await self.take_over(consumer, consumer.assignment())
 
-    async def assigned(self, partitions: set[TopicPartition], committed: dict[TopicPartition, OffsetAndMetadata]
-                       ) -> None:
-        self.assigned_in = self.generation
-        positions = {tp.topic: committed[tp].offset if tp in committed else 0 for tp in partitions}
-        if positions == self.at:
-            return
-        requests_tp = TopicPartition(self.topics.match_requests, 0)
-        pairs_tp = TopicPartition(self.topics.match_pairs, 0)
-        checkpoint = _checkpoint(ReduceCheckpoint.from_json, committed.get(requests_tp), self.role)
-        if checkpoint is None:
-            self.matcher, self.at = self._new(), positions
-            return
-        started = time.perf_counter()
-        bootstrap = self.settings.kafka_bootstrap
-        since = time.time() - self.settings.idle_source_seconds - SOURCES_LOOKBACK_S
-        requests = await read_log(bootstrap, requests_tp, checkpoint.replay_from, positions[requests_tp.topic],
-                                  MatchRequestBatch.decode, self.role, since)
-        replies = await read_log(bootstrap, pairs_tp, checkpoint.pairs_from, positions[pairs_tp.topic],
-                                 decode_reply, self.role) if checkpoint.pairs_from >= 0 else []
-        self.matcher = await asyncio.to_thread(
+    async def _rebuilt(self, checkpoint: ReduceCheckpoint, positions: dict[str, int]) -> MatchReduce:
+        since = time.time() - self.settings.idle_source_seconds - SOURCES_LOOKBACK_S  # the sources alive then
+        requests = await self._read(self.topics.match_requests, checkpoint.replay_from, positions,
+                                    MatchRequestBatch.decode, since)
+        replies = await self._read(self.topics.match_pairs, checkpoint.pairs_from, positions, decode_reply)
+        return await asyncio.to_thread(
             MatchReduce.rebuilt, self.settings.matcher_settings(), self.shards, checkpoint, requests,
             [(o, r) for o, r, _ in replies], SEAL_LIMIT, MAX_OPEN_SEALS)
-        self.at = positions
-        log.info("%s: rebuilt up to %s in %.1f s: %d queries waiting, %d seals open", self.role,
-                 _positions(positions), time.perf_counter() - started, self.matcher.pending_queries,
-                 self.matcher.open_seals)
+
+    def _summary(self) -> str:
+        return f"{self.matcher.pending_queries} queries waiting, {self.matcher.open_seals} seals open"
 
     def _decided(self, now: float) -> list[Output]:
         seals = []
