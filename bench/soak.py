@@ -4,6 +4,7 @@ with each daemon's RSS and each consumer group's lag every minute (both should s
     python3 bench/soak.py --minutes 60 --rate 200        # starts a throwaway broker on 127.0.0.1
     python3 bench/soak.py --ingest-workers 1 --no-matcher  # one ingest worker matching its own queries
     python3 bench/soak.py --scorer                         # and `advmon scorer` takes the embeddings (numpy here)
+    python3 bench/soak.py --matcher-shards 2               # the matcher sharded: two shards and the reduce
     python3 bench/soak.py --minutes 80 --event-speed 4     # 5 h 20 min of event time: past the 3 h look-back
 
 Traffic: realistic 1.3 KB records (bench/realistic.py: 64 features, a base64 embedding, logits; 2,000 clients)
@@ -115,6 +116,7 @@ def main() -> int:
     parser.add_argument("--ingest-workers", type=int, default=2)
     parser.add_argument("--no-matcher", action="store_true", help="each ingest worker matches its own queries")
     parser.add_argument("--scorer", action="store_true", help="ingest leaves the embeddings to `advmon scorer`")
+    parser.add_argument("--matcher-shards", type=int, default=1, help="above 1: that many shards and the reduce")
     parser.add_argument("--event-speed", type=float, default=1.0,
                         help="event time runs this many times as fast as the clock (ending at the clock)")
     parser.add_argument("--look-back-hours", type=float, default=3.0,
@@ -139,14 +141,22 @@ def main() -> int:
     remote = ([] if args.no_matcher else ["--remote-matching"]) + (["--remote-scoring"] if args.scorer else [])
     commands = {f"ingest-{i}": ["ingest", "--instance", f"ingest-{i}", *remote] for i in range(args.ingest_workers)}
     commands |= {"scorer": ["scorer", "--instance", "scorer-0"]} if args.scorer else {}
-    commands |= {} if args.no_matcher else {"matcher": ["matcher"]}
+    shards = args.matcher_shards
+    if args.no_matcher:
+        pass
+    elif shards == 1:
+        commands["matcher"] = ["matcher"]
+    else:
+        commands["match-reduce"] = ["matcher", "--shards", str(shards), "--shard", "reduce", "--instance", "m-0"]
+        commands |= {f"match-shard-{k}-of-{shards}": ["matcher", "--shards", str(shards), "--shard", str(k),
+                                                      "--instance", f"s-{k}"] for k in range(shards)}
     commands["alerter"] = ["alerter"]
     ports = {name: free_port() for name in commands}
     daemons = {name: subprocess.Popen([sys.executable, "-m", "monitor", *command, "--http-port", str(ports[name])],
                                       env=env, stdout=open(work / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
                for name, command in commands.items()}
-    groups = {role: f"{prefix}advmon-{role}" for role in ("ingest", "scorer", "matcher", "alerter")
-              if role == "ingest" or role in commands}
+    groups = {role: f"{prefix}advmon-{role}" for role in ("ingest", "scorer", *(n for n in commands if "mat" in n),
+                                                          "alerter") if role == "ingest" or role in commands}
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, enable_idempotence=True)
     rows, sent, started = [], 0, time.monotonic()
     clock = EventClock(args.event_speed, args.minutes * 60.0, time.time())
