@@ -44,8 +44,8 @@ def test_the_committed_messages_of_a_span_come_in_pages_without_aborted_ones_or_
 
 
 def test_the_sharded_matchers_topics_take_a_round_of_pairs_past_the_brokers_1_mb_default(kafka, prefix):
-    """A seal's round 1 from one shard is over 10 MB where 4,096 near-identical attack queries each pair with 64
-    earlier ones; the topics allow 64 MB, and the matcher's consumers and rebuilds read such a message."""
+    """A shard's round 1 of a seal of 4,096 near-identical attack queries was 7.5-8 MB (each pairs with up to 64
+    earlier ones); the topics allow 64 MB, and the matcher's consumers and rebuilds read a 12 MB message."""
     from monitor.settings import Settings
     from streams.match_shards import MAX_MESSAGE_BYTES
     from streams.matcher import read_log
