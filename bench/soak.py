@@ -60,6 +60,8 @@ def group_lags(bootstrap: str, groups: dict[str, str]) -> dict[str, int]:
         lags = {}
         for name, group in groups.items():
             offsets = admin.list_group_offsets({group: None}).get(group, {})
+            for topic in {tp.topic for tp in offsets}:  # kafka-python asks only for the topics its metadata knows
+                consumer.partitions_for_topic(topic)
             ends = consumer.end_offsets(list(offsets)) if offsets else {}
             lags[name] = sum(max(0, ends[tp] - o.offset) for tp, o in offsets.items())
         return lags
