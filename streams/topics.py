@@ -21,9 +21,10 @@ WEEK_MS = 7 * 24 * 3600 * 1000
 #: The matcher rebuilds its index from match-requests: keep what two generations of the index can hold
 #: (``ADVMON_FINGERPRINT_GENERATION_HOURS``, 24 by default, or 2 x 50,000 queries), whichever is less.
 MATCH_REQUESTS_RETENTION = {"retention.ms": str(3 * 24 * 3600 * 1000), "retention.bytes": str(2 << 30)}
-#: The sharded matcher's messages: a seal's round 1 from one shard is 28 bytes a pair; the largest message was
-#: 0.5-0.65 MB for seals of 4,096 realistic queries (bench/sharding.py) and 7.5-8 MB (measured, 2 and 4 shards) for one of 4,096 near-identical attack queries,
-#: each paired with up to ``postings_cap`` earlier ones: past the broker's default 1 MB message limit.
+#: The sharded matcher's messages: a seal's round 1 from one shard is 28 bytes a pair. The largest message was
+#: 0.5-0.65 MB for seals of 4,096 realistic queries (bench/sharding.py) and 7.5-8 MB for a seal of 4,096
+#: near-identical attack queries, each paired with up to ``postings_cap`` earlier ones (measured with 2 and 4
+#: shards): past the broker's default 1 MB message limit.
 MATCH_SHARDS_CONFIG = {**MATCH_REQUESTS_RETENTION, "max.message.bytes": str(64 << 20)}
 
 
