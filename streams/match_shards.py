@@ -84,6 +84,10 @@ class _MatchRole(TransactionalWorker):
     def held_positions(self) -> dict[TopicPartition, int]:
         return _held(self.at)
 
+    def _read_past(self, batches: dict[TopicPartition, list]) -> None:
+        """The state now stands past every message of ``batches``."""
+        self.at = {**(self.at or {}), **{tp.topic: m[-1].offset + 1 for tp, m in batches.items()}}
+
     async def assigned(self, partitions: set[TopicPartition], committed: dict[TopicPartition, OffsetAndMetadata]
                        ) -> None:
         self.assigned_in = self.generation
@@ -144,7 +148,7 @@ class ShardWorker(_MatchRole):
                                                  self.topics.dead_letters, outputs):
             replies += self.matcher.take(control, message.offset)
         replies += self.matcher.follow()
-        self.at = {**(self.at or {}), **{tp.topic: m[-1].offset + 1 for tp, m in batches.items()}}
+        self._read_past(batches)
         await self.advance_watermark(consumer, {})  # consumer lag
         self.metrics.fingerprint_memory.set(self.matcher.memory_bytes)
         self.metrics.batch_seconds.labels(stage="match").observe(time.perf_counter() - started)
@@ -196,7 +200,7 @@ class ReduceWorker(_MatchRole):
                 outputs += map(self._control, self.matcher.take_pairs(reply, message.offset))
             elif (result := self.matcher.take_answers(reply, message.offset)) is not None:
                 results.append(result)
-        self.at = {**(self.at or {}), **{tp.topic: m[-1].offset + 1 for tp, m in batches.items()}}
+        self._read_past(batches)
         await self.advance_watermark(consumer, {})  # consumer lag
         outputs += self._decided(now)
         outputs += self._results(results, offset_spans(batches), now)
