@@ -30,7 +30,7 @@ from monitor.detect.engine import BatchResult, Engine
 from monitor.detect.parsing import ParsedBatch, parse_batch
 from monitor.detect.profiles import Profile
 from monitor.settings import Settings
-from monitor.telemetry.export import observe_batch
+from monitor.telemetry.export import observe_batch, observe_index
 from monitor.telemetry.metrics import Metrics
 from streams.http import Health
 from streams.margin_counts import MarginCountsReader
@@ -94,7 +94,8 @@ class IngestWorker(TransactionalWorker):
         result = await asyncio.to_thread(self.engine.process, parsed.batch, self.watermark)
         engine_at = time.perf_counter()
         self.dead += len(parsed.dead)
-        observe_batch(self.metrics, result, self.engine.fingerprint_memory_bytes, parsed.batch, late)
+        observe_batch(self.metrics, result, parsed.batch, late)
+        observe_index(self.metrics, self.engine.fingerprint_memory_bytes, self.engine.fingerprint_lookback_s)
         for letter in parsed.dead:
             self.metrics.dead_letters.labels(reason=letter.category).inc()
         self.metrics.batch_seconds.labels(stage="parse").observe(parsed_at - started)

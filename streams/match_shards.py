@@ -34,6 +34,7 @@ from monitor.detect.matcher import MatchResult
 from monitor.detect.sharded_matcher import MatchReduce, MatchShard, ReduceCheckpoint, ShardCheckpoint
 from monitor.errors import ConfigError, WireError
 from monitor.settings import Settings
+from monitor.telemetry.export import observe_index
 from monitor.telemetry.metrics import Metrics
 from streams.http import Health
 from streams.matcher import BATCH_REQUESTS, SOURCES_LOOKBACK_S, read_log
@@ -150,7 +151,7 @@ class ShardWorker(_MatchRole):
         replies += self.matcher.follow()
         self._read_past(batches)
         await self.advance_watermark(consumer, {})  # consumer lag
-        self.metrics.fingerprint_memory.set(self.matcher.memory_bytes)
+        observe_index(self.metrics, self.matcher.memory_bytes, self.matcher.lookback_s)
         self.metrics.batch_seconds.labels(stage="match").observe(time.perf_counter() - started)
         return [*outputs, *(Output(self.topics.match_pairs, r.encode(), partition=0) for r in replies)]
 

@@ -32,6 +32,7 @@ from monitor.contracts.sli_buckets import SliBatch
 from monitor.detect.matcher import MatcherCheckpoint, MatchResult, OrderedMatcher
 from monitor.errors import ServiceUnavailable, WireError
 from monitor.settings import Settings
+from monitor.telemetry.export import observe_index
 from monitor.telemetry.metrics import Metrics
 from streams.http import Health
 from streams.topics import Topics
@@ -139,7 +140,7 @@ class MatcherWorker(TransactionalWorker):
         self.published_at = now
         message = SliBatch(instance=self.name, watermark=watermark, late=0, offsets=offsets, rows=result.rows,
                            flagged=result.flagged, role="matcher", edges=result.edges)
-        self.metrics.fingerprint_memory.set(self.matcher.memory_bytes)
+        observe_index(self.metrics, self.matcher.memory_bytes, self.matcher.lookback_s)
         if watermark > float("-inf"):
             self.metrics.watermark.set(watermark)
         return [*(o for chunk in message.chunks() for o in self.alerter_outputs(chunk, self.name.encode())),

@@ -235,6 +235,10 @@ def debug():
               unit="ops"),
         panel("Alerter: how long the current rebalance has lasted (table recovery included; 0: none)",
               [("max by (instance) (advmon_alerter_rebalance_seconds)", "{{instance}}")], 12, 48, unit="s"),
+        panel("Query index look-back (event time; under 15 min: AdvmonFingerprintLookbackShort)",
+              [("min by (instance) (advmon_fingerprint_lookback_seconds) < +Inf", "{{instance}}")], 0, 56, unit="s",
+              description="How far back a new query is matched with earlier ones; shown once an index has forgotten "
+                          "queries"),
     ])
 
 

@@ -146,15 +146,24 @@ def render_prometheus_rule_resource(rules: Rules, name: str = "advmon-slos") -> 
             "spec": render_prometheus_rules(rules)}
 
 
+#: The look-back below which a query index's ticket fires: a prober who spaces its near-identical queries further
+#: apart than this is matched with none of them (a thousand queries then take over ten days).
+LOOKBACK_FLOOR_S = 900
+
+
 def _pipeline_group(rules: Rules) -> dict:
     """What the daemon cannot see from the inside: all traffic (and with it event time) stopping, and an alerter
-    stuck in a rebalance (it evaluates nothing meanwhile)."""
+    stuck in a rebalance (it evaluates nothing meanwhile); and a query index that forgets too soon for its traffic."""
     return {"name": "advmon-pipeline", "rules": [
         _pipeline_alert(rules, "AdvmonNoTraffic", "(sum(rate(advmon_events_total[15m])) or vector(0)) == 0",
                         "advmon ingest has counted no events for 15 minutes (or is not scraped)"),
         _pipeline_alert(rules, "AdvmonAlerterRebalanceStuck", "max(advmon_alerter_rebalance_seconds) > 900",
                         "an advmon alerter has been rebalancing (table recovery included) for over 20 minutes: it "
                         "evaluates and pages nothing meanwhile"),
+        _pipeline_alert(rules, "AdvmonFingerprintLookbackShort",
+                        f"min(min_over_time(advmon_fingerprint_lookback_seconds[1h])) < {LOOKBACK_FLOOR_S}",
+                        f"an advmon query index reached back less than {LOOKBACK_FLOOR_S // 60} minutes of event time "
+                        "in the last hour: black-box probers who space their queries further apart are not matched"),
     ]}
 
 

@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field, fields, replace
 
@@ -193,6 +194,11 @@ class Engine:
     @property
     def fingerprint_memory_bytes(self) -> int:
         return 0 if self.matcher is None else self.matcher.memory_bytes
+
+    @property
+    def fingerprint_lookback_s(self) -> float:
+        """How far back its own matcher matches a query (``inf``: nothing forgotten yet, or no matcher here)."""
+        return math.inf if self.matcher is None else self.matcher.lookback_s
 
     def process(self, batch: EventBatch, watermark: float | None = None) -> BatchResult:
         """One batch's rows and evidence, with the own matcher's verdicts on the buckets ``watermark`` (default: the

@@ -20,6 +20,7 @@ by the splitmix64 finalizer (secret keys stand in for Blacklight's salted SHA-25
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 
@@ -378,6 +379,8 @@ class QueryIndex:
         self._position = 0  # queries passed to update so far, exact repeats included
         self._owners = np.empty(0, np.uint64)  # client code of every stored query, by id from _owner_base
         self._owner_base = 0
+        self._latest = -math.inf  # the newest event time given to update
+        self._forgot = False  # whether queries given before the oldest live generation were dropped
 
     @property
     def stored_queries(self) -> int:
@@ -410,7 +413,31 @@ class QueryIndex:
         if self._position or self._generations:
             raise ValueError("only an empty index can start at another position")
         self._position, self._next_id, self._owner_base = position, first_id, first_id
+        self._forgot = position > 0
         return self
+
+    def continuing(self) -> QueryIndex:
+        """This index, rebuilt from the opening of another's oldest live generation where that one had forgotten
+        earlier queries: its :attr:`lookback_s` is then finite, as the other's."""
+        self._forgot = True
+        return self
+
+    @property
+    def lookback_s(self) -> float:
+        """Event time from the opening of the oldest live generation to the newest query: how far back a new
+        query is matched now (between one and two generations' spans, as generations turn over); ``inf`` while
+        the index still holds every query it was given.
+
+        >>> index = QueryIndex(threshold=2, generation_queries=2)
+        >>> hashes, exact = np.arange(1, 7, dtype=np.uint64).reshape(3, 2), np.arange(1, 4, dtype=np.uint64)
+        >>> index.update(hashes, exact, now=np.array([0.0, 30.0, 60.0])).flagged.tolist(), index.lookback_s
+        ([False, False, False], inf)
+        >>> _ = index.update(hashes + 6, exact + 3, now=np.array([90.0, 120.0, 150.0])); index.lookback_s
+        90.0
+        """
+        if not self._forgot:
+            return math.inf
+        return max(0.0, self._latest - self._generations[0].started_at)
 
     @property
     def memory_bytes(self) -> int:
@@ -454,6 +481,7 @@ class QueryIndex:
             parts.append(matches)
             pairs.append(replace(counted, row=counted.row + start))
             self._position += stop - start
+            self._latest = max(self._latest, float(times[start:stop].max()))
             start = stop
             if start >= len(exact):
                 break
@@ -485,6 +513,7 @@ class QueryIndex:
             if len(self._generations) > 1:  # the oldest is forgotten: so are its queries' clients
                 dropped = self._generations[0].queries
                 self._owners, self._owner_base = self._owners[dropped:], self._owner_base + dropped
+                self._forgot = True
             head.seal()
             self._generations = [head, _Generation(now, self._position, self._next_id)]
         return self._generations[-1]

@@ -186,6 +186,12 @@ class OrderedMatcher:
         return sum(index.memory_bytes for index in self._indexes.values()) + waiting
 
     @property
+    def lookback_s(self) -> float:
+        """The shortest look-back of its indexes (one per input kind; :attr:`QueryIndex.lookback_s`): a query
+        spaced further than this from the earlier ones it resembles is matched with none of them."""
+        return min((index.lookback_s for index in self._indexes.values()), default=math.inf)
+
+    @property
     def checkpoint(self) -> MatcherCheckpoint:
         """What a restart needs besides the requests from ``replay_from`` on (offsets given to :meth:`add`)."""
         lowest = [o for per_kind in self._lowest.values() for o in per_kind.values()]
@@ -203,8 +209,12 @@ class OrderedMatcher:
         later than the grace period was matched after queries of later buckets; here it takes its place in
         event time (the only difference)."""
         matcher = cls(settings)
+        forgotten: set[str] = set()  # kinds with queries before the replay: of generations the original forgot
         for offset, request, written in requests:
-            matcher.add(request if offset >= checkpoint.replay_from else replace(request, groups=[]), written, offset)
+            if offset < checkpoint.replay_from:
+                forgotten.update(group.kind for group in request.groups if len(group))
+                request = replace(request, groups=[])
+            matcher.add(request, written, offset)
         matcher._watermark, matcher.sealed_until = checkpoint.watermark, checkpoint.sealed_until
         for kind, opener in checkpoint.openers.items():
             if kind not in matcher._pending:  # its requests are gone (retention): the index starts empty
@@ -212,6 +222,8 @@ class OrderedMatcher:
             group, offsets = matcher._waiting(kind)
             kept = ~MatchKey(*opener, kind).after(group)
             matcher._pending[kind] = [(group.take(kept), offsets[kept])]
+            if kind in forgotten or not kept.all():
+                matcher._indexes[kind].continuing()
         matcher._match_before(MatchKey(matcher.sealed_until))
         return matcher
 

@@ -31,7 +31,7 @@ from monitor.notify.pipeline import Notification, Pipeline
 from monitor.notify.sinks import Sink
 from monitor.settings import Settings
 from monitor.spec.rules import Rules
-from monitor.telemetry.export import count_alerts, export_alert_state, observe_batch
+from monitor.telemetry.export import count_alerts, export_alert_state, observe_batch, observe_index
 from monitor.telemetry.metrics import Metrics
 
 log = logging.getLogger("advmon.runtime")
@@ -119,7 +119,8 @@ class InProcessRuntime:
         self.stats.events += int(result.rows.column("events").sum())
         self.stats.late += result.late_events
         self.stats.suspicious += len(result.flagged)
-        observe_batch(self.metrics, result, self.engine.fingerprint_memory_bytes, batch)
+        observe_batch(self.metrics, result, batch)
+        observe_index(self.metrics, self.engine.fingerprint_memory_bytes, self.engine.fingerprint_lookback_s)
         self.on_batch(result)
 
     def _emit(self, alerts: list[Alert], now: float) -> None:

@@ -24,8 +24,7 @@ from monitor.detect.engine import BatchResult
 from monitor.telemetry.metrics import MIN_CLIENT_QUERIES, Metrics, hashed_client
 
 
-def observe_batch(m: Metrics, result: BatchResult, fingerprint_memory_bytes: int, batch: EventBatch,
-                  late_events: int | None = None) -> None:
+def observe_batch(m: Metrics, result: BatchResult, batch: EventBatch, late_events: int | None = None) -> None:
     """Export one engine batch's counts and distributions (shared by the in-process runtime and ingest).
     ``late_events`` overrides the engine's count (ingest measures lateness against its per-partition
     watermark; the engine only knows the largest event time it has seen)."""
@@ -50,7 +49,16 @@ def observe_batch(m: Metrics, result: BatchResult, fingerprint_memory_bytes: int
             m.suspicious.labels(model=m.model(model), reason=reason).inc(count)
     if result.watermark > float("-inf"):
         m.watermark.set(result.watermark)
-    m.fingerprint_memory.set(fingerprint_memory_bytes)
+
+
+def observe_index(m: Metrics, memory_bytes: int, lookback_s: float) -> None:
+    """Export the query index's memory and look-back (an engine's own matcher, the matcher's, a shard's).
+
+    >>> m = Metrics(); observe_index(m, 512, 90.0); m.registry.get_sample_value("advmon_fingerprint_lookback_seconds")
+    90.0
+    """
+    m.fingerprint_memory.set(memory_bytes)
+    m.fingerprint_lookback.set(lookback_s)
 
 
 def count_alerts(m: Metrics, alerts: Sequence[Alert]) -> None:

@@ -15,6 +15,7 @@ are never used raw, only as a short keyed hash.
 from __future__ import annotations
 
 import hashlib
+import math
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -96,6 +97,11 @@ class Metrics:
         self.fingerprint_memory = Gauge(
             "advmon_fingerprint_index_bytes", "Memory of the fingerprint indexes", registry=r
         )
+        self.fingerprint_lookback = Gauge(
+            "advmon_fingerprint_lookback_seconds", "Event time the fingerprint index reaches back: a query is matched "
+            "with none of the earlier ones it resembles that came longer ago (+Inf: nothing forgotten yet, or no index "
+            "in this process)", registry=r)
+        self.fingerprint_lookback.set(math.inf)
         self.consumer_lag = Gauge("advmon_consumer_lag_records", "Records behind the partition's high-water mark",
                                   ["topic", "partition"], registry=r)
         self.produced = Counter("advmon_produced_records_total", "Records written to output topics", ["topic"],

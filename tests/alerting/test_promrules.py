@@ -106,6 +106,31 @@ slos:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_a_query_index_that_reaches_back_less_than_the_floor_within_the_hour_files_a_ticket(tmp_path):
+    """Three processes' look-back, a sample a minute: one with nothing forgotten (+Inf), one whose look-back swings
+    between one and two generations of 10 and 20 minutes (its low point, right after a generation closes, is under
+    the floor), one that never goes under the floor. Only the second's swing opens the ticket, which holds through
+    its highs (the hour's lowest point counts) and closes an hour after the index was made larger."""
+    (tmp_path / "rules.yml").write_text(dump_yaml(render_prometheus_rules(load_rules(default_rules_dir()))))
+    swinging = " ".join(str(600 + 60 * (m % 10)) for m in range(60)) + " 1800+0x120"  # 1 h swinging, then larger
+    expected = [{"exp_labels": {"severity": "ticket"}, "exp_annotations": {
+        "summary": "an advmon query index reached back less than 15 minutes of event time in the last hour: "
+                   "black-box probers who space their queries further apart are not matched",
+        "runbook_url": "docs/runbooks.md#advmonfingerprintlookbackshort"}}]
+    fixture = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [
+            {"series": 'advmon_fingerprint_lookback_seconds{instance="fresh"}', "values": " ".join(["+Inf"] * 181)},
+            {"series": 'advmon_fingerprint_lookback_seconds{instance="busy"}', "values": swinging},
+            {"series": 'advmon_fingerprint_lookback_seconds{instance="sized"}', "values": "901+0x180"}],
+        "alert_rule_test": [{"eval_time": f"{m}m", "alertname": "AdvmonFingerprintLookbackShort",
+                             "exp_alerts": expected if firing else []}
+                            for m, firing in ((3, False), (6, True), (45, True), (90, True), (125, False))]}]}
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(fixture, sort_keys=False))
+    result = promtool("test", "rules", "test.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_per_client_slos_do_not_render():
     rules = load_rules_text("slos: [{name: a, sli: input_anomaly_rate, objective: 0.99},"
                             " {name: b, sli: input_anomaly_rate, scope: client, objective: 0.99}]")

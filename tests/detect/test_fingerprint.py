@@ -159,6 +159,30 @@ def test_a_generation_closes_at_the_first_query_past_its_age_however_batched():
     assert (results[0] == results[1]).all()
 
 
+@pytest.mark.parametrize("batch", [300, 41, 1])
+def test_the_look_back_is_unbounded_until_a_query_is_forgotten_then_spans_the_live_generations(batch):
+    """Generations of 50 queries, one a second: the look-back is infinite while the first generation lives, then
+    from the oldest live generation's first query to the newest query, whatever the batching; a rebuild from the
+    oldest generation's opening reports the same."""
+    rows, content, clients = queries(6)
+    times = np.arange(len(rows), dtype=np.float64)
+    index = QueryIndex(threshold=6, generation_queries=50)
+    seen = []
+    for i in range(0, len(rows), batch):
+        index.update(rows[i:i + batch], content[i:i + batch], now=times[i:i + batch], clients=clients[i:i + batch])
+        seen.append((len(np.unique(content[:i + batch])), index.lookback_s))  # queries stored so far
+    stored = len(np.unique(content))
+    assert stored > 100  # a third generation opened: the first was forgotten
+    assert all(lookback == np.inf for held, lookback in seen if held < 100)
+    opened = index.generation_openings[0]
+    assert index.lookback_s == times[-1] - times[opened]
+    assert 50 <= index.lookback_s < 2 * 50 + (len(rows) - stored)  # one to two generations, repeats aside
+    rebuilt = QueryIndex(threshold=6, generation_queries=50).starting_at(opened, index.generation_ids[0])
+    rebuilt.update(rows[opened:], content[opened:], now=times[opened:], clients=clients[opened:])
+    assert rebuilt.lookback_s == index.lookback_s
+    assert QueryIndex(threshold=6).starting_at(0, 0).lookback_s == np.inf
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 40)), max_size=30), min_size=1, max_size=4),
        st.integers(0, 2**40), st.sampled_from([41, 2**31]))

@@ -159,6 +159,7 @@ def test_a_matcher_rebuilt_from_its_checkpoint_and_the_log_goes_on_as_the_origin
     assert rebuilt.pending_queries == original.pending_queries
     assert rebuilt.stored_queries == original.stored_queries
     assert rebuilt.checkpoint.sealed_until == checkpoint.sealed_until
+    assert rebuilt.lookback_s == original.lookback_s  # how far back it matches survives the restart
     assert fingerprint(run(rebuilt, requests[stop:])) == fingerprint(run(original, requests[stop:]))
 
 
@@ -173,6 +174,7 @@ def test_the_checkpoint_forgets_requests_once_their_generation_is_gone():
         froms.append(matcher.checkpoint.replay_from)
     assert froms == sorted(froms) and 0 < froms[-1] < len(requests) - 5
     assert set(matcher.checkpoint.openers) == {"64"}
+    assert 0 < matcher.lookback_s < group.ts.max() - group.ts.min()  # it forgot: it no longer reaches the start
     with pytest.raises(WireError):
         MatcherCheckpoint.from_json('{"v": 1}')
 

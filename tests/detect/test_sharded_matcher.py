@@ -272,3 +272,5 @@ def test_roles_rebuilt_from_their_checkpoints_and_the_topics_go_on_as_before(sha
     assert_same(result, one)
     if generation < 1000:  # indexes rotated: the restarts rebuilt from a later generation's first query
         assert len(bus.shards_[0]._indexes["64"].generation_openings) == 2
+        lookbacks = {shard.lookback_s for shard in bus.shards_}  # the restarted ones' too
+        assert len(lookbacks) == 1 and 0 < lookbacks.pop() < np.inf

@@ -42,8 +42,8 @@ def test_a_batch_counts_each_models_events_duplicates_and_flags_by_reason():
                          b'"confidence":0.9}}' % (i, model.encode()) for i, model in enumerate(models)]).batch
     result = BatchResult(rows, flagged, 61.0, 0, EventSignals.empty())
     m = Metrics()
-    observe_batch(m, result, 0, batch)
-    observe_batch(m, result, 0, batch)  # counters add up batch after batch
+    observe_batch(m, result, batch)
+    observe_batch(m, result, batch)  # counters add up batch after batch
     value = m.registry.get_sample_value
     assert [value("advmon_events_total", {"model": x}) for x in "mn"] == [6.0, 4.0]
     assert value("advmon_duplicate_queries_total", {"model": "m"}) == 4.0
