@@ -296,7 +296,18 @@ class _Run:
 
     @classmethod
     def merge(cls, older: _Run, newer: _Run) -> _Run:
-        """One run of two, in linear time: each newer posting goes after the older ones with its hash."""
+        """One run of two, in linear time: each newer posting goes after the older ones with its hash. A stable sort
+        of the two runs end to end, which numpy's timsort merges in one pass, is 2.5-3x faster than placing the newer
+        postings by binary search for runs of alike size (as a generation's are merged), slower where the older run
+        is over 30x longer (runs of 30,000 to 1.5 million postings, numpy 2.4)."""
+        if len(older) > 30 * len(newer):
+            return cls._placed(older, newer)
+        hashes = np.concatenate([older.hashes, newer.hashes])
+        order = np.argsort(hashes, kind="stable")
+        return cls(hashes[order], np.concatenate([older.ids, newer.ids])[order])
+
+    @classmethod
+    def _placed(cls, older: _Run, newer: _Run) -> _Run:
         total = len(older) + len(newer)
         at = np.searchsorted(older.hashes, newer.hashes, side="right") + np.arange(len(newer))
         rest = np.ones(total, bool)

@@ -210,6 +210,19 @@ def test_merged_runs_keep_older_postings_first_among_equal_hashes():
     assert merged.hashes.tolist() == [0, 1, 3, 3, 3, 7, 9] and merged.ids.tolist() == [4, 0, 1, 2, 5, 3, 6]
 
 
+@pytest.mark.parametrize("older, newer", [(500, 400), (5000, 40), (40, 5000)])
+def test_runs_of_any_sizes_merge_as_one_stable_sort_of_their_postings(older, newer):
+    """Alike sizes (a sort of both) and an older run over 30x longer (the newer placed by binary search): many
+    equal hashes, older ids first among them."""
+    rng = np.random.default_rng(older)
+    runs = [_Run(np.sort(rng.integers(1, 50, n).astype(np.uint64)), np.arange(n) + start)
+            for n, start in ((older, 0), (newer, older))]
+    merged = _Run.merge(*runs)
+    hashes = np.concatenate([r.hashes for r in runs])
+    order = np.argsort(hashes, kind="stable")
+    assert (merged.hashes == hashes[order]).all() and (merged.ids == np.arange(older + newer)[order]).all()
+
+
 def test_content_hashes_tell_exact_bytes_apart():
     x = np.random.default_rng(0).random((200, 64), dtype=np.float32)
     x[100] = x[3]
