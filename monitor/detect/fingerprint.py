@@ -437,7 +437,7 @@ class QueryIndex:
     def lookback_s(self) -> float:
         """Event time from the opening of the oldest live generation to the newest query: how far back a new
         query is matched now (between one and two generations' spans, as generations turn over); ``inf`` while
-        the index still holds every query it was given.
+        the index still holds every query it was given, and in a rebuilt index before its first query.
 
         >>> index = QueryIndex(threshold=2, generation_queries=2)
         >>> hashes, exact = np.arange(1, 7, dtype=np.uint64).reshape(3, 2), np.arange(1, 4, dtype=np.uint64)
@@ -446,7 +446,7 @@ class QueryIndex:
         >>> _ = index.update(hashes + 6, exact + 3, now=np.array([90.0, 120.0, 150.0])); index.lookback_s
         90.0
         """
-        if not self._forgot:
+        if not (self._forgot and self._generations):
             return math.inf
         return max(0.0, self._latest - self._generations[0].started_at)
 

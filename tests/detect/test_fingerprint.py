@@ -181,6 +181,7 @@ def test_the_look_back_is_unbounded_until_a_query_is_forgotten_then_spans_the_li
     rebuilt.update(rows[opened:], content[opened:], now=times[opened:], clients=clients[opened:])
     assert rebuilt.lookback_s == index.lookback_s
     assert QueryIndex(threshold=6).starting_at(0, 0).lookback_s == np.inf
+    assert QueryIndex(threshold=6).starting_at(opened, 7).lookback_s == np.inf  # rebuilt, before its first query
 
 
 @settings(max_examples=200, deadline=None)
