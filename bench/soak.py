@@ -157,8 +157,9 @@ def main() -> int:
     daemons = {name: subprocess.Popen([sys.executable, "-m", "monitor", *command, "--http-port", str(ports[name])],
                                       env=env, stdout=open(work / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
                for name, command in commands.items()}
-    groups = {role: f"{prefix}advmon-{role}" for role in ("ingest", "scorer", *(n for n in commands if "mat" in n),
-                                                          "alerter") if role == "ingest" or role in commands}
+    matchers = [name for name in commands if name.startswith("match")]  # one matcher, or the shards and the reduce
+    groups = {role: f"{prefix}advmon-{role}" for role in ("ingest", "scorer", *matchers, "alerter")
+              if role == "ingest" or role in commands}
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, enable_idempotence=True)
     rows, sent, started = [], 0, time.monotonic()
     clock = EventClock(args.event_speed, args.minutes * 60.0, time.time())
